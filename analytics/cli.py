@@ -1,0 +1,423 @@
+"""The ``analytics`` command: run the pipeline's processes, publish events, simulate traffic.
+
+Every command reads its configuration from the environment (see ``analytics.config``)
+and reports errors as one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from analytics.config import Settings, get_settings
+from analytics.errors import AnalyticsError
+
+log = logging.getLogger("analytics")
+
+#: The event the seed document publishes to test an integration.
+SEED_TEST_EVENT: dict[str, Any] = {
+    "event_type": "order.created",
+    "tenant_id": "test-tenant",
+    "data": {"order_id": "test-order", "total_amount": 99.99},
+}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except AnalyticsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Analytics event pipeline: Redis pub/sub -> bridge -> Celery -> SQL aggregates.
+
+    Configuration comes from the environment: REDIS_URL, EVENT_CHANNEL_PATTERN,
+    CELERY_BROKER_URL, DATABASE_URL (default sqlite:///analytics.db), PII_SALT.
+    Start everything at once with `analytics up`, or each process on its own.
+    """
+
+
+# --------------------------------------------------------------------- migrate
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def run_migrations(database_url: str) -> str:
+    """Upgrade the database to the newest schema; return the revision it is at."""
+    from alembic.script import ScriptDirectory
+
+    from alembic import command
+
+    config = alembic_config(database_url)
+    command.upgrade(config, "head")
+    return str(ScriptDirectory.from_config(config).get_current_head())
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic upgrade to head).
+
+    Safe to run again: a database already at the newest schema is left alone.
+    """
+    _setup_logging()
+    settings = _settings()
+    try:
+        revision = run_migrations(settings.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"migration failed: {exc}") from None
+    click.echo(f"database is at schema revision {revision}")
+
+
+# ---------------------------------------------------------------------- bridge
+
+
+@main.command()
+@click.option("--pattern", help="Channel pattern to psubscribe (default EVENT_CHANNEL_PATTERN).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Events per Celery message at most.")
+@click.option(
+    "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
+)
+def bridge(pattern: str | None, batch_size: int | None, flush_ms: float | None) -> None:
+    """Relay events from Redis pub/sub to the Celery queues of their category.
+
+    Reads as fast as Redis sends, groups events by type and sends each group as
+    one task message when it reaches --batch-size or waited --flush-ms. Survives
+    Redis restarts; SIGTERM or Ctrl-C stops it after everything read is handed over.
+    """
+    from bridge.relay import Bridge, celery_sender
+
+    _setup_logging()
+    settings = _settings()
+    overrides: dict[str, Any] = {}
+    if pattern:
+        if "*" not in pattern:
+            raise click.BadParameter("needs a '*' where the category goes", param_hint="--pattern")
+        overrides["event_channel_pattern"] = pattern
+    if batch_size:
+        overrides["bridge_batch_size"] = batch_size
+    if flush_ms is not None:
+        overrides["bridge_flush_ms"] = flush_ms
+    settings = dataclasses.replace(settings, **overrides)
+    relay = Bridge(settings, celery_sender())
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info(
+            "%s received: handing over what was read, then stopping", signal.Signals(signum).name
+        )
+        relay.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    relay.run()
+    log.info("bridge stopped")
+
+
+# ------------------------------------------------------- worker, beat, flower
+
+
+def _celery_argv(extra: list[str], defaults: dict[str, str]) -> list[str]:
+    argv = list(extra)
+    for option, value in defaults.items():
+        names = {option, *option.split("|")}
+        if not any(arg.split("=", 1)[0] in names for arg in extra):
+            argv += [option.split("|")[0], value]
+    return argv
+
+
+PASS_THROUGH = {
+    "ignore_unknown_options": True,
+    "allow_extra_args": True,
+    "help_option_names": ["-h", "--help"],
+}
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.option(
+    "-Q",
+    "--queues",
+    default=None,
+    help="Comma-separated queues to consume (default: all of user, order, payment, "
+    "inventory, misc, deadletter).",
+)
+@click.pass_context
+def worker(ctx: click.Context, queues: str | None) -> None:
+    """Run a Celery worker that ingests event batches.
+
+    Any other option goes to `celery worker` as it is, e.g.
+    `analytics worker -Q order,payment --concurrency 4`.
+    """
+    from tasks.app import app
+    from tasks.queues import QUEUES
+
+    names = [q.strip() for q in (queues or ",".join(QUEUES)).split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}",
+            param_hint="-Q",
+        )
+    argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
+    app.worker_main(argv)
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run Celery beat, which schedules the periodic rollups. Run exactly one."""
+    from tasks.app import app
+
+    app.start(["beat", *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})])
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Run Flower, the web monitor for workers and tasks (e.g. --basic-auth=user:pass)."""
+    from tasks.app import app
+
+    app.start(["flower", *ctx.args])
+
+
+# --------------------------------------------------------------------- publish
+
+
+def _redis(settings: Settings) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def channel_for(settings: Settings, event_type: str) -> str:
+    """The channel a Rust service publishes an event type on: ``events:order:created``."""
+    category, _, action = event_type.partition(".")
+    return f"{settings.channel_prefix}{category}:{action or category}"
+
+
+@main.command()
+@click.option(
+    "--event", "event_json", help="The event as a JSON object (default: the seed's test event)."
+)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="Publish every line of this JSON-lines file ('-' reads stdin).",
+)
+@click.option("--channel", help="Channel to publish on (default: derived from event_type).")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Publish the text as it is, even if it is not a valid event (needs --channel); "
+    "for testing how the pipeline treats bad input.",
+)
+def publish(event_json: str | None, path: str | None, channel: str | None, raw: bool) -> None:
+    """Publish events on Redis pub/sub, exactly as a Rust service would.
+
+    With no option it publishes the seed document's test event:
+    order.created for tenant "test-tenant", order "test-order", 99.99.
+    """
+    settings = _settings()
+    if event_json and path:
+        raise click.UsageError("give --event or --file, not both")
+    lines: list[str]
+    if path:
+        with click.open_file(path, "r") as handle:
+            lines = [line for line in handle if line.strip()]
+    else:
+        lines = [event_json or orjson.dumps(SEED_TEST_EVENT).decode()]
+    client = _redis(settings)
+    if raw:
+        if not channel:
+            raise click.UsageError("--raw needs --channel")
+        for line in lines:
+            client.publish(channel, line.rstrip("\n"))
+        click.echo(f"published {len(lines)} raw message(s) on {channel}")
+        return
+    sent = 0
+    for number, line in enumerate(lines, 1):
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(f"line {number} is not JSON: {exc}") from None
+        event_type = document.get("event_type") if isinstance(document, dict) else None
+        if not channel and not isinstance(event_type, str):
+            raise click.ClickException(f"line {number} has no event_type; pass --channel")
+        target = channel or channel_for(settings, str(event_type))
+        receivers = client.publish(target, line.strip())
+        sent += 1
+        if len(lines) == 1:
+            click.echo(
+                f"published {event_type} on {target} ({receivers} subscriber(s) received it)"
+            )
+            if receivers == 0:
+                click.echo(
+                    "warning: nobody is subscribed; is `analytics bridge` running?", err=True
+                )
+    if len(lines) > 1:
+        click.echo(f"published {sent} events")
+
+
+@main.command()
+@click.option("--tenants", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Events to publish.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=500.0,
+    show_default=True,
+    help="Events per second (0: as fast as possible).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Days the event timestamps span, ending now.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed: the same seed gives the same stream.",
+)
+def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> None:
+    """Publish a realistic mixed stream of all 15 event types, with a progress bar.
+
+    Users register, log in and out, order 1-4 items, pay (some payments fail),
+    get refunds; stock runs low, runs out and is restocked.
+    """
+    from analytics.simulate import Simulator
+    from analytics.simulate import channel_for as sim_channel
+
+    settings = _settings()
+    client = _redis(settings)
+    prefix = settings.channel_prefix.rstrip(":")
+    simulator = Simulator(tenants=tenants, seed=seed, days=days)
+    chunk = max(1, min(500, int(rate / 20) if rate else 500))
+    started = time.monotonic()
+    published = 0
+    with click.progressbar(length=count, label="publishing", show_pos=True) as bar:
+        pipe = client.pipeline(transaction=False)
+        pending = 0
+        for envelope in simulator.events(count):
+            pipe.publish(sim_channel(envelope["event_type"], prefix), orjson.dumps(envelope))
+            pending += 1
+            if pending == chunk:
+                pipe.execute()
+                published += pending
+                bar.update(pending)
+                pending = 0
+                if rate:
+                    ahead = published / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        if pending:
+            pipe.execute()
+            published += pending
+            bar.update(pending)
+    elapsed = time.monotonic() - started
+    speed = published / max(elapsed, 1e-9)
+    click.echo(
+        f"published {published} events for {tenants} tenant(s) in {elapsed:.1f}s ({speed:,.0f}/s)"
+    )
+
+
+# -------------------------------------------------------------------------- up
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Worker processes.",
+)
+@click.option("--no-beat", is_flag=True, help="Do not start celery beat.")
+def up(concurrency: int, no_beat: bool) -> None:
+    """Migrate the database, then run the bridge, a worker and beat until Ctrl-C.
+
+    The one command a new user needs: on the default settings it stores everything
+    in ./analytics.db and uses Redis on localhost. Each process logs to this terminal.
+    """
+    _setup_logging()
+    settings = _settings()
+    revision = run_migrations(settings.database_url)
+    log.info("database at revision %s: %s", revision, settings.database_url.split("@")[-1])
+    command = [sys.executable, "-m", "analytics"]
+    specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]
+    if not no_beat:
+        specs.append(("beat", [*command, "beat"]))
+    specs.append(("bridge", [*command, "bridge"]))
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def _stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    for name, argv in specs:
+        children[name] = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+        log.info("started %s (pid %d)", name, children[name].pid)
+    failed = None
+    while not stopping and failed is None:
+        time.sleep(0.5)
+        failed = next((name for name, child in children.items() if child.poll() is not None), None)
+    if failed:
+        log.error(
+            "%s exited with code %s; stopping the others", failed, children[failed].returncode
+        )
+    # The bridge first, so that what it read is handed to the still-running workers.
+    for name in ("bridge", "beat", "worker"):
+        child = children.get(name)
+        if child is None or child.poll() is not None:
+            continue
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        log.info("%s stopped", name)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Settings: the one place that reads the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from analytics.errors import ConfigError
+
+#: Where Rust services publish, and the default Celery broker.
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: The bridge psubscribes this; the category is the first segment the ``*`` matches.
+DEFAULT_CHANNEL_PATTERN = "events:*"
+#: Zero-setup storage: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
+#: Currency of an order or payment that names none.
+DEFAULT_CURRENCY = "USD"
+#: Largest message the bridge parses; anything bigger is a dead letter.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: The bridge hands a group to Celery when it holds this many events ...
+DEFAULT_BRIDGE_BATCH_SIZE = 500
+#: ... or when its oldest event has waited this long, whichever comes first.
+DEFAULT_BRIDGE_FLUSH_MS = 10.0
+#: Seconds between the bridge's per-category count log lines.
+DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
+#: Seconds before Redis redelivers a message a worker took and never acknowledged.
+#: A batch takes well under a second, so a lost worker's batches come back quickly.
+DEFAULT_VISIBILITY_TIMEOUT = 120
+#: Retries of a batch whose database is unreachable (backoff 1, 2, 4 ... 30 s).
+DEFAULT_TASK_MAX_RETRIES = 12
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of every process, read from the environment by :func:`from_env`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    event_channel_pattern: str = DEFAULT_CHANNEL_PATTERN
+    celery_broker_url: str = DEFAULT_REDIS_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    pii_salt: str | None = field(default=None, repr=False)
+    default_currency: str = DEFAULT_CURRENCY
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
+    bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
+    bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    task_max_retries: int = DEFAULT_TASK_MAX_RETRIES
+
+    @property
+    def channel_prefix(self) -> str:
+        """The part of the pattern before ``*``: ``events:`` for ``events:*``."""
+        return self.event_channel_pattern.split("*", 1)[0]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+        pattern = env.get("EVENT_CHANNEL_PATTERN") or DEFAULT_CHANNEL_PATTERN
+        if "*" not in pattern:
+            raise ConfigError(
+                f"EVENT_CHANNEL_PATTERN={pattern!r} needs a '*' where the category goes"
+            )
+        for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+            value = env.get(name)
+            if value and "://" not in value:
+                raise ConfigError(f"{name}={value!r} is not a URL (e.g. redis://localhost:6379/0)")
+        currency = (env.get("DEFAULT_CURRENCY") or DEFAULT_CURRENCY).upper()
+        if len(currency) != 3 or not currency.isalpha():
+            raise ConfigError(f"DEFAULT_CURRENCY={currency!r} is not a 3-letter currency code")
+        return cls(
+            redis_url=redis_url,
+            event_channel_pattern=pattern,
+            celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            pii_salt=env.get("PII_SALT") or None,
+            default_currency=currency,
+            max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
+            bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
+            bridge_log_interval=_float(
+                env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
+            ),
+            visibility_timeout=_int(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),
+            task_max_retries=_int(env, "TASK_MAX_RETRIES", DEFAULT_TASK_MAX_RETRIES, minimum=0),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()

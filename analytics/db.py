@@ -1,0 +1,86 @@
+"""Database access: one engine per process, sessions, and the one place dialects differ.
+
+PostgreSQL is the production store; a SQLite file is the zero-setup default. The
+only SQL that differs between them is ``INSERT ... ON CONFLICT``, built by
+:func:`insert_for` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from analytics.config import get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for concurrent writers on either dialect."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
+            # Let pysqlite's own transaction handling stand aside so that every
+            # transaction starts with BEGIN IMMEDIATE (below): a deferred
+            # transaction that later writes fails at once with "database is
+            # locked" when another process wrote in between.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process's engine for ``url`` (default: ``DATABASE_URL``), created on first use."""
+    url = url or get_settings().database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Forget pooled connections inherited from a parent process (call after fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+
+
+def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+
+
+def insert_for(session: Session) -> Any:
+    """The dialect's ``insert`` construct, which has ``on_conflict_do_update`` and ``excluded``."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed: lost connections, deadlocks, a locked SQLite file."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

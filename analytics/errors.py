@@ -1,0 +1,29 @@
+"""The project's error hierarchy: everything raised on purpose derives from AnalyticsError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AnalyticsError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(AnalyticsError):
+    """A setting in the environment is missing or malformed."""
+
+
+class InvalidEvent(AnalyticsError):
+    """An event failed validation; it belongs in dead letters and is never retried."""
+
+    def __init__(self, summary: str, messages: Any = None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.messages = messages if messages is not None else {"_schema": [summary]}
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+class DuplicateRegistration(AnalyticsError):
+    """An event type or handler was registered twice."""

@@ -1,0 +1,628 @@
+"""Events: the envelope, the marshmallow schema of each event type, and the registry.
+
+``parse`` turns the bytes a producer published into a typed, frozen :class:`Event`
+or raises :class:`InvalidEvent` with messages a person can act on. The rules are
+DESIGN.md's "lenient where the contract is loose": opaque string IDs, an
+``event_id`` derived from the payload when missing, the bridge's arrival time
+when ``timestamp`` is missing, and only the data fields an aggregate cannot do
+without are required. Every default is written next to its field below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, post_load, validate
+
+from analytics.errors import DuplicateRegistration, InvalidEvent
+
+ID_MAX_LENGTH = 128
+#: Keys whose values are personal data, hashed when ``PII_SALT`` is set.
+PII_KEYS = frozenset({"email", "ip_address"})
+
+
+# --------------------------------------------------------------------------- fields
+
+
+class Id(fields.Field):
+    """An opaque identifier: a string of 1-128 characters (an integer is taken as its digits)."""
+
+    default_error_messages = {
+        "invalid": "Not a valid identifier: expected a string of 1-128 characters.",
+    }
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.make_error("invalid")
+        text = str(value)
+        if not 1 <= len(text) <= ID_MAX_LENGTH:
+            raise self.make_error("invalid")
+        return text
+
+
+class Timestamp(fields.Field):
+    """ISO 8601 with any number of fraction digits and ``Z`` or an offset; naive means UTC."""
+
+    default_error_messages = {
+        "invalid": "Not a valid ISO 8601 timestamp (e.g. 2024-01-01T00:00:00Z).",
+    }
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        return parse_timestamp(value, self.make_error("invalid"))
+
+
+def parse_timestamp(value: str, error: Exception | None = None) -> datetime:
+    """A naive UTC datetime from an ISO 8601 string (Rust's chrono writes nine fraction digits)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise error or ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _money(**kwargs: Any) -> fields.Decimal:
+    return fields.Decimal(allow_nan=False, **kwargs)
+
+
+def _text(**kwargs: Any) -> fields.String:
+    return fields.String(allow_none=True, load_default=None, **kwargs)
+
+
+def _optional_id() -> Id:
+    return Id(allow_none=True, load_default=None)
+
+
+def _count(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(allow_none=True, load_default=None, **kwargs)
+
+
+class Currency(fields.String):
+    """A 3-letter currency code, upper-cased; missing means the deployment's default currency."""
+
+    default_error_messages = {"currency": "Not a 3-letter currency code."}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) != 3 or not text.isalpha():
+            raise self.make_error("currency")
+        return text.upper()
+
+
+# ------------------------------------------------------------------- typed payloads
+
+
+@dataclass(frozen=True, slots=True)
+class UserRegistered:
+    user_id: str | None
+    email: str | None
+    tenant_slug: str | None
+    registration_method: str
+    referral_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserLoggedIn:
+    user_id: str | None
+    login_method: str | None
+    device_type: str | None
+    country: str | None
+    city: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserLoggedOut:
+    user_id: str | None
+    session_duration_seconds: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfileUpdated:
+    user_id: str | None
+    fields_updated: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    product_id: str
+    sku: str | None
+    name: str | None
+    quantity: int
+    unit_price: Decimal
+    total_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCreated:
+    order_id: str
+    order_number: str | None
+    customer_id: str | None
+    location_id: str | None
+    items_count: int | None
+    subtotal: Decimal | None
+    tax_amount: Decimal | None
+    shipping_amount: Decimal | None
+    total_amount: Decimal
+    currency: str | None
+    items: tuple[OrderItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdated:
+    order_id: str
+    order_number: str | None
+    status: str | None
+    previous_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    order_id: str
+    order_number: str | None
+    cancellation_reason: str | None
+    refund_amount: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFulfilled:
+    order_id: str
+    order_number: str | None
+    fulfillment_method: str | None
+    carrier: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentProcessed:
+    payment_id: str | None
+    order_id: str | None
+    amount: Decimal | None
+    currency: str | None
+    payment_method: str | None
+    gateway: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailed:
+    payment_id: str | None
+    order_id: str | None
+    amount: Decimal | None
+    currency: str | None
+    failure_reason: str
+    error_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefunded:
+    payment_id: str | None
+    order_id: str | None
+    refund_amount: Decimal
+    refund_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryLowStock:
+    product_id: str
+    sku: str | None
+    location_id: str
+    current_quantity: int | None
+    reorder_point: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryOutOfStock:
+    product_id: str
+    sku: str | None
+    location_id: str
+    last_sold_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRestocked:
+    product_id: str
+    sku: str | None
+    location_id: str
+    quantity_added: int | None
+    new_quantity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAdjusted:
+    product_id: str
+    sku: str | None
+    location_id: str
+    previous_quantity: int | None
+    new_quantity: int | None
+    adjustment_reason: str | None
+
+
+# ------------------------------------------------------------------------- schemas
+
+
+class DataSchema(Schema):
+    """Base of every ``data`` schema: unknown keys are kept in the raw store, not here."""
+
+    target: type
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @post_load
+    def make(self, values: dict[str, Any], **kwargs: Any) -> Any:
+        return self.target(**values)
+
+
+class UserRegisteredSchema(DataSchema):
+    target = UserRegistered
+    user_id = _optional_id()
+    email = _text()
+    tenant_slug = _text()
+    registration_method = fields.String(load_default="email")
+    referral_source = fields.String(load_default="organic")
+
+
+class UserLoggedInSchema(DataSchema):
+    target = UserLoggedIn
+    user_id = _optional_id()
+    login_method = _text()
+    device_type = _text()
+    location = fields.Dict(allow_none=True, load_default=None)
+
+    @post_load
+    def make(self, values: dict[str, Any], **kwargs: Any) -> Any:
+        location = values.pop("location", None) or {}
+        country, city = location.get("country"), location.get("city")
+        for key, value in (("country", country), ("city", city)):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError({"location": {key: ["Not a valid string."]}})
+        return UserLoggedIn(country=country or None, city=city or None, **values)
+
+
+class UserLoggedOutSchema(DataSchema):
+    target = UserLoggedOut
+    user_id = _optional_id()
+    session_duration_seconds = _money(
+        allow_none=True, load_default=None, validate=validate.Range(min=0)
+    )
+
+
+class UserProfileUpdatedSchema(DataSchema):
+    target = UserProfileUpdated
+    user_id = _optional_id()
+    fields_updated = fields.List(fields.String(), load_default=list)
+
+    @post_load
+    def make(self, values: dict[str, Any], **kwargs: Any) -> Any:
+        values["fields_updated"] = tuple(values["fields_updated"])
+        return UserProfileUpdated(**values)
+
+
+class OrderItemSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    product_id = Id(required=True)
+    sku = _text()
+    name = _text()
+    quantity = fields.Integer(load_default=1, validate=validate.Range(min=0))
+    unit_price = _money(load_default=Decimal(0))
+    total_price = _money(allow_none=True, load_default=None)
+
+    @post_load
+    def make(self, values: dict[str, Any], **kwargs: Any) -> OrderItem:
+        if values["total_price"] is None:  # default: quantity x unit price
+            values["total_price"] = values["unit_price"] * values["quantity"]
+        return OrderItem(**values)
+
+
+class OrderCreatedSchema(DataSchema):
+    target = OrderCreated
+    order_id = Id(required=True)
+    order_number = _text()
+    customer_id = _optional_id()
+    location_id = _optional_id()
+    items_count = _count()
+    subtotal = _money(allow_none=True, load_default=None)
+    tax_amount = _money(allow_none=True, load_default=None)
+    shipping_amount = _money(allow_none=True, load_default=None)
+    total_amount = _money(required=True)
+    currency = Currency(allow_none=True, load_default=None)
+    items = fields.List(fields.Nested(OrderItemSchema), load_default=list)
+
+    @post_load
+    def make(self, values: dict[str, Any], **kwargs: Any) -> Any:
+        values["items"] = tuple(values["items"])
+        return OrderCreated(**values)
+
+
+class OrderUpdatedSchema(DataSchema):
+    target = OrderUpdated
+    order_id = Id(required=True)
+    order_number = _text()
+    status = _text()
+    previous_status = _text()
+
+
+class OrderCancelledSchema(DataSchema):
+    target = OrderCancelled
+    order_id = Id(required=True)
+    order_number = _text()
+    cancellation_reason = _text()
+    refund_amount = _money(allow_none=True, load_default=None)
+
+
+class OrderFulfilledSchema(DataSchema):
+    target = OrderFulfilled
+    order_id = Id(required=True)
+    order_number = _text()
+    fulfillment_method = _text()
+    carrier = _text()
+
+
+class PaymentProcessedSchema(DataSchema):
+    target = PaymentProcessed
+    payment_id = _optional_id()
+    order_id = _optional_id()
+    amount = _money(allow_none=True, load_default=None)
+    currency = Currency(allow_none=True, load_default=None)
+    payment_method = _text()
+    gateway = _text()
+
+
+class PaymentFailedSchema(DataSchema):
+    target = PaymentFailed
+    payment_id = _optional_id()
+    order_id = _optional_id()
+    amount = _money(allow_none=True, load_default=None)
+    currency = Currency(allow_none=True, load_default=None)
+    failure_reason = fields.String(load_default="unknown")
+    error_code = _text()
+
+
+class PaymentRefundedSchema(DataSchema):
+    target = PaymentRefunded
+    payment_id = _optional_id()
+    order_id = _optional_id()
+    refund_amount = _money(required=True, validate=validate.Range(min=0))
+    refund_reason = _text()
+
+
+class _InventorySchema(DataSchema):
+    product_id = Id(required=True)
+    sku = _text()
+    # A producer with a single warehouse may omit the location: "" stands for it.
+    location_id = Id(load_default="")
+
+
+class InventoryLowStockSchema(_InventorySchema):
+    target = InventoryLowStock
+    current_quantity = _count()
+    reorder_point = _count()
+
+
+class InventoryOutOfStockSchema(_InventorySchema):
+    target = InventoryOutOfStock
+    last_sold_at = Timestamp(allow_none=True, load_default=None)
+
+
+class InventoryRestockedSchema(_InventorySchema):
+    target = InventoryRestocked
+    quantity_added = _count()
+    new_quantity = _count()
+
+
+class InventoryAdjustedSchema(_InventorySchema):
+    target = InventoryAdjusted
+    previous_quantity = _count()
+    new_quantity = _count()
+    adjustment_reason = _text()
+
+
+class MetadataSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    response_time_ms = fields.Float(allow_none=True, validate=validate.Range(min=0))
+
+
+class EnvelopeSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    event_id = Id(allow_none=True, load_default=None)
+    event_type = fields.String(required=True, validate=validate.Length(min=1, max=ID_MAX_LENGTH))
+    tenant_id = Id(required=True)
+    user_id = _optional_id()
+    timestamp = Timestamp(allow_none=True, load_default=None)
+    data = fields.Dict(allow_none=True, load_default=None)
+    metadata = fields.Nested(MetadataSchema, allow_none=True, load_default=None)
+
+
+# ------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True)
+class EventType:
+    """A known event type: its name, the queue category it belongs to and its data schema."""
+
+    name: str
+    category: str
+    schema: Schema
+
+
+REGISTRY: dict[str, EventType] = {}
+
+
+def register(name: str, schema: type[Schema]) -> EventType:
+    """Register an event type; a second registration of the same name is refused."""
+    if name in REGISTRY:
+        raise DuplicateRegistration(f"An event type named {name!r} is already registered.")
+    category = name.split(".", 1)[0]
+    REGISTRY[name] = EventType(name=name, category=category, schema=schema())
+    return REGISTRY[name]
+
+
+for _name, _schema in (
+    ("user.registered", UserRegisteredSchema),
+    ("user.logged_in", UserLoggedInSchema),
+    ("user.logged_out", UserLoggedOutSchema),
+    ("user.profile_updated", UserProfileUpdatedSchema),
+    ("order.created", OrderCreatedSchema),
+    ("order.updated", OrderUpdatedSchema),
+    ("order.cancelled", OrderCancelledSchema),
+    ("order.fulfilled", OrderFulfilledSchema),
+    ("payment.processed", PaymentProcessedSchema),
+    ("payment.failed", PaymentFailedSchema),
+    ("payment.refunded", PaymentRefundedSchema),
+    ("inventory.low_stock", InventoryLowStockSchema),
+    ("inventory.out_of_stock", InventoryOutOfStockSchema),
+    ("inventory.restocked", InventoryRestockedSchema),
+    ("inventory.adjusted", InventoryAdjustedSchema),
+):
+    register(_name, _schema)
+
+#: The categories that have a queue of their own.
+CATEGORIES = ("user", "order", "payment", "inventory")
+_ENVELOPE = EnvelopeSchema()
+
+
+# --------------------------------------------------------------------------- event
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event. ``data`` is the typed payload, or the raw dict for an unknown type."""
+
+    event_id: str
+    event_type: str
+    tenant_id: str
+    user_id: str | None
+    timestamp: datetime
+    data: Any
+    channel: str
+    received_at: datetime
+    payload: dict[str, Any] = field(repr=False)
+    response_time_ms: float | None = None
+    event_id_derived: bool = False
+    timestamp_derived: bool = False
+
+    @property
+    def known(self) -> bool:
+        return self.event_type in REGISTRY
+
+    @property
+    def day(self) -> date:
+        return self.timestamp.date()
+
+    @property
+    def hour(self) -> datetime:
+        return self.timestamp.replace(minute=0, second=0, microsecond=0)
+
+
+def derive_event_id(document: Mapping[str, Any]) -> str:
+    """A deterministic id for an id-less payload, so the same payload twice counts once."""
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return "derived-" + hashlib.sha256(canonical).hexdigest()[:40]
+
+
+def hash_pii(value: Any, salt: str) -> str:
+    """A salted hash that stands in for an e-mail address or IP address."""
+    digest = hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()
+    return "hmac-sha256:" + digest
+
+
+def scrub_pii(value: Any, salt: str) -> Any:
+    """A copy of ``value`` with every e-mail and IP address replaced by its salted hash."""
+    if isinstance(value, dict):
+        return {
+            key: hash_pii(item, salt)
+            if key in PII_KEYS and isinstance(item, str | int)
+            else scrub_pii(item, salt)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub_pii(item, salt) for item in value]
+    return value
+
+
+def decode(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+    """Bytes to a JSON object, or InvalidEvent saying what is wrong with them."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise InvalidEvent(f"payload is {size} bytes, over the limit of {max_bytes}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        kind = type(document).__name__ if document is not None else "null"
+        raise InvalidEvent(f"event must be a JSON object, got {kind}")
+    return document
+
+
+def _summary(messages: Any, prefix: str = "") -> str:
+    if isinstance(messages, dict):
+        parts = [_summary(value, f"{prefix}{key}.") for key, value in messages.items()]
+        return "; ".join(parts)
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return f"{prefix.rstrip('.')}: {' '.join(messages)}"
+    if isinstance(messages, list):
+        return "; ".join(_summary(m, prefix) for m in messages)
+    return f"{prefix.rstrip('.')}: {messages}"
+
+
+def parse(
+    raw: bytes | str,
+    *,
+    channel: str,
+    received_at: datetime,
+    max_bytes: int,
+    pii_salt: str | None = None,
+) -> Event:
+    """Validate one published message into an :class:`Event`, or raise InvalidEvent."""
+    document = decode(raw, max_bytes)
+    try:
+        envelope = _ENVELOPE.load(document)
+    except ValidationError as exc:
+        raise InvalidEvent("invalid envelope: " + _summary(exc.messages), exc.messages) from None
+    event_type: str = envelope["event_type"]
+    data = envelope["data"] or {}
+    spec = REGISTRY.get(event_type)
+    typed: Any = data
+    if spec is not None:
+        try:
+            typed = spec.schema.load(data)
+        except ValidationError as exc:
+            messages = {"data": exc.messages}
+            raise InvalidEvent(
+                f"invalid {event_type} data: " + _summary(exc.messages, "data."), messages
+            ) from None
+    event_id = envelope["event_id"]
+    if event_id is None:
+        event_id = derive_event_id(document)
+    timestamp = envelope["timestamp"]
+    metadata = envelope["metadata"] or {}
+    payload = scrub_pii(document, pii_salt) if pii_salt else document
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        tenant_id=envelope["tenant_id"],
+        user_id=envelope["user_id"],
+        timestamp=timestamp if timestamp is not None else received_at,
+        data=typed,
+        channel=channel,
+        received_at=received_at,
+        payload=payload,
+        response_time_ms=metadata.get("response_time_ms"),
+        event_id_derived=envelope["event_id"] is None,
+        timestamp_derived=timestamp is None,
+    )

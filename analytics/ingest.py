@@ -1,0 +1,913 @@
+"""Ingestion: a pure handler per event type, and the writer that applies a batch at once.
+
+A handler turns one validated :class:`Event` into the changes it makes and never
+touches a database. :func:`apply_events` stores a batch's raw events keyed by
+``(tenant_id, event_id)`` and applies the changes of exactly those events whose
+insert was new, merging the batch's changes to the same row first and writing
+each table with one multi-row ``INSERT ... ON CONFLICT DO UPDATE``. Every update
+is computed by the database from the row it holds (``value = value + excluded``,
+last-writer-wins by event time), so any number of workers may write at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+from sqlalchemy import and_, case, func, or_, update
+from sqlalchemy.orm import Session
+
+from analytics import events as ev
+from analytics.db import insert_for
+from analytics.errors import DuplicateRegistration
+from analytics.events import Event
+from analytics.models import (
+    Alert,
+    Base,
+    DeadLetter,
+    InventoryLevel,
+    InventoryMovement,
+    LoginLocation,
+    MetricCounter,
+    Order,
+    Payment,
+    ProductSale,
+    Refund,
+    StoredEvent,
+    UserActivity,
+    UserCohort,
+    UserSession,
+)
+
+ZERO = Decimal(0)
+#: Stands for a place a login did not report.
+UNKNOWN_PLACE = "unknown"
+
+
+class Merge(enum.Enum):
+    """How a column combines a new value with the one already stored."""
+
+    SUM = "sum"  # counters: old + new
+    MIN = "min"  # earliest time seen
+    MAX = "max"  # latest time seen
+    KEEP = "keep"  # first non-null value stays
+    LAST = "last"  # newest non-null value replaces
+
+
+@dataclass(frozen=True, eq=False)
+class Aggregate:
+    """An upserted table: its key columns and how each other column merges.
+
+    ``latest`` maps a column to the timestamp column that orders it: the value
+    with the newest timestamp wins, whatever order events arrive in.
+    """
+
+    model: type[Base]
+    key: tuple[str, ...]
+    merge: dict[str, Merge]
+    latest: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.key + tuple(self.merge) + tuple(self.latest)
+
+
+COUNTERS = Aggregate(
+    MetricCounter,
+    ("tenant_id", "metric", "hour", "dimension"),
+    {"count": Merge.SUM, "total": Merge.SUM},
+)
+ACTIVITY = Aggregate(UserActivity, ("tenant_id", "hour", "user_id"), {"events": Merge.SUM})
+COHORTS = Aggregate(
+    UserCohort,
+    ("tenant_id", "user_id"),
+    {"registered_at": Merge.MIN, "registration_method": Merge.KEEP, "referral_source": Merge.KEEP},
+)
+PRODUCT_SALES = Aggregate(
+    ProductSale,
+    ("tenant_id", "day", "product_id", "currency", "location_id"),
+    {
+        "units": Merge.SUM,
+        "revenue": Merge.SUM,
+        "name": Merge.LAST,
+        "sku": Merge.LAST,
+        "last_sold_at": Merge.MAX,
+    },
+)
+ORDERS = Aggregate(
+    Order,
+    ("tenant_id", "order_id"),
+    {
+        "status_at": Merge.MAX,
+        "created_at": Merge.MIN,
+        "total_amount": Merge.KEEP,
+        "currency": Merge.KEEP,
+        "customer_id": Merge.KEEP,
+        "user_id": Merge.KEEP,
+        "location_id": Merge.KEEP,
+        "items_count": Merge.KEEP,
+        "paid_at": Merge.MIN,
+        "cancelled_at": Merge.MIN,
+        "fulfilled_at": Merge.MIN,
+    },
+    latest={"status": "status_at"},
+)
+PAYMENTS = Aggregate(
+    Payment,
+    ("tenant_id", "payment_id"),
+    {
+        "status_at": Merge.MAX,
+        "order_id": Merge.LAST,
+        "amount": Merge.LAST,
+        "currency": Merge.LAST,
+        "payment_method": Merge.LAST,
+        "failure_reason": Merge.LAST,
+        "refunded_amount": Merge.SUM,
+    },
+    latest={"status": "status_at"},
+)
+INVENTORY = Aggregate(
+    InventoryLevel,
+    ("tenant_id", "product_id", "location_id"),
+    {
+        "level_at": Merge.MAX,
+        "sku": Merge.LAST,
+        "last_sold_at": Merge.MAX,
+        "low_stock_events": Merge.SUM,
+        "out_of_stock_events": Merge.SUM,
+        "restock_events": Merge.SUM,
+        "adjustment_events": Merge.SUM,
+    },
+    latest={"on_hand": "level_at"},
+)
+LOGINS = Aggregate(
+    LoginLocation, ("tenant_id", "day", "country", "city", "user_id"), {"logins": Merge.SUM}
+)
+AGGREGATES = (COUNTERS, ACTIVITY, COHORTS, PRODUCT_SALES, ORDERS, PAYMENTS, INVENTORY, LOGINS)
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Merge ``values`` into the row of ``aggregate`` that ``values``' key names."""
+
+    aggregate: Aggregate
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Append:
+    """Insert one row of a per-event table (refunds, sessions, inventory movements)."""
+
+    model: type[Base]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """Raise an alert unless one with the same key is still open."""
+
+    tenant_id: str
+    alert_key: str
+    alert_type: str
+    severity: str
+    message: str
+    created_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class ResolveAlerts:
+    """Close the open alerts with these keys that were raised at or before ``at``."""
+
+    tenant_id: str
+    alert_keys: tuple[str, ...]
+    at: datetime
+
+
+Change: TypeAlias = Upsert | Append | OpenAlert | ResolveAlerts
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers may know beyond the event: deployment defaults, never a database."""
+
+    default_currency: str = "USD"
+
+
+Handler = Callable[[Event, Context], list[Change]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(event_type: str) -> Callable[[Handler], Handler]:
+    """Register the handler of a known event type; a second one for the same type is refused."""
+    if event_type not in ev.REGISTRY:
+        raise DuplicateRegistration(f"{event_type!r} is not a registered event type")
+
+    def register(handler: Handler) -> Handler:
+        if event_type in HANDLERS:
+            raise DuplicateRegistration(f"A handler for {event_type!r} is already registered.")
+        HANDLERS[event_type] = handler
+        return handler
+
+    return register
+
+
+def counter(
+    event: Event, metric: str, dimension: str | None = "", total: Decimal | None = None
+) -> Upsert:
+    return Upsert(
+        COUNTERS,
+        {
+            "tenant_id": event.tenant_id,
+            "metric": metric,
+            "hour": event.hour,
+            "dimension": dimension or "",
+            "count": 1,
+            "total": total if total is not None else ZERO,
+        },
+    )
+
+
+def common_changes(event: Event) -> list[Change]:
+    """What every stored event changes, known type or not: activity counts."""
+    changes: list[Change] = [counter(event, "events", event.event_type)]
+    if event.user_id:
+        changes.append(
+            Upsert(
+                ACTIVITY,
+                {
+                    "tenant_id": event.tenant_id,
+                    "hour": event.hour,
+                    "user_id": event.user_id,
+                    "events": 1,
+                },
+            )
+        )
+    return changes
+
+
+# ----------------------------------------------------------------------- user.*
+
+
+@handles("user.registered")
+def user_registered(event: Event, ctx: Context) -> list[Change]:
+    data: ev.UserRegistered = event.data
+    changes: list[Change] = [
+        counter(event, "registrations"),
+        counter(event, "registrations_by_source", data.referral_source),
+        counter(event, "registrations_by_method", data.registration_method),
+    ]
+    user_id = data.user_id or event.user_id
+    if user_id:
+        changes.append(
+            Upsert(
+                COHORTS,
+                {
+                    "tenant_id": event.tenant_id,
+                    "user_id": user_id,
+                    "registered_at": event.timestamp,
+                    "registration_method": data.registration_method,
+                    "referral_source": data.referral_source,
+                },
+            )
+        )
+    return changes
+
+
+@handles("user.logged_in")
+def user_logged_in(event: Event, ctx: Context) -> list[Change]:
+    data: ev.UserLoggedIn = event.data
+    return [
+        counter(event, "logins", data.login_method),
+        counter(event, "logins_by_device", data.device_type),
+        Upsert(
+            LOGINS,
+            {
+                "tenant_id": event.tenant_id,
+                "day": event.day,
+                "country": data.country or UNKNOWN_PLACE,
+                "city": data.city or UNKNOWN_PLACE,
+                "user_id": event.user_id or data.user_id or "",
+                "logins": 1,
+            },
+        ),
+    ]
+
+
+@handles("user.logged_out")
+def user_logged_out(event: Event, ctx: Context) -> list[Change]:
+    data: ev.UserLoggedOut = event.data
+    changes: list[Change] = [counter(event, "logouts", total=data.session_duration_seconds)]
+    if data.session_duration_seconds is not None:
+        changes.append(
+            Append(
+                UserSession,
+                {
+                    "tenant_id": event.tenant_id,
+                    "event_id": event.event_id,
+                    "user_id": event.user_id or data.user_id,
+                    "ended_at": event.timestamp,
+                    "duration_seconds": data.session_duration_seconds,
+                },
+            )
+        )
+    return changes
+
+
+@handles("user.profile_updated")
+def user_profile_updated(event: Event, ctx: Context) -> list[Change]:
+    data: ev.UserProfileUpdated = event.data
+    changes: list[Change] = [counter(event, "profile_updates")]
+    changes += [counter(event, "profile_fields_updated", name) for name in set(data.fields_updated)]
+    return changes
+
+
+# ---------------------------------------------------------------------- order.*
+
+
+def order_row(event: Event, order_id: str, **values: Any) -> Upsert:
+    row: dict[str, Any] = {"tenant_id": event.tenant_id, "order_id": order_id}
+    row.update(values)
+    return Upsert(ORDERS, row)
+
+
+@handles("order.created")
+def order_created(event: Event, ctx: Context) -> list[Change]:
+    data: ev.OrderCreated = event.data
+    currency = data.currency or ctx.default_currency
+    location = data.location_id or ""
+    changes: list[Change] = [
+        counter(event, "revenue", currency, data.total_amount),
+        order_row(
+            event,
+            data.order_id,
+            status="created",
+            status_at=event.timestamp,
+            created_at=event.timestamp,
+            total_amount=data.total_amount,
+            currency=currency,
+            customer_id=data.customer_id,
+            user_id=event.user_id or data.customer_id,
+            location_id=data.location_id,
+            items_count=data.items_count if data.items_count is not None else len(data.items),
+        ),
+    ]
+    for item in data.items:
+        changes.append(
+            Upsert(
+                PRODUCT_SALES,
+                {
+                    "tenant_id": event.tenant_id,
+                    "day": event.day,
+                    "product_id": item.product_id,
+                    "currency": currency,
+                    "location_id": location,
+                    "units": item.quantity,
+                    "revenue": item.total_price,
+                    "name": item.name,
+                    "sku": item.sku,
+                    "last_sold_at": event.timestamp,
+                },
+            )
+        )
+    return changes
+
+
+@handles("order.updated")
+def order_updated(event: Event, ctx: Context) -> list[Change]:
+    data: ev.OrderUpdated = event.data
+    stamp = event.timestamp if data.status else None
+    return [
+        counter(event, "order_updates", data.status),
+        order_row(event, data.order_id, status=data.status, status_at=stamp),
+    ]
+
+
+@handles("order.cancelled")
+def order_cancelled(event: Event, ctx: Context) -> list[Change]:
+    data: ev.OrderCancelled = event.data
+    return [
+        # refund_amount of a cancellation is not a refund (payment.refunded is):
+        # it is kept as the counter's total for what it says, nothing more.
+        counter(event, "orders_cancelled", data.cancellation_reason, data.refund_amount),
+        order_row(
+            event,
+            data.order_id,
+            status="cancelled",
+            status_at=event.timestamp,
+            cancelled_at=event.timestamp,
+        ),
+    ]
+
+
+@handles("order.fulfilled")
+def order_fulfilled(event: Event, ctx: Context) -> list[Change]:
+    data: ev.OrderFulfilled = event.data
+    return [
+        counter(event, "orders_fulfilled", data.fulfillment_method),
+        order_row(
+            event,
+            data.order_id,
+            status="fulfilled",
+            status_at=event.timestamp,
+            fulfilled_at=event.timestamp,
+        ),
+    ]
+
+
+# -------------------------------------------------------------------- payment.*
+
+
+def payment_row(event: Event, payment_id: str | None, **values: Any) -> Upsert:
+    # A payment without an id is still one payment: the event stands for it.
+    row: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "payment_id": payment_id or event.event_id,
+        "refunded_amount": ZERO,
+    }
+    row.update(values)
+    return Upsert(PAYMENTS, row)
+
+
+@handles("payment.processed")
+def payment_processed(event: Event, ctx: Context) -> list[Change]:
+    data: ev.PaymentProcessed = event.data
+    changes: list[Change] = [
+        counter(event, "payments_processed", data.currency, data.amount),
+        payment_row(
+            event,
+            data.payment_id,
+            order_id=data.order_id,
+            status="processed",
+            status_at=event.timestamp,
+            amount=data.amount,
+            currency=data.currency,
+            payment_method=data.payment_method,
+        ),
+    ]
+    if data.order_id:
+        changes.append(order_row(event, data.order_id, paid_at=event.timestamp))
+    return changes
+
+
+@handles("payment.failed")
+def payment_failed(event: Event, ctx: Context) -> list[Change]:
+    data: ev.PaymentFailed = event.data
+    return [
+        counter(event, "payments_failed", data.failure_reason, data.amount),
+        payment_row(
+            event,
+            data.payment_id,
+            order_id=data.order_id,
+            status="failed",
+            status_at=event.timestamp,
+            amount=data.amount,
+            currency=data.currency,
+            failure_reason=data.failure_reason,
+        ),
+    ]
+
+
+@handles("payment.refunded")
+def payment_refunded(event: Event, ctx: Context) -> list[Change]:
+    data: ev.PaymentRefunded = event.data
+    return [
+        counter(event, "payments_refunded", data.refund_reason, data.refund_amount),
+        payment_row(
+            event,
+            data.payment_id,
+            order_id=data.order_id,
+            status="refunded",
+            status_at=event.timestamp,
+            refunded_amount=data.refund_amount,
+        ),
+        Append(
+            Refund,
+            {
+                "tenant_id": event.tenant_id,
+                "event_id": event.event_id,
+                "refunded_at": event.timestamp,
+                "order_id": data.order_id,
+                "payment_id": data.payment_id,
+                "amount": data.refund_amount,
+                "reason": data.refund_reason,
+            },
+        ),
+    ]
+
+
+# ------------------------------------------------------------------ inventory.*
+
+
+def alert_key(kind: str, product_id: str, location_id: str) -> str:
+    return f"{kind}:{product_id}@{location_id}"
+
+
+def inventory_changes(
+    event: Event,
+    kind: str,
+    product_id: str,
+    location_id: str,
+    sku: str | None,
+    on_hand: int | None,
+    change: int | None = None,
+    reason: str | None = None,
+    **counts: Any,
+) -> list[Change]:
+    row: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "product_id": product_id,
+        "location_id": location_id,
+        "sku": sku,
+        "on_hand": on_hand,
+        "level_at": event.timestamp if on_hand is not None else None,
+        "low_stock_events": 0,
+        "out_of_stock_events": 0,
+        "restock_events": 0,
+        "adjustment_events": 0,
+    }
+    row.update(counts)
+    return [
+        counter(event, kind),
+        Upsert(INVENTORY, row),
+        Append(
+            InventoryMovement,
+            {
+                "tenant_id": event.tenant_id,
+                "event_id": event.event_id,
+                "product_id": product_id,
+                "location_id": location_id,
+                "kind": kind,
+                "occurred_at": event.timestamp,
+                "quantity_change": change,
+                "quantity_after": on_hand,
+                "reason": reason,
+            },
+        ),
+    ]
+
+
+def _place(sku: str | None, product_id: str, location_id: str) -> str:
+    where = f" at location {location_id}" if location_id else ""
+    return f"{sku or product_id}{where}"
+
+
+@handles("inventory.low_stock")
+def inventory_low_stock(event: Event, ctx: Context) -> list[Change]:
+    data: ev.InventoryLowStock = event.data
+    place = _place(data.sku, data.product_id, data.location_id)
+    detail = ""
+    if data.current_quantity is not None:
+        detail = f": {data.current_quantity} left"
+        if data.reorder_point is not None:
+            detail += f" (reorder point {data.reorder_point})"
+    return [
+        *inventory_changes(
+            event,
+            "low_stock",
+            data.product_id,
+            data.location_id,
+            data.sku,
+            data.current_quantity,
+            low_stock_events=1,
+        ),
+        OpenAlert(
+            tenant_id=event.tenant_id,
+            alert_key=alert_key("low_stock", data.product_id, data.location_id),
+            alert_type="low_stock",
+            severity="warning",
+            message=f"Low stock alert: {place}{detail}",
+            created_at=event.timestamp,
+            event_id=event.event_id,
+        ),
+    ]
+
+
+@handles("inventory.out_of_stock")
+def inventory_out_of_stock(event: Event, ctx: Context) -> list[Change]:
+    data: ev.InventoryOutOfStock = event.data
+    changes = inventory_changes(
+        event,
+        "out_of_stock",
+        data.product_id,
+        data.location_id,
+        data.sku,
+        0,
+        out_of_stock_events=1,
+        last_sold_at=data.last_sold_at,
+    )
+    changes.append(
+        OpenAlert(
+            tenant_id=event.tenant_id,
+            alert_key=alert_key("out_of_stock", data.product_id, data.location_id),
+            alert_type="out_of_stock",
+            severity="critical",
+            message=f"Out of stock: {_place(data.sku, data.product_id, data.location_id)}",
+            created_at=event.timestamp,
+            event_id=event.event_id,
+        )
+    )
+    return changes
+
+
+@handles("inventory.restocked")
+def inventory_restocked(event: Event, ctx: Context) -> list[Change]:
+    data: ev.InventoryRestocked = event.data
+    return [
+        *inventory_changes(
+            event,
+            "restocked",
+            data.product_id,
+            data.location_id,
+            data.sku,
+            data.new_quantity,
+            data.quantity_added,
+            restock_events=1,
+        ),
+        ResolveAlerts(
+            event.tenant_id,
+            (
+                alert_key("low_stock", data.product_id, data.location_id),
+                alert_key("out_of_stock", data.product_id, data.location_id),
+            ),
+            event.timestamp,
+        ),
+    ]
+
+
+@handles("inventory.adjusted")
+def inventory_adjusted(event: Event, ctx: Context) -> list[Change]:
+    data: ev.InventoryAdjusted = event.data
+    delta = None
+    if data.new_quantity is not None and data.previous_quantity is not None:
+        delta = data.new_quantity - data.previous_quantity
+    return inventory_changes(
+        event,
+        "adjusted",
+        data.product_id,
+        data.location_id,
+        data.sku,
+        data.new_quantity,
+        delta,
+        data.adjustment_reason,
+        adjustment_events=1,
+    )
+
+
+missing = set(ev.REGISTRY) - set(HANDLERS)
+if missing:  # pragma: no cover - caught at import by every test run
+    raise DuplicateRegistration(f"event types without a handler: {sorted(missing)}")
+
+
+def changes_for(event: Event, ctx: Context) -> list[Change]:
+    """Everything one event changes: the common counts plus its type's handler, if known."""
+    changes = common_changes(event)
+    handler = HANDLERS.get(event.event_type)
+    if handler is not None:
+        changes.extend(handler(event, ctx))
+    return changes
+
+
+# ------------------------------------------------------------------------ writer
+
+
+def _merge_values(aggregate: Aggregate, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Fold ``new`` into ``old`` exactly as the SQL built by :func:`_set_clause` would."""
+    for column, ts_column in aggregate.latest.items():
+        new_ts, old_ts = new.get(ts_column), old.get(ts_column)
+        if new_ts is not None and (old_ts is None or new_ts >= old_ts):
+            old[column] = new.get(column)
+    for column, how in aggregate.merge.items():
+        a, b = old.get(column), new.get(column)
+        if how is Merge.SUM:
+            old[column] = (a or 0) + (b or 0)
+        elif b is None:
+            continue
+        elif a is None or how is Merge.LAST:
+            old[column] = b
+        elif how is Merge.MIN:
+            old[column] = min(a, b)
+        elif how is Merge.MAX:
+            old[column] = max(a, b)
+
+
+def _set_clause(aggregate: Aggregate, stmt: Any) -> dict[str, Any]:
+    table = aggregate.model.__table__
+    new = stmt.excluded
+    clause: dict[str, Any] = {}
+    for column, ts_column in aggregate.latest.items():
+        newer = and_(
+            new[ts_column].is_not(None),
+            or_(table.c[ts_column].is_(None), new[ts_column] >= table.c[ts_column]),
+        )
+        clause[column] = case((newer, new[column]), else_=table.c[column])
+    for column, how in aggregate.merge.items():
+        old_value, new_value = table.c[column], new[column]
+        if how is Merge.SUM:
+            clause[column] = old_value + new_value
+        elif how is Merge.KEEP:
+            clause[column] = func.coalesce(old_value, new_value)
+        elif how is Merge.LAST:
+            clause[column] = func.coalesce(new_value, old_value)
+        else:
+            better = new_value < old_value if how is Merge.MIN else new_value > old_value
+            clause[column] = case(
+                (new_value.is_(None), old_value),
+                (or_(old_value.is_(None), better), new_value),
+                else_=old_value,
+            )
+    return clause
+
+
+def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str, Any]]) -> int:
+    """Merge rows with equal keys, then write them all with one multi-row upsert.
+
+    Rows are written in key order so that concurrent writers lock rows in the
+    same order and cannot deadlock each other.
+    """
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    columns = aggregate.columns
+    for row in rows:
+        key = tuple(row[name] for name in aggregate.key)
+        current = merged.get(key)
+        if current is None:
+            merged[key] = {name: row.get(name) for name in columns}
+        else:
+            _merge_values(aggregate, current, row)
+    if not merged:
+        return 0
+    for values in merged.values():
+        for column, how in aggregate.merge.items():
+            if how is Merge.SUM and values[column] is None:
+                values[column] = 0
+    ordered = [merged[key] for key in sorted(merged, key=_sort_key)]
+    insert = insert_for(session)(aggregate.model)
+    stmt = insert.on_conflict_do_update(
+        index_elements=list(aggregate.key), set_=_set_clause(aggregate, insert)
+    )
+    session.execute(stmt, ordered)
+    return len(ordered)
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(part) for part in key)
+
+
+def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
+    first: dict[tuple[str, str], OpenAlert] = {}
+    for alert in alerts:
+        first.setdefault((alert.tenant_id, alert.alert_key), alert)
+    rows = [
+        {
+            "tenant_id": a.tenant_id,
+            "alert_key": a.alert_key,
+            "alert_type": a.alert_type,
+            "severity": a.severity,
+            "message": a.message,
+            "created_at": a.created_at,
+            "event_id": a.event_id,
+        }
+        for a in first.values()
+    ]
+    stmt = insert_for(session)(Alert).on_conflict_do_nothing(
+        index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
+    )
+    session.execute(stmt, rows)
+
+
+def _resolve_alerts(session: Session, item: ResolveAlerts) -> None:
+    session.execute(
+        update(Alert)
+        .where(
+            Alert.tenant_id == item.tenant_id,
+            Alert.alert_key.in_(item.alert_keys),
+            Alert.resolved_at.is_(None),
+            Alert.created_at <= item.at,
+        )
+        .values(resolved_at=item.at)
+    )
+
+
+def apply_alerts(session: Session, changes: Sequence[OpenAlert | ResolveAlerts]) -> None:
+    """Open and close alerts in event-time order, so a batch ends as the events say."""
+
+    def at(change: OpenAlert | ResolveAlerts) -> datetime:
+        return change.created_at if isinstance(change, OpenAlert) else change.at
+
+    pending: list[OpenAlert] = []
+    for change in sorted(changes, key=at):
+        if isinstance(change, OpenAlert):
+            pending.append(change)
+            continue
+        if pending:
+            _open_alerts(session, pending)
+            pending = []
+        _resolve_alerts(session, change)
+    if pending:
+        _open_alerts(session, pending)
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: how many events were new, how many were already stored."""
+
+    stored: int = 0
+    duplicates: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
+    """Insert the batch's raw events; return the ones that were not stored before."""
+    unique: dict[tuple[str, str], Event] = {}
+    for event in batch:
+        unique.setdefault((event.tenant_id, event.event_id), event)
+    if not unique:
+        return []
+    rows = [
+        {
+            "tenant_id": e.tenant_id,
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "known": e.known,
+            "user_id": e.user_id,
+            "occurred_at": e.timestamp,
+            "received_at": e.received_at,
+            "channel": e.channel,
+            "response_time_ms": e.response_time_ms,
+            "event_id_derived": e.event_id_derived,
+            "timestamp_derived": e.timestamp_derived,
+            "payload": e.payload,
+        }
+        for e in unique.values()
+    ]
+    stmt = (
+        insert_for(session)(StoredEvent)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+        .returning(StoredEvent.tenant_id, StoredEvent.event_id)
+    )
+    inserted = {tuple(row) for row in session.execute(stmt, rows)}
+    return [event for key, event in unique.items() if key in inserted]
+
+
+def apply_events(session: Session, batch: Sequence[Event], ctx: Context) -> BatchResult:
+    """Store a batch and apply the changes of its new events, inside the caller's transaction."""
+    new_events = store_raw(session, batch)
+    upserts: dict[Aggregate, list[dict[str, Any]]] = {}
+    appends: dict[type[Base], list[dict[str, Any]]] = {}
+    alerts: list[OpenAlert | ResolveAlerts] = []
+    result = BatchResult(stored=len(new_events), duplicates=len(batch) - len(new_events))
+    for event in new_events:
+        result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
+        for change in changes_for(event, ctx):
+            if isinstance(change, Upsert):
+                upserts.setdefault(change.aggregate, []).append(change.values)
+            elif isinstance(change, Append):
+                appends.setdefault(change.model, []).append(change.values)
+            else:
+                alerts.append(change)
+    for aggregate in AGGREGATES:
+        if aggregate in upserts:
+            upsert_rows(session, aggregate, upserts[aggregate])
+    for model, rows in appends.items():
+        session.execute(insert_for(session)(model), rows)
+    apply_alerts(session, alerts)
+    return result
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that failed validation, as it arrived."""
+
+    channel: str
+    raw: bytes
+    received_at: datetime
+    error: str
+    messages: Any = None
+    tenant_id: str | None = None
+    event_type: str | None = None
+
+
+def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
+    """Keep rejected messages with their exact bytes and what was wrong with them."""
+    if not rejected:
+        return 0
+    session.execute(
+        insert_for(session)(DeadLetter),
+        [
+            {
+                "received_at": r.received_at,
+                "channel": r.channel,
+                "raw": r.raw,
+                "error": r.error,
+                "messages": r.messages if r.messages is not None else {"_schema": [r.error]},
+                "tenant_id": r.tenant_id,
+                "event_type": r.event_type,
+            }
+            for r in rejected
+        ],
+    )
+    return len(rejected)

@@ -1,0 +1,52 @@
+"""Settings come from the environment, with DESIGN.md's defaults, and bad values are refused."""
+
+import pytest
+
+from analytics.config import Settings
+from analytics.errors import ConfigError
+
+
+def test_defaults_match_the_design():
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.event_channel_pattern == "events:*"
+    assert settings.celery_broker_url == settings.redis_url
+    assert settings.database_url == "sqlite:///analytics.db"
+    assert settings.pii_salt is None
+    assert settings.default_currency == "USD"
+    assert settings.max_payload_bytes == 1024 * 1024
+
+
+def test_broker_defaults_to_redis_url_and_can_be_set_apart():
+    env = {"REDIS_URL": "redis://pubsub:6379/0"}
+    assert Settings.from_env(env).celery_broker_url == "redis://pubsub:6379/0"
+    env["CELERY_BROKER_URL"] = "amqp://guest@rabbit//"
+    assert Settings.from_env(env).celery_broker_url == "amqp://guest@rabbit//"
+
+
+def test_prefixed_pattern_gives_the_channel_prefix():
+    settings = Settings.from_env({"EVENT_CHANNEL_PATTERN": "staging:events:*"})
+    assert settings.channel_prefix == "staging:events:"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EVENT_CHANNEL_PATTERN": "events:order"}, "needs a '*'"),
+        ({"REDIS_URL": "localhost:6379"}, "is not a URL"),
+        ({"BRIDGE_BATCH_SIZE": "many"}, "is not an integer"),
+        ({"BRIDGE_BATCH_SIZE": "0"}, "must be at least 1"),
+        ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
+        ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
+    ],
+)
+def test_malformed_settings_are_refused_with_the_variable_named(env, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env(env)
+    assert next(iter(env)) in str(info.value)
+
+
+def test_pii_salt_is_not_shown_in_repr():
+    settings = Settings.from_env({"PII_SALT": "s3cret"})
+    assert settings.pii_salt == "s3cret"
+    assert "s3cret" not in repr(settings)

@@ -1,0 +1,254 @@
+"""The writer: exactly-once effects, atomic merges, event time and out-of-order state.
+
+Every test runs on PostgreSQL and on SQLite (the ``engine`` fixture).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from analytics.ingest import Rejected, record_dead_letters
+from analytics.models import (
+    Alert,
+    DeadLetter,
+    InventoryLevel,
+    MetricCounter,
+    Order,
+    Payment,
+    ProductSale,
+    StoredEvent,
+    UserActivity,
+)
+from tests.analytics.helpers import apply, make, rows
+
+
+def counter(engine, metric, dimension=None):
+    where = MetricCounter.metric == metric
+    if dimension is not None:
+        where = where & (MetricCounter.dimension == dimension)
+    with Session(engine) as session:
+        count, total = session.execute(
+            select(
+                func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)
+            ).where(where)
+        ).one()
+    return count, total
+
+
+def order_created(order_id="o-1", total=10, event_id=None, ts="2024-01-01T10:00:00Z", **data):
+    return make(
+        "order.created",
+        {"order_id": order_id, "total_amount": total, **data},
+        timestamp=ts,
+        event_id=event_id,
+    )
+
+
+def test_a_duplicate_inside_one_batch_counts_once(engine):
+    event = order_created(event_id="e-1")
+    result = apply(engine, [event, event])
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert counter(engine, "revenue", "USD") == (1, Decimal("10"))
+
+
+def test_a_batch_applied_twice_counts_once(engine):
+    batch = [order_created(order_id=f"o-{i}", event_id=f"e-{i}") for i in range(5)]
+    apply(engine, batch)
+    again = apply(engine, batch)
+    assert (again.stored, again.duplicates) == (0, 5)
+    assert counter(engine, "revenue", "USD") == (5, Decimal("50"))
+    assert counter(engine, "events") == (5, Decimal("0"))
+
+
+def test_the_same_event_id_in_two_tenants_is_two_events(engine):
+    a = make("user.logged_in", {}, event_id="same", tenant_id="a")
+    b = make("user.logged_in", {}, event_id="same", tenant_id="b")
+    assert apply(engine, [a, b]).stored == 2
+
+
+def test_order_updated_before_order_created_ends_in_the_right_state(engine):
+    created = order_created(event_id="c", ts="2024-01-01T10:00:00Z", currency="EUR")
+    shipped = make(
+        "order.updated",
+        {"order_id": "o-1", "status": "shipped"},
+        timestamp="2024-01-01T11:00:00Z",
+        event_id="u",
+    )
+    apply(engine, [shipped])
+    apply(engine, [created])
+    assert rows(engine, Order.status, Order.currency, Order.total_amount, Order.created_at) == [
+        ("shipped", "EUR", Decimal("10"), datetime(2024, 1, 1, 10, 0))
+    ]
+
+
+def test_entity_state_is_the_same_for_every_arrival_order_and_batching(engine):
+    events = [
+        order_created(event_id="c", ts="2024-01-01T10:00:00Z"),
+        make(
+            "order.updated",
+            {"order_id": "o-1", "status": "processing"},
+            "2024-01-01T10:05:00Z",
+            "u1",
+        ),
+        make(
+            "payment.processed",
+            {"payment_id": "p", "order_id": "o-1", "amount": 10},
+            "2024-01-01T10:06:00Z",
+            "p1",
+        ),
+        make(
+            "order.updated", {"order_id": "o-1", "status": "shipped"}, "2024-01-01T12:00:00Z", "u2"
+        ),
+        make(
+            "payment.refunded",
+            {"payment_id": "p", "order_id": "o-1", "refund_amount": 4},
+            "2024-01-02T09:00:00Z",
+            "r1",
+        ),
+        make(
+            "inventory.restocked",
+            {"product_id": "x", "new_quantity": 50},
+            "2024-01-01T08:00:00Z",
+            "i1",
+        ),
+        make(
+            "inventory.low_stock",
+            {"product_id": "x", "current_quantity": 3},
+            "2024-01-01T09:00:00Z",
+            "i2",
+        ),
+        make(
+            "inventory.adjusted",
+            {"product_id": "x", "new_quantity": 2},
+            "2024-01-01T09:30:00Z",
+            "i3",
+        ),
+    ]
+    expected = None
+    shuffler = random.Random(7)
+    for attempt in range(6):
+        shuffled = events[:]
+        shuffler.shuffle(shuffled)
+        cut = shuffler.randrange(len(shuffled) + 1)
+        for batch in (shuffled[:cut], shuffled[cut:]):
+            apply(engine, batch)
+        state = (
+            rows(engine, Order.status, Order.status_at, Order.paid_at, Order.total_amount),
+            rows(engine, Payment.status, Payment.amount, Payment.refunded_amount),
+            rows(
+                engine,
+                InventoryLevel.on_hand,
+                InventoryLevel.level_at,
+                InventoryLevel.low_stock_events,
+            ),
+        )
+        if expected is None:
+            expected = state
+            assert state[0] == [
+                ("shipped", datetime(2024, 1, 1, 12), datetime(2024, 1, 1, 10, 6), Decimal(10))
+            ]
+            assert state[1] == [("refunded", Decimal(10), Decimal(4))]
+            assert state[2] == [(2, datetime(2024, 1, 1, 9, 30), 1)]
+        assert state == expected, f"attempt {attempt} with cut {cut}"
+        from tests.conftest import truncate_all
+
+        truncate_all(engine)
+
+
+def test_events_land_in_the_hour_and_day_of_their_own_timestamp(engine):
+    late = order_created(
+        ts="2023-12-31T23:59:59.999Z", items=[{"product_id": "p", "quantity": 2, "unit_price": 5}]
+    )
+    assert late.received_at.date() != late.timestamp.date()
+    apply(engine, [late])
+    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "revenue") == [
+        (datetime(2023, 12, 31, 23, 0),)
+    ]
+    assert rows(engine, ProductSale.day, ProductSale.units, ProductSale.revenue) == [
+        (datetime(2023, 12, 31).date(), 2, Decimal(10))
+    ]
+    assert rows(engine, UserActivity.hour) == [(datetime(2023, 12, 31, 23, 0),)]
+
+
+def test_amounts_sum_exactly(engine):
+    batch = [order_created(order_id=f"o{i}", event_id=f"e{i}", total=0.1) for i in range(1000)]
+    for start in range(0, len(batch), 250):
+        apply(engine, batch[start : start + 250])
+    assert counter(engine, "revenue", "USD") == (1000, Decimal("100"))
+
+
+def test_missing_currency_is_the_default_currency(engine):
+    apply(
+        engine,
+        [order_created(event_id="a"), order_created(order_id="o-2", event_id="b", currency="eur")],
+        currency="GBP",
+    )
+    assert rows(engine, MetricCounter.dimension, where=MetricCounter.metric == "revenue") == [
+        ("EUR",),
+        ("GBP",),
+    ]
+
+
+def test_unknown_types_are_stored_raw_and_counted_without_aggregates(engine):
+    event = make("wishlist.added", {"product_id": "p"}, event_id="w")
+    assert apply(engine, [event]).stored == 1
+    assert rows(engine, StoredEvent.event_type, StoredEvent.known) == [("wishlist.added", False)]
+    assert rows(engine, MetricCounter.metric, MetricCounter.dimension) == [
+        ("events", "wishlist.added")
+    ]
+    assert rows(engine, UserActivity.user_id) == [("user-1",)]
+
+
+def test_an_alert_is_not_raised_twice_while_open_and_restock_closes_it(engine):
+    def low(event_id, ts):
+        return make(
+            "inventory.low_stock",
+            {"product_id": "p", "sku": "SKU-1", "location_id": "l", "current_quantity": 3},
+            ts,
+            event_id,
+        )
+
+    apply(engine, [low("a", "2024-01-01T10:00:00Z"), low("b", "2024-01-01T11:00:00Z")])
+    apply(engine, [low("c", "2024-01-01T12:00:00Z")])
+    assert rows(engine, Alert.alert_type, Alert.severity, Alert.created_at, Alert.message) == [
+        (
+            "low_stock",
+            "warning",
+            datetime(2024, 1, 1, 10),
+            "Low stock alert: SKU-1 at location l: 3 left",
+        )
+    ]
+    restock = make(
+        "inventory.restocked",
+        {"product_id": "p", "location_id": "l", "new_quantity": 40},
+        "2024-01-01T13:00:00Z",
+        "r",
+    )
+    apply(engine, [restock, low("d", "2024-01-02T10:00:00Z")])
+    assert rows(engine, Alert.created_at, Alert.resolved_at) == [
+        (datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 13)),
+        (datetime(2024, 1, 2, 10), None),
+    ]
+    assert rows(
+        engine,
+        InventoryLevel.on_hand,
+        InventoryLevel.low_stock_events,
+        InventoryLevel.restock_events,
+    ) == [(3, 4, 1)]
+
+
+def test_dead_letters_keep_the_exact_bytes_and_the_reason(engine):
+    raw = b"\xff not json"
+    with Session(engine) as session, session.begin():
+        record_dead_letters(
+            session,
+            [Rejected("events:order:created", raw, datetime(2024, 1, 1), "invalid JSON: x")],
+        )
+    assert rows(
+        engine, DeadLetter.raw, DeadLetter.channel, DeadLetter.error, DeadLetter.messages
+    ) == [(raw, "events:order:created", "invalid JSON: x", {"_schema": ["invalid JSON: x"]})]

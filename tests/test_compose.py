@@ -1,0 +1,275 @@
+"""docker-compose.yml: the whole stack is there, wired together, and runs real CLI commands."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+import yaml
+
+COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+
+#: Every queue tasks are routed to; the workers of the stack must consume all of them.
+QUEUES = frozenset({"user", "order", "payment", "inventory", "misc", "deadletter"})
+
+#: The programs an app service may run: the project's CLI, or Celery's own.
+PROGRAMS = ("analytics", "celery")
+
+#: What `depends_on` may wait for (Compose specification).
+DEPENDENCY_CONDITIONS = frozenset(
+    {"service_started", "service_healthy", "service_completed_successfully"}
+)
+
+Service = dict[str, Any]
+
+
+def load_compose() -> dict[str, Any]:
+    with COMPOSE_FILE.open(encoding="utf-8") as stream:
+        return yaml.safe_load(stream)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Service]:
+    return load_compose()["services"]
+
+
+@pytest.fixture(scope="module")
+def app_services(services: dict[str, Service]) -> dict[str, Service]:
+    """The services built from this project's image (not redis, not postgres)."""
+    return {name: service for name, service in services.items() if "build" in service}
+
+
+def celery_subcommand(args: list[str]) -> str | None:
+    """The subcommand of a `celery` command line, after global options such as `-A tasks`."""
+    from celery.bin.celery import celery
+
+    takes_value = {
+        name
+        for param in celery.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    remaining = iter(args)
+    for arg in remaining:
+        if arg in takes_value:
+            next(remaining, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def subcommand(command: list[str]) -> str | None:
+    """`worker` for both `analytics worker -Q x` and `celery -A tasks worker -Q x`."""
+    if command[0] == "celery":
+        return celery_subcommand(command[1:])
+    return command[1] if len(command) > 1 else None
+
+
+def running(services: dict[str, Service], name: str) -> dict[str, Service]:
+    """The services whose command runs subcommand `name`."""
+    return {
+        service_name: service
+        for service_name, service in services.items()
+        if isinstance(service.get("command"), list) and subcommand(service["command"]) == name
+    }
+
+
+def consumed_queues(command: list[str]) -> frozenset[str]:
+    """The queues a worker command line consumes: its `-Q`, or every queue without one."""
+    named: list[str] = []
+    for index, arg in enumerate(command):
+        if arg in ("-Q", "--queues"):
+            assert index + 1 < len(command), f"{arg} without a value in {command}"
+            named.append(command[index + 1])
+        elif arg.startswith("--queues="):
+            named.append(arg.partition("=")[2])
+        elif arg.startswith("-Q"):
+            named.append(arg[2:].removeprefix("="))
+    if not named:
+        return QUEUES
+    return frozenset(queue.strip() for value in named for queue in value.split(",") if queue)
+
+
+def environment(service: Service) -> dict[str, str | None]:
+    """A service's environment, whether written as a mapping or as a list of KEY=VALUE."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {key: None if value is None else str(value) for key, value in env.items()}
+    pairs = (entry.partition("=") for entry in env)
+    return {key: value if sep else None for key, sep, value in pairs}
+
+
+def dependencies(service: Service) -> dict[str, str]:
+    """`depends_on` as {service: condition}, whether written as a list or a mapping."""
+    depends_on = service.get("depends_on") or {}
+    if isinstance(depends_on, list):
+        return dict.fromkeys(depends_on, "service_started")
+    return {
+        name: (spec or {}).get("condition", "service_started") for name, spec in depends_on.items()
+    }
+
+
+def host_ip(port: str | int | dict[str, Any]) -> str | None:
+    """The host address a `ports` entry binds, or None when it binds every interface."""
+    if isinstance(port, dict):
+        return port.get("host_ip")
+    spec = str(port).partition("/")[0]
+    if spec.startswith("["):
+        return spec[1:].partition("]")[0]
+    parts = spec.rsplit(":", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else None
+
+
+def is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def test_compose_file_parses_into_services() -> None:
+    compose = load_compose()
+
+    assert isinstance(compose, dict)
+    assert isinstance(compose.get("services"), dict)
+    assert compose["services"]
+
+
+def test_compose_file_has_no_obsolete_version_key() -> None:
+    assert "version" not in load_compose()
+
+
+def test_stack_has_redis_postgres_and_migrate(services: dict[str, Service]) -> None:
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert subcommand(services["migrate"]["command"]) == "migrate"
+
+
+def test_redis_and_postgres_report_health(services: dict[str, Service]) -> None:
+    for name in ("redis", "postgres"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+
+
+def test_at_least_two_bridges_relay_events(services: dict[str, Service]) -> None:
+    assert len(running(services, "bridge")) >= 2
+
+
+def test_workers_together_consume_every_queue(services: dict[str, Service]) -> None:
+    workers = running(services, "worker")
+    assert workers, "no service runs a worker"
+
+    consumed = frozenset().union(*(consumed_queues(w["command"]) for w in workers.values()))
+
+    assert not QUEUES - consumed, f"no worker consumes {sorted(QUEUES - consumed)}"
+
+
+def test_workers_name_only_known_queues(services: dict[str, Service]) -> None:
+    for name, worker in running(services, "worker").items():
+        unknown = consumed_queues(worker["command"]) - QUEUES
+        assert not unknown, f"{name} consumes queues no task is routed to: {sorted(unknown)}"
+
+
+def test_exactly_one_beat_schedules_rollups(services: dict[str, Service]) -> None:
+    assert len(running(services, "beat")) == 1
+
+
+def test_flower_monitors_the_workers(services: dict[str, Service]) -> None:
+    assert running(services, "flower")
+
+
+def test_app_services_run_a_cli_in_exec_form(app_services: dict[str, Service]) -> None:
+    assert app_services, "no service is built from this project"
+    for name, service in app_services.items():
+        command = service.get("command")
+        assert isinstance(command, list), f"{name}: command must be a list (exec form)"
+        assert all(isinstance(arg, str) for arg in command), f"{name}: non-string in {command}"
+        assert command[0] in PROGRAMS, f"{name}: runs {command[0]!r}, not one of {PROGRAMS}"
+
+
+def test_app_service_commands_are_real_cli_subcommands(app_services: dict[str, Service]) -> None:
+    try:
+        from analytics.cli import main
+    except ImportError as exc:
+        pytest.fail(f"the analytics CLI cannot be imported, so no command can be checked: {exc}")
+    from celery.bin.celery import celery
+
+    assert isinstance(main, click.Group), "analytics.cli.main is not a click group"
+    known = {"analytics": set(main.commands), "celery": set(celery.commands)}
+    for name, service in app_services.items():
+        command = service["command"]
+        assert subcommand(command) in known[command[0]], (
+            f"{name}: {command[0]} has no subcommand {subcommand(command)!r} "
+            f"(it has {sorted(known[command[0]])})"
+        )
+
+
+def test_flower_requires_basic_auth(services: dict[str, Service]) -> None:
+    for name, flower in running(services, "flower").items():
+        command = flower["command"]
+        values = [arg.partition("=")[2] for arg in command if arg.startswith("--basic-auth=")]
+        values += [
+            command[index + 1] for index, arg in enumerate(command[:-1]) if arg == "--basic-auth"
+        ]
+        assert values and all(values), f"{name} serves flower without --basic-auth"
+
+
+def test_flower_port_is_published_on_loopback_only(services: dict[str, Service]) -> None:
+    for name, flower in running(services, "flower").items():
+        ports = flower.get("ports", [])
+        assert ports, f"{name} publishes no port"
+        for port in ports:
+            assert is_loopback(host_ip(port)), f"{name} publishes {port!r} beyond 127.0.0.1"
+
+
+def test_no_service_publishes_a_port_beyond_loopback(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert is_loopback(host_ip(port)), f"{name} publishes {port!r} beyond loopback"
+
+
+def test_every_app_service_sets_database_and_redis_urls(
+    app_services: dict[str, Service], services: dict[str, Service]
+) -> None:
+    for name, service in app_services.items():
+        env = environment(service)
+        for variable in ("DATABASE_URL", "REDIS_URL"):
+            url = env.get(variable)
+            assert url, f"{name} does not set {variable}"
+            if "$" not in url:
+                host = urlsplit(url).hostname
+                assert host in services, f"{name}: {variable} points at {host!r}, not a service"
+
+
+def test_depends_on_references_existing_services(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        for dependency, condition in dependencies(service).items():
+            assert dependency in services, f"{name} depends on unknown service {dependency!r}"
+            assert condition in DEPENDENCY_CONDITIONS, f"{name}: unknown condition {condition!r}"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], (
+                    f"{name} waits for {dependency} to be healthy, but it has no healthcheck"
+                )
+
+
+def test_app_services_start_after_migrations_and_healthy_redis(
+    app_services: dict[str, Service],
+) -> None:
+    for name, service in app_services.items():
+        if name == "migrate":
+            continue
+        depends_on = dependencies(service)
+        assert depends_on.get("migrate") == "service_completed_successfully", name
+        assert depends_on.get("redis") == "service_healthy", name
+
+
+def test_migrate_waits_for_healthy_postgres_and_runs_once(services: dict[str, Service]) -> None:
+    migrate = services["migrate"]
+
+    assert dependencies(migrate).get("postgres") == "service_healthy"
+    # An unquoted `no` is YAML 1.1's false; the restart policy must be the string "no".
+    assert migrate.get("restart", "no") == "no"
