@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
 
-from sqlalchemy import and_, case, func, or_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from analytics import events as ev
@@ -177,6 +177,8 @@ class OpenAlert:
     message: str
     created_at: datetime
     event_id: str
+    product_id: str | None = None
+    location_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -583,6 +585,8 @@ def inventory_low_stock(event: Event, ctx: Context) -> list[Change]:
             message=f"Low stock alert: {place}{detail}",
             created_at=event.timestamp,
             event_id=event.event_id,
+            product_id=data.product_id,
+            location_id=data.location_id,
         ),
     ]
 
@@ -609,6 +613,8 @@ def inventory_out_of_stock(event: Event, ctx: Context) -> list[Change]:
             message=f"Out of stock: {_place(data.sku, data.product_id, data.location_id)}",
             created_at=event.timestamp,
             event_id=event.event_id,
+            product_id=data.product_id,
+            location_id=data.location_id,
         )
     )
     return changes
@@ -770,6 +776,8 @@ def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
             "message": a.message,
             "created_at": a.created_at,
             "event_id": a.event_id,
+            "product_id": a.product_id,
+            "location_id": a.location_id,
         }
         for a in first.values()
     ]
@@ -777,6 +785,30 @@ def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
         index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
     )
     session.execute(stmt, rows)
+
+
+def _close_with_stored_restocks(session: Session, alerts: Sequence[OpenAlert]) -> None:
+    """Close new stock alerts that a restock already stored (it arrived first) resolved."""
+    keys = [(a.tenant_id, a.event_id) for a in alerts if a.product_id is not None]
+    if not keys:
+        return
+    restock = InventoryMovement
+    first_restock_after = (
+        select(func.min(restock.occurred_at))
+        .where(
+            restock.tenant_id == Alert.tenant_id,
+            restock.product_id == Alert.product_id,
+            restock.location_id == Alert.location_id,
+            restock.kind == "restocked",
+            restock.occurred_at >= Alert.created_at,
+        )
+        .scalar_subquery()
+    )
+    session.execute(
+        update(Alert)
+        .where(tuple_(Alert.tenant_id, Alert.event_id).in_(keys), Alert.resolved_at.is_(None))
+        .values(resolved_at=first_restock_after)
+    )
 
 
 def _resolve_alerts(session: Session, item: ResolveAlerts) -> None:
@@ -809,6 +841,7 @@ def apply_alerts(session: Session, changes: Sequence[OpenAlert | ResolveAlerts])
         _resolve_alerts(session, change)
     if pending:
         _open_alerts(session, pending)
+    _close_with_stored_restocks(session, [c for c in changes if isinstance(c, OpenAlert)])
 
 
 @dataclass

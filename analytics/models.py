@@ -305,3 +305,6 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
     event_id: Mapped[str | None] = mapped_column(ID)
+    #: For stock alerts: what a restock of this product at this location resolves.
+    product_id: Mapped[str | None] = mapped_column(ID)
+    location_id: Mapped[str | None] = mapped_column(ID)

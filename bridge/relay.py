@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import collections
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +109,9 @@ class Bridge:
         self._counts = Counts()
         self.totals = Counts()
         self._pubsub: Any = None
+        self._redis: redis.Redis | None = None
+        #: How this bridge's connection shows in ``CLIENT LIST``.
+        self.client_name = f"analytics-bridge-{socket.gethostname()}-{os.getpid()}"
 
     # ----------------------------------------------------------------- control
 
@@ -134,8 +139,14 @@ class Bridge:
 
     def _connect(self) -> Any:
         client = self._client or redis.Redis.from_url(
-            self.settings.redis_url, socket_keepalive=True, socket_connect_timeout=5
+            self.settings.redis_url,
+            socket_keepalive=True,
+            socket_connect_timeout=5,
+            client_name=self.client_name,
         )
+        # The pubsub's connection belongs to the client's pool: keep the client
+        # alive, or its finaliser closes the pool and the subscription with it.
+        self._redis = client
         pubsub = client.pubsub()
         pubsub.psubscribe(self.settings.event_channel_pattern)
         deadline = time.monotonic() + 5
@@ -197,6 +208,9 @@ class Bridge:
             except Exception:  # closing a dead connection may fail; it is gone either way
                 log.debug("error closing pubsub", exc_info=True)
         self._pubsub = None
+        if self._redis is not None and self._client is None:
+            self._redis.close()
+        self._redis = None
 
     # ------------------------------------------------------------------ sender
 

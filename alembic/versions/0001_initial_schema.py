@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 17:10:44.912609
+Create Date: 2026-11-28 17:19:58.007638
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("resolved_at", sa.DateTime(), nullable=True),
         sa.Column("event_id", sa.String(length=128), nullable=True),
+        sa.Column("product_id", sa.String(length=128), nullable=True),
+        sa.Column("location_id", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
     )
     op.create_index(

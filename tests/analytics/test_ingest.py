@@ -252,3 +252,21 @@ def test_dead_letters_keep_the_exact_bytes_and_the_reason(engine):
     assert rows(
         engine, DeadLetter.raw, DeadLetter.channel, DeadLetter.error, DeadLetter.messages
     ) == [(raw, "events:order:created", "invalid JSON: x", {"_schema": ["invalid JSON: x"]})]
+
+
+def test_every_seed_example_changes_its_aggregates(engine):
+    from analytics.simulate import seed_examples
+    from tests.analytics.helpers import assert_seed_aggregates, to_event
+
+    events = [to_event(document) for document in seed_examples()]
+    assert apply(engine, events).stored == 15
+    assert_seed_aggregates(engine)
+
+
+def test_seed_examples_one_batch_at_a_time_give_the_same_aggregates(engine):
+    from analytics.simulate import seed_examples
+    from tests.analytics.helpers import assert_seed_aggregates, to_event
+
+    for document in reversed(seed_examples()):
+        apply(engine, [to_event(document)])
+    assert_seed_aggregates(engine)

@@ -1,0 +1,220 @@
+"""The bridge against real Redis pub/sub, with a ``send`` that records the batches it is handed."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from analytics.config import Settings
+from bridge.relay import Bridge, Rejection, route
+from tasks.queues import DEADLETTER_TASK, UNKNOWN_EVENT_TASK
+from tests.conftest import wait_for
+
+PREFIX = "events:"
+LIMIT = 1024
+
+
+def event(event_type: str = "order.created", **extra: Any) -> bytes:
+    return orjson.dumps({"event_type": event_type, "tenant_id": "t", **extra})
+
+
+@pytest.mark.parametrize(
+    ("channel", "event_type", "task", "queue"),
+    [
+        ("events:order:created", "order.created", "order.created", "order"),
+        ("events:user:logged_in", "user.logged_in", "user.logged_in", "user"),
+        ("events:wishlist:added", "wishlist.added", UNKNOWN_EVENT_TASK, "misc"),
+        # The type decides the task, whatever channel carried it.
+        ("events:misc:x", "payment.failed", "payment.failed", "payment"),
+    ],
+)
+def test_events_are_routed_to_the_task_of_their_type(channel, event_type, task, queue):
+    routed = route(channel, event(event_type), PREFIX, LIMIT)
+    assert routed[:2] == (task, queue)
+    assert orjson.loads(routed[2])["event_type"] == event_type
+
+
+@pytest.mark.parametrize(
+    ("channel", "data", "message"),
+    [
+        ("events:order:created", b"\xff\xfe", "not valid UTF-8"),
+        ("events:order:created", b"{nope", "invalid JSON"),
+        ("events:order:created", b"[1]", "must be a JSON object, got list"),
+        (
+            "events:order:created",
+            b'{"tenant_id": "t"}',
+            "event_type: a non-empty string is required",
+        ),
+        (
+            "events:order:created",
+            b'{"event_type": 5}',
+            "event_type: a non-empty string is required",
+        ),
+        ("events:order:created", b"x" * (LIMIT + 1), f"over the limit of {LIMIT}"),
+        ("events::created", event(), "names no category"),
+    ],
+)
+def test_messages_that_cannot_be_routed_are_rejected_with_a_reason(channel, data, message):
+    with pytest.raises(Rejection, match=message):
+        route(channel, data, PREFIX, LIMIT)
+
+
+@dataclasses.dataclass
+class Recorder:
+    """A ``send`` that keeps every batch, optionally failing the first calls."""
+
+    fail_first: int = 0
+    batches: list[tuple[str, str, list[list[Any]], float]] = dataclasses.field(default_factory=list)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+        with self.lock:
+            if self.fail_first:
+                self.fail_first -= 1
+                raise ConnectionError("broker unavailable")
+            self.batches.append((task, queue, list(items), time.monotonic()))
+
+    def items(self, task: str | None = None) -> list[list[Any]]:
+        with self.lock:
+            return [item for t, _, items, _ in self.batches if task in (None, t) for item in items]
+
+
+@pytest.fixture
+def run_bridge(
+    redis_url: str, channel_prefix: str
+) -> Iterator[Callable[..., tuple[Bridge, Recorder]]]:
+    running: list[tuple[Bridge, threading.Thread]] = []
+
+    def start(recorder: Recorder | None = None, **overrides: Any) -> tuple[Bridge, Recorder]:
+        settings = dataclasses.replace(
+            Settings.from_env({}),
+            redis_url=redis_url,
+            event_channel_pattern=f"{channel_prefix}:*",
+            **overrides,
+        )
+        recorder = recorder or Recorder()
+        bridge = Bridge(settings, recorder)
+        thread = threading.Thread(target=bridge.run, daemon=True)
+        thread.start()
+        running.append((bridge, thread))
+        assert bridge.subscribed.wait(10), "bridge did not subscribe"
+        return bridge, recorder
+
+    yield start
+    for bridge, thread in running:
+        bridge.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "bridge thread did not stop"
+
+
+def test_a_lone_event_is_forwarded_without_waiting_for_a_full_batch(
+    run_bridge, redis_client, channel_prefix
+):
+    _, recorder = run_bridge(bridge_batch_size=500, bridge_flush_ms=10)
+    published = time.monotonic()
+    assert redis_client.publish(f"{channel_prefix}:order:created", event(event_id="e1")) == 1
+    wait_for(recorder.items, timeout=5, what="the lone event")
+    task, queue, items, sent_at = recorder.batches[0]
+    assert (task, queue, len(items)) == ("order.created", "order", 1)
+    assert sent_at - published < 2.0
+    channel, text, received = items[0]
+    assert channel == f"{channel_prefix}:order:created"
+    assert orjson.loads(text)["event_id"] == "e1"
+    assert abs(received - time.time()) < 60
+
+
+def test_a_burst_goes_out_in_full_batches_grouped_by_type(run_bridge, redis_client, channel_prefix):
+    _, recorder = run_bridge(bridge_batch_size=100, bridge_flush_ms=500)
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(1000):
+        kind = "order.created" if i % 2 else "user.logged_in"
+        pipe.publish(f"{channel_prefix}:{kind.replace('.', ':')}", event(kind, event_id=f"e{i}"))
+    pipe.execute()
+    wait_for(lambda: len(recorder.items()) == 1000, timeout=20, what="1000 events")
+    for task, queue, items, _ in recorder.batches:
+        assert {orjson.loads(item[1])["event_type"] for item in items} == {task}
+        assert len(items) <= 100
+        assert queue == task.split(".")[0]
+    assert len(recorder.batches) <= 12, [len(b[2]) for b in recorder.batches]
+    ids = [orjson.loads(item[1])["event_id"] for item in recorder.items()]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(1000))
+
+
+def test_malformed_messages_become_dead_letters_and_the_bridge_goes_on(
+    run_bridge, redis_client, channel_prefix
+):
+    _, recorder = run_bridge(bridge_flush_ms=5, max_payload_bytes=2048)
+    bad = {
+        "not utf-8": b"\xff\xfe\xfd",
+        "invalid JSON": b'{"event_type": "order.created"',
+        "array": b"[1, 2, 3]",
+        "no event_type": b'{"tenant_id": "t"}',
+        "oversized": b'{"pad": "' + b"x" * 4096 + b'"}',
+    }
+    for data in bad.values():
+        redis_client.publish(f"{channel_prefix}:order:created", data)
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="fine"))
+    wait_for(lambda: len(recorder.items()) == 6, timeout=10, what="all six messages")
+    dead = recorder.items(DEADLETTER_TASK)
+    assert len(dead) == 5
+    assert [base64.b64decode(item[1]) for item in dead] == list(bad.values())
+    reasons = [item[3] for item in dead]
+    for reason, expected in zip(
+        reasons,
+        ["not valid UTF-8", "invalid JSON", "got list", "event_type", "over the limit of 2048"],
+        strict=True,
+    ):
+        assert expected in reason
+    assert [orjson.loads(i[1])["event_id"] for i in recorder.items("order.created")] == ["fine"]
+
+
+def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, channel_prefix):
+    bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
+    for i in range(50):
+        redis_client.publish(f"{channel_prefix}:payment:processed", event("payment.processed", n=i))
+    wait_for(lambda: len(bridge._buffer) == 0 and bridge._groups, timeout=5, what="events read")
+    assert recorder.items() == []
+    bridge.stop()
+    wait_for(lambda: len(recorder.items()) == 50, timeout=10, what="hand-over on stop")
+
+
+def test_a_failing_broker_delays_a_batch_but_loses_nothing(
+    run_bridge, redis_client, channel_prefix
+):
+    _, recorder = run_bridge(Recorder(fail_first=2), bridge_flush_ms=5)
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="kept"))
+    wait_for(recorder.items, timeout=10, what="the retried batch")
+    assert [orjson.loads(i[1])["event_id"] for i in recorder.items()] == ["kept"]
+
+
+def test_the_bridge_resubscribes_after_its_connection_is_killed(
+    run_bridge, redis_client, channel_prefix
+):
+    bridge, recorder = run_bridge(bridge_flush_ms=5)
+    channel = f"{channel_prefix}:order:created"
+    redis_client.publish(channel, event(event_id="before"))
+    wait_for(lambda: len(recorder.items()) == 1, timeout=5, what="the first event")
+    for attempt in range(3):
+        mine = [c for c in redis_client.client_list() if c["name"] == bridge.client_name]
+        assert mine, "the bridge's connection is not in CLIENT LIST"
+        for client in mine:
+            redis_client.client_kill_filter(_id=client["id"])
+        probe = event(event_id=f"probe-{attempt}")
+        wait_for(
+            lambda probe=probe: redis_client.publish(channel, probe) == 1,
+            timeout=15,
+            what="the bridge to resubscribe",
+        )
+    redis_client.publish(channel, event(event_id="after"))
+    wait_for(
+        lambda: "after" in {orjson.loads(i[1])["event_id"] for i in recorder.items()},
+        timeout=5,
+        what="an event published after the reconnect",
+    )
