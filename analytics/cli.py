@@ -39,6 +39,14 @@ def _setup_logging(level: str = "INFO") -> None:
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def describe(exc: BaseException) -> str:
+    """One line that says what went wrong (a driver's first line, without SQLAlchemy's notes)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no details'}"
 
 
 def _settings() -> Settings:
@@ -67,6 +75,7 @@ def alembic_config(database_url: str) -> Any:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False  # keep the CLI's own log format
     return config
 
 
@@ -92,7 +101,7 @@ def migrate() -> None:
     try:
         revision = run_migrations(settings.database_url)
     except Exception as exc:
-        raise click.ClickException(f"migration failed: {exc}") from None
+        raise click.ClickException(f"migration failed: {describe(exc)}") from None
     click.echo(f"database is at schema revision {revision}")
 
 

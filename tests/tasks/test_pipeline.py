@@ -1,0 +1,232 @@
+"""End to end: real bridge and worker processes, real Redis pub/sub and broker, real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from analytics.config import Settings
+from analytics.models import DeadLetter, MetricCounter, Order, StoredEvent
+from analytics.simulate import channel_for, seed_examples
+from tasks.app import make_app
+from tests.analytics.helpers import assert_seed_aggregates
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def fresh_broker(redis_client):
+    """Set up first, torn down last: no task message outlives its test's workers."""
+    yield
+    redis_client.flushdb()
+
+
+def count(engine, model, *where) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+
+def revenue(engine, tenant_id: str) -> tuple[int, Decimal]:
+    with Session(engine) as session:
+        return tuple(
+            session.execute(
+                select(func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)).where(
+                    MetricCounter.tenant_id == tenant_id, MetricCounter.metric == "revenue"
+                )
+            ).one()
+        )
+
+
+@pytest.fixture
+def celery(redis_url):
+    """A producer on this run's broker, to send task messages as the bridge does."""
+    app = make_app(Settings.from_env({"REDIS_URL": redis_url}))
+    yield app
+    app.close()
+
+
+def item(document: dict[str, Any] | bytes, channel: str = "events:order:created") -> list[Any]:
+    text = document.decode() if isinstance(document, bytes) else orjson.dumps(document).decode()
+    return [channel, text, time.time()]
+
+
+def order(tenant: str, n: int, total: float = 1.5) -> dict[str, Any]:
+    return {
+        "event_id": f"{tenant}-{n}",
+        "event_type": "order.created",
+        "tenant_id": tenant,
+        "timestamp": "2024-05-01T10:15:00Z",
+        "data": {"order_id": f"o-{n}", "total_amount": total, "currency": "EUR"},
+    }
+
+
+def test_every_seed_example_published_on_its_channel_changes_its_aggregates(
+    pg, start_worker, start_bridge, redis_client, channel_prefix
+):
+    start_worker()
+    start_bridge()
+    for document in seed_examples():
+        receivers = redis_client.publish(
+            channel_for(document["event_type"], channel_prefix), orjson.dumps(document)
+        )
+        assert receivers == 1
+    wait_for(lambda: count(pg, StoredEvent) == 15, timeout=30, what="15 stored events")
+    # The last task may still be committing its aggregates after the raw insert is visible.
+    wait_for(lambda: count(pg, Order, Order.status == "fulfilled"), timeout=10, what="order state")
+    time.sleep(0.5)
+    assert_seed_aggregates(pg)
+
+
+def test_the_seed_test_event_is_accepted_and_counted(pg, start_worker, start_bridge, pipeline_env):
+    import subprocess
+    import sys
+
+    start_worker()
+    start_bridge()
+    published = subprocess.run(
+        [sys.executable, "-m", "analytics", "publish"],
+        env=pipeline_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "1 subscriber(s)" in published.stdout
+    wait_for(lambda: revenue(pg, "test-tenant")[0] == 1, timeout=30, what="the test event")
+    assert revenue(pg, "test-tenant") == (1, Decimal("99.99"))
+
+
+def test_a_duplicate_published_twice_counts_once(pg, start_worker, start_bridge, redis_client, channel_prefix):
+    start_worker()
+    start_bridge()
+    channel = f"{channel_prefix}:order:created"
+    redis_client.publish(channel, orjson.dumps(order("dup", 1)))
+    redis_client.publish(channel, orjson.dumps(order("dup", 1)))
+    redis_client.publish(channel, orjson.dumps(order("dup", 2)))
+    wait_for(lambda: count(pg, StoredEvent) == 2, timeout=30, what="two distinct events")
+    time.sleep(1)  # let a late duplicate arrive if it were going to count
+    assert revenue(pg, "dup") == (2, Decimal("3.0"))
+
+
+def test_a_task_run_twice_for_the_same_batch_counts_once(pg, start_worker, celery):
+    start_worker()
+    batch = [item(order("twice", n)) for n in range(20)]
+    celery.send_task("order.created", args=[batch], queue="order")
+    celery.send_task("order.created", args=[batch], queue="order")
+    wait_for(lambda: count(pg, StoredEvent) == 20, timeout=30, what="20 events")
+    time.sleep(1.5)
+    assert revenue(pg, "twice") == (20, Decimal("30"))
+
+
+def test_a_batch_with_one_invalid_event_applies_the_rest_and_dead_letters_it(pg, start_worker, celery):
+    start_worker()
+    bad = order("mixed", 2)
+    bad["data"]["total_amount"] = "a lot"
+    batch = [item(order("mixed", 1)), item(bad), item(order("mixed", 3))]
+    celery.send_task("order.created", args=[batch], queue="order")
+    wait_for(lambda: count(pg, DeadLetter) == 1, timeout=30, what="one dead letter")
+    wait_for(lambda: revenue(pg, "mixed")[0] == 2, timeout=10, what="the two valid events")
+    with Session(pg) as session:
+        letter = session.execute(select(DeadLetter)).scalar_one()
+    assert letter.error == "invalid order.created data: data.total_amount: Not a valid number."
+    assert orjson.loads(letter.raw) == bad
+    assert letter.channel == "events:order:created"
+
+
+def test_two_worker_processes_updating_one_counter_lose_no_update(pg, start_worker, celery):
+    start_worker(concurrency=2)
+    start_worker(concurrency=2)
+    for start in range(0, 2000, 10):
+        batch = [item(order("hot", n, total=0.01)) for n in range(start, start + 10)]
+        celery.send_task("order.created", args=[batch], queue="order")
+    wait_for(lambda: count(pg, StoredEvent) == 2000, timeout=120, what="2000 events")
+    wait_for(lambda: revenue(pg, "hot")[0] == 2000, timeout=30, what="2000 increments")
+    assert revenue(pg, "hot") == (2000, Decimal("20.00"))
+    with Session(pg) as session:
+        hours = session.execute(
+            select(func.count()).where(MetricCounter.tenant_id == "hot", MetricCounter.metric == "revenue")
+        ).scalar_one()
+    assert hours == 1  # one counter row took every increment
+
+
+BAD_INPUTS: dict[str, tuple[bytes, str]] = {
+    "invalid JSON": (b'{"event_type": "order.created", ', "invalid JSON"),
+    "invalid UTF-8": (b'{"event_type": "order.created\xff"}', "not valid UTF-8"),
+    "not an object": (b'["order.created"]', "must be a JSON object, got list"),
+    "missing envelope field": (
+        b'{"event_type": "order.created", "data": {"order_id": "o", "total_amount": 1}}',
+        "invalid envelope: tenant_id: Missing data for required field.",
+    ),
+    "wrong type": (
+        b'{"event_type": "order.created", "tenant_id": "t", "data": {"order_id": "o", "total_amount": true}}',
+        "data.total_amount: Not a valid number.",
+    ),
+    "data not an object": (
+        b'{"event_type": "user.logged_in", "tenant_id": "t", "data": "yes"}',
+        "data: Not a valid mapping type.",
+    ),
+    "bad timestamp": (
+        b'{"event_type": "user.logged_in", "tenant_id": "t", "timestamp": "noon"}',
+        "timestamp: Not a valid ISO 8601 timestamp",
+    ),
+    "oversized": (b'{"event_type": "order.created", "pad": "' + b"x" * (1024 * 1024) + b'"}', "over the limit"),
+}
+
+
+def test_each_kind_of_bad_input_ends_as_one_dead_letter_and_nothing_stops(
+    pg, start_worker, start_bridge, redis_client, channel_prefix
+):
+    worker = start_worker()
+    bridge = start_bridge()
+    channel = f"{channel_prefix}:order:created"
+    for raw, _ in BAD_INPUTS.values():
+        assert redis_client.publish(channel, raw) == 1
+    wait_for(lambda: count(pg, DeadLetter) == len(BAD_INPUTS), timeout=30, what="one dead letter each")
+    with Session(pg) as session:
+        letters = {bytes(d.raw): d for d in session.execute(select(DeadLetter)).scalars()}
+    for name, (raw, message) in BAD_INPUTS.items():
+        assert raw in letters, f"{name}: no dead letter with its exact bytes"
+        assert message in letters[raw].error, f"{name}: {letters[raw].error!r}"
+        assert letters[raw].channel == channel
+    # Both processes are still up and still ingest.
+    assert worker.alive and bridge.alive
+    redis_client.publish(channel, orjson.dumps(order("after-bad", 1)))
+    wait_for(lambda: revenue(pg, "after-bad")[0] == 1, timeout=30, what="a good event after the bad ones")
+    time.sleep(0.5)
+    assert count(pg, DeadLetter) == len(BAD_INPUTS)
+
+
+def test_unknown_event_types_on_any_channel_are_stored_and_counted(
+    pg, start_worker, start_bridge, redis_client, channel_prefix
+):
+    start_worker()
+    start_bridge()
+    document = {"event_id": str(uuid.uuid4()), "event_type": "wishlist.added", "tenant_id": "w", "data": {}}
+    redis_client.publish(f"{channel_prefix}:wishlist:added", orjson.dumps(document))
+    wait_for(lambda: count(pg, StoredEvent, StoredEvent.event_type == "wishlist.added"), timeout=30)
+    wait_for(
+        lambda: count(pg, MetricCounter, MetricCounter.metric == "events", MetricCounter.dimension == "wishlist.added"),
+        timeout=10,
+    )
+
+
+def test_worker_consumes_only_the_queues_it_is_given(pg, start_worker, celery):
+    start_worker("-Q", "user")
+    celery.send_task("order.created", args=[[item(order("queued", 1))]], queue="order")
+    celery.send_task(
+        "user.logged_in",
+        args=[[item({"event_id": "l1", "event_type": "user.logged_in", "tenant_id": "queued"})]],
+        queue="user",
+    )
+    wait_for(lambda: count(pg, StoredEvent, StoredEvent.event_type == "user.logged_in"), timeout=30)
+    time.sleep(1)
+    assert count(pg, StoredEvent, StoredEvent.event_type == "order.created") == 0
+    start_worker("-Q", "order")
+    wait_for(lambda: count(pg, StoredEvent, StoredEvent.event_type == "order.created"), timeout=30)
