@@ -21,7 +21,9 @@ from tests.conftest import wait_for
 COMMANDS = ["migrate", "bridge", "worker", "beat", "flower", "publish", "simulate", "up"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "analytics", *args],
         env={**os.environ, **(env or {})},
@@ -39,21 +41,29 @@ def test_the_group_lists_every_command():
 def test_every_command_explains_itself(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
-    assert f"Usage: main {command}" in result.output or f"Usage: analytics {command}" in result.output
+    assert (
+        f"Usage: main {command}" in result.output or f"Usage: analytics {command}" in result.output
+    )
     assert len(main.commands[command].help or "") > 40
 
 
 def test_an_unknown_queue_is_refused_in_one_line():
     result = run("worker", "-Q", "orders")
     assert result.returncode == 2
-    assert "unknown queue(s) orders; choose from user, order, payment, inventory, misc, deadletter" in result.stderr
+    assert (
+        "unknown queue(s) orders; choose from user, order, payment, inventory, misc, deadletter"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
 def test_a_malformed_setting_is_one_line_on_stderr():
     result = run("publish", env={"EVENT_CHANNEL_PATTERN": "events"})
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: EVENT_CHANNEL_PATTERN='events' needs a '*' where the category goes"
+    assert (
+        result.stderr.strip()
+        == "Error: EVENT_CHANNEL_PATTERN='events' needs a '*' where the category goes"
+    )
 
 
 def test_raw_publishing_needs_a_channel():
@@ -62,7 +72,9 @@ def test_raw_publishing_needs_a_channel():
     assert "--raw needs --channel" in result.stderr
 
 
-def _listen(url: str, pattern: str, received: list[bytes], ready: threading.Event, stop: threading.Event):
+def _listen(
+    url: str, pattern: str, received: list[bytes], ready: threading.Event, stop: threading.Event
+):
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub()
     pubsub.psubscribe(pattern)
@@ -126,7 +138,9 @@ def test_simulate_publishes_the_requested_stream(listener, redis_url, channel_pr
 
 
 @pytest.mark.slow
-def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(tmp_path, redis_url, channel_prefix):
+def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
+    tmp_path, redis_url, channel_prefix
+):
     database = tmp_path / "analytics.db"
     env = {
         **os.environ,
@@ -157,9 +171,15 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(tmp_path, redis_
 
         def stored() -> int:
             with engine.connect() as conn:
-                return conn.execute(
-                    text("SELECT count FROM metric_counters WHERE metric = 'revenue' AND tenant_id = 'test-tenant'")
-                ).scalar() or 0
+                return (
+                    conn.execute(
+                        text(
+                            "SELECT count FROM metric_counters "
+                            "WHERE metric = 'revenue' AND tenant_id = 'test-tenant'"
+                        )
+                    ).scalar()
+                    or 0
+                )
 
         wait_for(stored, timeout=30, what="the test event in SQLite")
         engine.dispose()

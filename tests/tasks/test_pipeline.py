@@ -38,9 +38,9 @@ def revenue(engine, tenant_id: str) -> tuple[int, Decimal]:
     with Session(engine) as session:
         return tuple(
             session.execute(
-                select(func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)).where(
-                    MetricCounter.tenant_id == tenant_id, MetricCounter.metric == "revenue"
-                )
+                select(
+                    func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)
+                ).where(MetricCounter.tenant_id == tenant_id, MetricCounter.metric == "revenue")
             ).one()
         )
 
@@ -103,7 +103,9 @@ def test_the_seed_test_event_is_accepted_and_counted(pg, start_worker, start_bri
     assert revenue(pg, "test-tenant") == (1, Decimal("99.99"))
 
 
-def test_a_duplicate_published_twice_counts_once(pg, start_worker, start_bridge, redis_client, channel_prefix):
+def test_a_duplicate_published_twice_counts_once(
+    pg, start_worker, start_bridge, redis_client, channel_prefix
+):
     start_worker()
     start_bridge()
     channel = f"{channel_prefix}:order:created"
@@ -125,7 +127,9 @@ def test_a_task_run_twice_for_the_same_batch_counts_once(pg, start_worker, celer
     assert revenue(pg, "twice") == (20, Decimal("30"))
 
 
-def test_a_batch_with_one_invalid_event_applies_the_rest_and_dead_letters_it(pg, start_worker, celery):
+def test_a_batch_with_one_invalid_event_applies_the_rest_and_dead_letters_it(
+    pg, start_worker, celery
+):
     start_worker()
     bad = order("mixed", 2)
     bad["data"]["total_amount"] = "a lot"
@@ -151,7 +155,9 @@ def test_two_worker_processes_updating_one_counter_lose_no_update(pg, start_work
     assert revenue(pg, "hot") == (2000, Decimal("20.00"))
     with Session(pg) as session:
         hours = session.execute(
-            select(func.count()).where(MetricCounter.tenant_id == "hot", MetricCounter.metric == "revenue")
+            select(func.count()).where(
+                MetricCounter.tenant_id == "hot", MetricCounter.metric == "revenue"
+            )
         ).scalar_one()
     assert hours == 1  # one counter row took every increment
 
@@ -165,7 +171,8 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
         "invalid envelope: tenant_id: Missing data for required field.",
     ),
     "wrong type": (
-        b'{"event_type": "order.created", "tenant_id": "t", "data": {"order_id": "o", "total_amount": true}}',
+        b'{"event_type": "order.created", "tenant_id": "t", '
+        b'"data": {"order_id": "o", "total_amount": true}}',
         "data.total_amount: Not a valid number.",
     ),
     "data not an object": (
@@ -176,7 +183,10 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
         b'{"event_type": "user.logged_in", "tenant_id": "t", "timestamp": "noon"}',
         "timestamp: Not a valid ISO 8601 timestamp",
     ),
-    "oversized": (b'{"event_type": "order.created", "pad": "' + b"x" * (1024 * 1024) + b'"}', "over the limit"),
+    "oversized": (
+        b'{"event_type": "order.created", "pad": "' + b"x" * (1024 * 1024) + b'"}',
+        "over the limit",
+    ),
 }
 
 
@@ -188,7 +198,9 @@ def test_each_kind_of_bad_input_ends_as_one_dead_letter_and_nothing_stops(
     channel = f"{channel_prefix}:order:created"
     for raw, _ in BAD_INPUTS.values():
         assert redis_client.publish(channel, raw) == 1
-    wait_for(lambda: count(pg, DeadLetter) == len(BAD_INPUTS), timeout=30, what="one dead letter each")
+    wait_for(
+        lambda: count(pg, DeadLetter) == len(BAD_INPUTS), timeout=30, what="one dead letter each"
+    )
     with Session(pg) as session:
         letters = {bytes(d.raw): d for d in session.execute(select(DeadLetter)).scalars()}
     for name, (raw, message) in BAD_INPUTS.items():
@@ -198,7 +210,9 @@ def test_each_kind_of_bad_input_ends_as_one_dead_letter_and_nothing_stops(
     # Both processes are still up and still ingest.
     assert worker.alive and bridge.alive
     redis_client.publish(channel, orjson.dumps(order("after-bad", 1)))
-    wait_for(lambda: revenue(pg, "after-bad")[0] == 1, timeout=30, what="a good event after the bad ones")
+    wait_for(
+        lambda: revenue(pg, "after-bad")[0] == 1, timeout=30, what="a good event after the bad ones"
+    )
     time.sleep(0.5)
     assert count(pg, DeadLetter) == len(BAD_INPUTS)
 
@@ -208,11 +222,21 @@ def test_unknown_event_types_on_any_channel_are_stored_and_counted(
 ):
     start_worker()
     start_bridge()
-    document = {"event_id": str(uuid.uuid4()), "event_type": "wishlist.added", "tenant_id": "w", "data": {}}
+    document = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "wishlist.added",
+        "tenant_id": "w",
+        "data": {},
+    }
     redis_client.publish(f"{channel_prefix}:wishlist:added", orjson.dumps(document))
     wait_for(lambda: count(pg, StoredEvent, StoredEvent.event_type == "wishlist.added"), timeout=30)
     wait_for(
-        lambda: count(pg, MetricCounter, MetricCounter.metric == "events", MetricCounter.dimension == "wishlist.added"),
+        lambda: count(
+            pg,
+            MetricCounter,
+            MetricCounter.metric == "events",
+            MetricCounter.dimension == "wishlist.added",
+        ),
         timeout=10,
     )
 
