@@ -254,3 +254,49 @@ def test_worker_consumes_only_the_queues_it_is_given(pg, start_worker, celery):
     assert count(pg, StoredEvent, StoredEvent.event_type == "order.created") == 0
     start_worker("-Q", "order")
     wait_for(lambda: count(pg, StoredEvent, StoredEvent.event_type == "order.created"), timeout=30)
+
+
+def test_a_batch_waits_for_an_unavailable_database_and_lands_once_it_is_back(
+    start_worker, pipeline_env, celery, postgres_url
+):
+    from sqlalchemy import create_engine, text
+
+    from analytics.cli import run_migrations
+    from tests.conftest import ADMIN_URL
+
+    name = f"late_{uuid.uuid4().hex[:8]}"
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    worker = start_worker(env={**pipeline_env, "DATABASE_URL": url})
+    celery.send_task("order.created", args=[[item(order("late", 1))]], queue="order")
+    worker.wait_for_output("database unavailable (OperationalError)")
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        run_migrations(url)
+        late = create_engine(url)
+        wait_for(lambda: revenue(late, "late")[0] == 1, timeout=60, what="the retried batch")
+        late.dispose()
+        assert "retry 1 of 12" in worker.output()
+    finally:
+        worker.stop()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_the_bridge_logs_counts_per_category_and_stops_cleanly_on_sigterm(
+    start_bridge, start_worker, redis_client, channel_prefix, pg
+):
+    start_worker()
+    bridge = start_bridge()
+    for n in range(3):
+        redis_client.publish(f"{channel_prefix}:order:created", orjson.dumps(order("log", n)))
+    redis_client.publish(
+        f"{channel_prefix}:user:logged_in",
+        orjson.dumps({**order("log", 9), "event_type": "user.logged_in"}),
+    )
+    bridge.wait_for_output("forwarded order=3 user=1")
+    assert bridge.stop() == 0
+    assert "SIGTERM received: handing over what was read" in bridge.output()
+    assert "bridge stopped" in bridge.output()
