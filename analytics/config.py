@@ -30,6 +30,14 @@ DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
 DEFAULT_VISIBILITY_TIMEOUT = 120
 #: Retries of a batch whose database is unreachable (backoff 1, 2, 4 ... 30 s).
 DEFAULT_TASK_MAX_RETRIES = 12
+#: An hour needs this many processed + failed payments before its failure rate alerts ...
+DEFAULT_PAYMENT_ALERT_MIN_PAYMENTS = 20
+#: ... and alerts at this failure rate (failed / (processed + failed)) or above.
+DEFAULT_PAYMENT_ALERT_FAILURE_RATE = 0.25
+#: Seconds between beat's rollup refreshes.
+DEFAULT_ROLLUP_INTERVAL = 300.0
+#: Days (ending today) that every rollup refresh recomputes.
+DEFAULT_ROLLUP_RECENT_DAYS = 2
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -74,6 +82,11 @@ class Settings:
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     task_max_retries: int = DEFAULT_TASK_MAX_RETRIES
+    payment_alert_min_payments: int = DEFAULT_PAYMENT_ALERT_MIN_PAYMENTS
+    payment_alert_failure_rate: float = DEFAULT_PAYMENT_ALERT_FAILURE_RATE
+    rollup_interval: float = DEFAULT_ROLLUP_INTERVAL
+    rollup_recent_days: int = DEFAULT_ROLLUP_RECENT_DAYS
+    celery_result_backend: str = DEFAULT_REDIS_URL
 
     @property
     def channel_prefix(self) -> str:
@@ -111,6 +124,15 @@ class Settings:
             ),
             visibility_timeout=_int(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),
             task_max_retries=_int(env, "TASK_MAX_RETRIES", DEFAULT_TASK_MAX_RETRIES, minimum=0),
+            payment_alert_min_payments=_int(
+                env, "PAYMENT_ALERT_MIN_PAYMENTS", DEFAULT_PAYMENT_ALERT_MIN_PAYMENTS
+            ),
+            payment_alert_failure_rate=_float(
+                env, "PAYMENT_ALERT_FAILURE_RATE", DEFAULT_PAYMENT_ALERT_FAILURE_RATE
+            ),
+            rollup_interval=_float(env, "ROLLUP_INTERVAL", DEFAULT_ROLLUP_INTERVAL, minimum=1),
+            rollup_recent_days=_int(env, "ROLLUP_RECENT_DAYS", DEFAULT_ROLLUP_RECENT_DAYS),
+            celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
         )
 
 

@@ -16,10 +16,20 @@ class ConfigError(AnalyticsError):
 class InvalidEvent(AnalyticsError):
     """An event failed validation; it belongs in dead letters and is never retried."""
 
-    def __init__(self, summary: str, messages: Any = None) -> None:
+    def __init__(
+        self,
+        summary: str,
+        messages: Any = None,
+        *,
+        tenant_id: str | None = None,
+        event_type: str | None = None,
+    ) -> None:
         super().__init__(summary)
         self.summary = summary
         self.messages = messages if messages is not None else {"_schema": [summary]}
+        #: What the rejected document said it was, when it said so in readable form.
+        self.tenant_id = tenant_id
+        self.event_type = event_type
 
     def __str__(self) -> str:
         return self.summary

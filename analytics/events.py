@@ -590,10 +590,19 @@ def parse(
 ) -> Event:
     """Validate one published message into an :class:`Event`, or raise InvalidEvent."""
     document = decode(raw, max_bytes)
+    claimed = {
+        key: value[:ID_MAX_LENGTH] if isinstance(value, str) else None
+        for key, value in (
+            ("tenant_id", document.get("tenant_id")),
+            ("event_type", document.get("event_type")),
+        )
+    }
     try:
         envelope = _ENVELOPE.load(document)
     except ValidationError as exc:
-        raise InvalidEvent("invalid envelope: " + _summary(exc.messages), exc.messages) from None
+        raise InvalidEvent(
+            "invalid envelope: " + _summary(exc.messages), exc.messages, **claimed
+        ) from None
     event_type: str = envelope["event_type"]
     data = envelope["data"] or {}
     spec = REGISTRY.get(event_type)
@@ -604,7 +613,9 @@ def parse(
         except ValidationError as exc:
             messages = {"data": exc.messages}
             raise InvalidEvent(
-                f"invalid {event_type} data: " + _summary(exc.messages, "data."), messages
+                f"invalid {event_type} data: " + _summary(exc.messages, "data."),
+                messages,
+                **claimed,
             ) from None
     event_id = envelope["event_id"]
     if event_id is None:

@@ -308,3 +308,29 @@ class Alert(Base):
     #: For stock alerts: what a restock of this product at this location resolves.
     product_id: Mapped[str | None] = mapped_column(ID)
     location_id: Mapped[str | None] = mapped_column(ID)
+
+
+class ActiveUsersDaily(Base):
+    """Rollup: distinct active users of a day, of the 7 days and of the 30 days ending on it."""
+
+    __tablename__ = "active_users_daily"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dau: Mapped[int]
+    wau: Mapped[int]
+    mau: Mapped[int]
+
+
+class RollupDirtyDay(Base):
+    """A day that received events since its rollups were last computed.
+
+    Writers bump ``generation``; a refresh deletes only the generation it read, so
+    events that arrive during a refresh are not forgotten.
+    """
+
+    __tablename__ = "rollup_dirty_days"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 from analytics.config import Settings, get_settings
-from tasks.queues import MISC_QUEUE, QUEUES, ROUTES
+from tasks.queues import (
+    MISC_QUEUE,
+    QUEUES,
+    ROLLUP_CLOSE_DAY_TASK,
+    ROLLUP_REFRESH_TASK,
+    ROUTES,
+)
 
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("analytics", broker=settings.celery_broker_url, include=["tasks.ingest"])
+    app = Celery(
+        "analytics",
+        broker=settings.celery_broker_url,
+        backend=settings.celery_result_backend,
+        include=["tasks.ingest", "tasks.rollups"],
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -31,7 +43,22 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
-        beat_schedule={},
+        result_expires=24 * 3600,
+        beat_schedule={
+            # Late events and backfills mark their days; this recomputes them and the
+            # last ROLLUP_RECENT_DAYS days. An unrun refresh is superseded by the next.
+            "rollups-refresh": {
+                "task": ROLLUP_REFRESH_TASK,
+                "schedule": settings.rollup_interval,
+                "options": {"expires": settings.rollup_interval},
+            },
+            # Close out the day that just ended, once its last events are in.
+            "rollups-close-day": {
+                "task": ROLLUP_CLOSE_DAY_TASK,
+                "schedule": crontab(minute=5, hour=0),
+                "options": {"expires": 3600},
+            },
+        },
     )
     return app
 

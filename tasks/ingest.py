@@ -24,7 +24,7 @@ from analytics.errors import InvalidEvent
 from analytics.events import Event, parse
 from analytics.ingest import BatchResult, Context, Rejected, apply_events, record_dead_letters
 from tasks.app import app
-from tasks.queues import DEADLETTER_TASK, ROUTES, UNKNOWN_EVENT_TASK
+from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK
 
 log = logging.getLogger(__name__)
 #: Seconds to wait before the n-th retry of a batch whose database is unavailable.
@@ -64,7 +64,17 @@ def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Reje
             )
         except InvalidEvent as exc:
             raw = payload.encode() if isinstance(payload, str) else bytes(payload)
-            rejected.append(Rejected(channel, raw, received, exc.summary, exc.messages))
+            rejected.append(
+                Rejected(
+                    channel,
+                    raw,
+                    received,
+                    exc.summary,
+                    exc.messages,
+                    tenant_id=exc.tenant_id,
+                    event_type=exc.event_type,
+                )
+            )
     return events, rejected
 
 
@@ -107,7 +117,7 @@ def _event_bytes(event: Event) -> bytes:
 def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     """Validate, store and aggregate one batch in one transaction."""
     settings = get_settings()
-    ctx = Context(default_currency=settings.default_currency)
+    ctx = Context.from_settings(settings)
     events, rejected = decode_batch(items)
     sessions = session_factory(get_engine())
     try:
@@ -164,7 +174,7 @@ def _register(name: str, body: Any) -> Task:
     return app.task(
         name=name,
         bind=True,
-        queue=ROUTES[name],
+        queue=INGEST_ROUTES[name],
         acks_late=True,
         reject_on_worker_lost=True,
         max_retries=get_settings().task_max_retries,
@@ -174,6 +184,6 @@ def _register(name: str, body: Any) -> Task:
 
 #: Task name -> task, every ingestion task the workers run.
 TASKS: dict[str, Task] = {
-    name: _register(name, record if name == DEADLETTER_TASK else ingest) for name in ROUTES
+    name: _register(name, record if name == DEADLETTER_TASK else ingest) for name in INGEST_ROUTES
 }
 assert UNKNOWN_EVENT_TASK in TASKS

@@ -11,19 +11,35 @@ from analytics.events import CATEGORIES, REGISTRY
 
 MISC_QUEUE = "misc"
 DEADLETTER_QUEUE = "deadletter"
+#: Rollup recomputations (beat and backfills): slower work, kept off the event queues.
+ROLLUPS_QUEUE = "rollups"
 #: Every queue a worker consumes unless told otherwise.
-QUEUES: tuple[str, ...] = (*CATEGORIES, MISC_QUEUE, DEADLETTER_QUEUE)
+QUEUES: tuple[str, ...] = (*CATEGORIES, MISC_QUEUE, DEADLETTER_QUEUE, ROLLUPS_QUEUE)
 
 #: Stores events of types that have no schema yet: raw, counted, no aggregate.
 UNKNOWN_EVENT_TASK = "misc.unknown"
 #: Records messages the bridge rejected before they had an event type.
 DEADLETTER_TASK = "deadletter.record"
 
-#: Task name -> queue, for every task the workers run.
-ROUTES: dict[str, str] = {
+#: Recomputes one tenant's rollups for one day (what a backfill sends, per day and tenant).
+ROLLUP_DAY_TASK = "rollups.day"
+#: Beat: recompute the days that received events, and the recent window.
+ROLLUP_REFRESH_TASK = "rollups.refresh"
+#: Beat, after midnight UTC: recompute the day that just ended.
+ROLLUP_CLOSE_DAY_TASK = "rollups.close_day"
+
+#: Ingestion task name -> queue.
+INGEST_ROUTES: dict[str, str] = {
     **{name: spec.category for name, spec in REGISTRY.items()},
     UNKNOWN_EVENT_TASK: MISC_QUEUE,
     DEADLETTER_TASK: DEADLETTER_QUEUE,
+}
+#: Task name -> queue, for every task the workers run.
+ROUTES: dict[str, str] = {
+    **INGEST_ROUTES,
+    ROLLUP_DAY_TASK: ROLLUPS_QUEUE,
+    ROLLUP_REFRESH_TASK: ROLLUPS_QUEUE,
+    ROLLUP_CLOSE_DAY_TASK: ROLLUPS_QUEUE,
 }
 
 

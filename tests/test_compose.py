@@ -11,10 +11,12 @@ import click
 import pytest
 import yaml
 
+from tasks.queues import QUEUES as ALL_QUEUES
+
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 
 #: Every queue tasks are routed to; the workers of the stack must consume all of them.
-QUEUES = frozenset({"user", "order", "payment", "inventory", "misc", "deadletter"})
+QUEUES = frozenset(ALL_QUEUES)
 
 #: The programs an app service may run: the project's CLI, or Celery's own.
 PROGRAMS = ("analytics", "celery")

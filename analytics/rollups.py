@@ -1,0 +1,205 @@
+"""Rollups: window metrics materialised from the per-event aggregates, recomputed idempotently.
+
+Daily, weekly and monthly active users need distinct counts over sliding windows,
+so they are computed here and stored in ``active_users_daily`` instead of at query
+time. Every rollup recomputes a window of days from ``user_activity`` and upserts
+the result (removing rows that became empty), so running it twice, or from two
+beats at once, leaves the same rows.
+
+Writers mark each day that received events in ``rollup_dirty_days``;
+:func:`refresh_dirty` recomputes every day those events can change (a day's
+activity counts in the MAU of the 29 days after it). Beat calls it every few
+minutes, and reports call it before they read, so late events and backfills show
+up without anyone remembering to run a rollup.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from analytics.db import insert_for
+from analytics.models import ActiveUsersDaily, RollupDirtyDay, UserActivity
+
+#: The longest window: a day's activity counts in the MAU of this many days.
+MAU_DAYS = 30
+WAU_DAYS = 7
+WINDOWS = {"dau": 1, "wau": WAU_DAYS, "mau": MAU_DAYS}
+
+
+def days(first: date, last: date) -> Iterable[date]:
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time())
+
+
+def active_users(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute DAU, WAU and MAU of ``tenant`` for every day in ``[first, last]``."""
+    since = first - timedelta(days=MAU_DAYS - 1)
+    by_day: dict[date, set[str]] = defaultdict(set)
+    day_of = func.date(UserActivity.hour)
+    for day, user in session.execute(
+        select(day_of, UserActivity.user_id)
+        .where(
+            UserActivity.tenant_id == tenant,
+            UserActivity.hour >= _midnight(since),
+            UserActivity.hour < _midnight(last + timedelta(days=1)),
+        )
+        .group_by(day_of, UserActivity.user_id)
+    ):
+        by_day[date.fromisoformat(str(day)[:10])].add(user)
+    # Sliding windows: how many days of each window each user was active on.
+    weekly: Counter[str] = Counter()
+    monthly: Counter[str] = Counter()
+    for day in days(since, first - timedelta(days=1)):
+        monthly.update(by_day.get(day, ()))
+        if (first - day).days <= WAU_DAYS:
+            weekly.update(by_day.get(day, ()))
+    rows: list[dict[str, Any]] = []
+    for day in days(first, last):
+        today = by_day.get(day, set())
+        weekly.update(today)
+        monthly.update(today)
+        weekly.subtract(by_day.get(day - timedelta(days=WAU_DAYS), ()))
+        monthly.subtract(by_day.get(day - timedelta(days=MAU_DAYS), ()))
+        weekly, monthly = +weekly, +monthly  # drop users whose count fell to zero
+        if monthly:
+            rows.append(
+                {
+                    "tenant_id": tenant,
+                    "day": day,
+                    "dau": len(today),
+                    "wau": len(weekly),
+                    "mau": len(monthly),
+                }
+            )
+    window = and_(
+        ActiveUsersDaily.tenant_id == tenant,
+        ActiveUsersDaily.day >= first,
+        ActiveUsersDaily.day <= last,
+    )
+    kept = [row["day"] for row in rows]
+    session.execute(delete(ActiveUsersDaily).where(window, ActiveUsersDaily.day.not_in(kept)))
+    if rows:
+        insert = insert_for(session)(ActiveUsersDaily)
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["tenant_id", "day"],
+                set_={name: insert.excluded[name] for name in ("dau", "wau", "mau")},
+            ),
+            rows,
+        )
+    return len(rows)
+
+
+def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
+    """Note that these ``(tenant, day)`` pairs received events (called by the writer)."""
+    rows = [{"tenant_id": t, "day": d, "generation": 1} for t, d in sorted(set(pairs))]
+    if not rows:
+        return
+    insert = insert_for(session)(RollupDirtyDay)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["tenant_id", "day"],
+            set_={"generation": RollupDirtyDay.generation + 1},
+        ),
+        rows,
+    )
+
+
+def spans(dirty_days: Iterable[date], reach: int = MAU_DAYS) -> list[tuple[date, date]]:
+    """The day ranges a set of changed days affects, overlapping ranges merged."""
+    merged: list[tuple[date, date]] = []
+    for day in sorted(set(dirty_days)):
+        end = day + timedelta(days=reach - 1)
+        if merged and day <= merged[-1][1] + timedelta(days=1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((day, end))
+    return merged
+
+
+def refresh_dirty(session: Session, tenant: str | None = None) -> int:
+    """Recompute every rollup day that events arrived for since the last refresh."""
+    stmt = select(RollupDirtyDay.tenant_id, RollupDirtyDay.day, RollupDirtyDay.generation)
+    if tenant is not None:
+        stmt = stmt.where(RollupDirtyDay.tenant_id == tenant)
+    seen = session.execute(stmt).all()
+    by_tenant: dict[str, list[date]] = defaultdict(list)
+    for t, day, _ in seen:
+        by_tenant[t].append(day)
+    recomputed = 0
+    for t, changed in by_tenant.items():
+        for first, last in spans(changed):
+            active_users(session, t, first, last)
+            recomputed += (last - first).days + 1
+    if seen:
+        session.execute(
+            delete(RollupDirtyDay).where(
+                tuple_(RollupDirtyDay.tenant_id, RollupDirtyDay.day, RollupDirtyDay.generation).in_(
+                    [tuple(row) for row in seen]
+                )
+            )
+        )
+    return recomputed
+
+
+def active_tenants(session: Session, first: date, last: date) -> list[str]:
+    """Tenants with any user activity that counts in the windows of ``[first, last]``."""
+    return list(
+        session.execute(
+            select(UserActivity.tenant_id)
+            .where(
+                UserActivity.hour >= _midnight(first - timedelta(days=MAU_DAYS - 1)),
+                UserActivity.hour < _midnight(last + timedelta(days=1)),
+            )
+            .distinct()
+            .order_by(UserActivity.tenant_id)
+        ).scalars()
+    )
+
+
+def recompute(
+    session: Session, first: date, last: date, tenant: str | None = None
+) -> dict[str, int]:
+    """Recompute ``[first, last]`` for one tenant or every tenant with activity then."""
+    tenants = [tenant] if tenant else active_tenants(session, first, last)
+    return {t: active_users(session, t, first, last) for t in tenants}
+
+
+def active_users_report(session: Session, q: Any, window: str) -> list[dict[str, Any]]:
+    """Rows of the dau, wau or mau report (``q`` is a ``reports.Query``)."""
+    refresh_dirty(session, q.tenant)
+    bounds = session.execute(
+        select(func.min(UserActivity.hour), func.max(UserActivity.hour)).where(
+            UserActivity.tenant_id == q.tenant
+        )
+    ).one()
+    if bounds[0] is None:
+        return []
+    since = q.since or bounds[0].date()
+    until = q.until or bounds[1].date()
+    column = getattr(ActiveUsersDaily, window)
+    return [
+        {"date": day.isoformat(), "active_users": int(value)}
+        for day, value in session.execute(
+            select(ActiveUsersDaily.day, column)
+            .where(
+                ActiveUsersDaily.tenant_id == q.tenant,
+                ActiveUsersDaily.day >= since,
+                ActiveUsersDaily.day <= until,
+                column > 0,
+            )
+            .order_by(ActiveUsersDaily.day)
+        )
+    ]
