@@ -551,14 +551,10 @@ def report(
         raise click.ClickException(f"unknown report {name!r}; choose from {', '.join(REPORTS)}")
     if not tenant:
         raise click.ClickException("--tenant is required: every report is for one tenant")
+    first, last = _day(since, "--since"), _day(until, "--until")
     try:
         query = Query(
-            tenant,
-            _day(since, "--since"),
-            _day(until, "--until"),
-            limit=limit,
-            days=days,
-            default_currency=settings.default_currency,
+            tenant, first, last, limit=limit, days=days, default_currency=settings.default_currency
         )
         with session_factory().begin() as session:
             rows = run(session, name, query)

@@ -32,19 +32,17 @@ PII_KEYS = frozenset({"email", "ip_address"})
 
 
 class Id(fields.Field):
-    """An opaque identifier: a string of 1-128 characters (an integer is taken as its digits)."""
+    """An opaque identifier: a string of 1-128 characters, not only a UUID."""
 
     default_error_messages = {
         "invalid": "Not a valid identifier: expected a string of 1-128 characters.",
     }
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        if isinstance(value, bool) or not isinstance(value, str | int):
+        # A number is a wrong type, not an id: 42 and "42" must not silently merge.
+        if not isinstance(value, str) or not 1 <= len(value) <= ID_MAX_LENGTH:
             raise self.make_error("invalid")
-        text = str(value)
-        if not 1 <= len(text) <= ID_MAX_LENGTH:
-            raise self.make_error("invalid")
-        return text
+        return value
 
 
 class Timestamp(fields.Field):

@@ -200,18 +200,10 @@ class Context:
     """What handlers may know beyond the event: deployment defaults, never a database."""
 
     default_currency: str = "USD"
-    #: An hour needs this many processed + failed payments before its failure rate alerts.
-    payment_alert_min_payments: int = 20
-    #: The failure rate (failed / (processed + failed)) at which an hour alerts.
-    payment_alert_failure_rate: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
-        return cls(
-            default_currency=settings.default_currency,
-            payment_alert_min_payments=settings.payment_alert_min_payments,
-            payment_alert_failure_rate=settings.payment_alert_failure_rate,
-        )
+        return cls(default_currency=settings.default_currency)
 
 
 Handler = Callable[[Event, Context], list[Change]]
@@ -907,7 +899,7 @@ def apply_events(session: Session, batch: Sequence[Event], ctx: Context) -> Batc
     for event in new_events:
         result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
     apply_changes(session, new_events, ctx)
-    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events if e.user_id})
+    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events})
     return result
 
 
@@ -936,61 +928,7 @@ def apply_changes(
             upsert_rows(session, aggregate, upserts[aggregate])
     for model, rows in appends.items():
         session.execute(insert_for(session)(model), rows)
-    alerts += payment_failure_alerts(session, events, ctx)
     apply_alerts(session, alerts)
-
-
-PAYMENT_ALERT_KEY = "payment_failure_rate"
-
-
-def payment_failure_alerts(
-    session: Session, events: Sequence[Event], ctx: Context
-) -> list[OpenAlert | ResolveAlerts]:
-    """Alert on hours whose payments (so far, this batch included) fail too often.
-
-    An hour at or above the rate opens an alert (unless one is open); an hour with
-    enough payments below it resolves the open one.
-    """
-    hours = {
-        (e.tenant_id, e.hour)
-        for e in events
-        if e.event_type in ("payment.processed", "payment.failed")
-    }
-    changes: list[OpenAlert | ResolveAlerts] = []
-    for tenant, hour in sorted(hours):
-        counts = dict(
-            session.execute(
-                select(MetricCounter.metric, func.sum(MetricCounter.count))
-                .where(
-                    MetricCounter.tenant_id == tenant,
-                    MetricCounter.hour == hour,
-                    MetricCounter.metric.in_(("payments_processed", "payments_failed")),
-                )
-                .group_by(MetricCounter.metric)
-            ).all()
-        )
-        failed = int(counts.get("payments_failed", 0))
-        total = failed + int(counts.get("payments_processed", 0))
-        if total < ctx.payment_alert_min_payments:
-            continue
-        if failed / total >= ctx.payment_alert_failure_rate:
-            changes.append(
-                OpenAlert(
-                    tenant_id=tenant,
-                    alert_key=PAYMENT_ALERT_KEY,
-                    alert_type=PAYMENT_ALERT_KEY,
-                    severity="critical",
-                    message=(
-                        f"Payment failure rate {failed / total:.0%} in the hour from "
-                        f"{hour:%Y-%m-%d %H:00} UTC: {failed} of {total} payments failed"
-                    ),
-                    created_at=hour,
-                    event_id=f"{PAYMENT_ALERT_KEY}:{hour.isoformat()}",
-                )
-            )
-        else:
-            changes.append(ResolveAlerts(tenant, (PAYMENT_ALERT_KEY,), hour))
-    return changes
 
 
 @dataclass(frozen=True)

@@ -128,5 +128,5 @@ def rebuild(
         replayed += len(chunk)
         touched = [e for e in chunk if in_range(e)]
         in_range_count += len(touched)
-        rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in touched if e.user_id})
+        rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in touched})
     return {"events_in_range": in_range_count, "events_replayed": replayed}

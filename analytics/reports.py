@@ -450,7 +450,7 @@ def logins(session: Session, q: Query) -> list[Row]:
                 "date": iso_day(d),
                 "logins": int(count),
                 "users": int(users),
-                "logins_per_user": money(Decimal(int(count)) / users) if users else None,
+                "logins_per_user": rate(int(count), users),
             }
         )
     return rows
@@ -605,6 +605,9 @@ def dead_stock(session: Session, q: Query) -> list[Row]:
 
 
 def alerts(session: Session, q: Query) -> list[Row]:
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)  # payment-failure alerts come from rollups
     return [
         {
             "created_at": iso_time(created),

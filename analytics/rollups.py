@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from analytics.config import get_settings
 from analytics.db import insert_for
-from analytics.models import ActiveUsersDaily, RollupDirtyDay, UserActivity
+from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
 
 #: The longest window: a day's activity counts in the MAU of this many days.
 MAU_DAYS = 30
@@ -129,6 +131,82 @@ def spans(dirty_days: Iterable[date], reach: int = MAU_DAYS) -> list[tuple[date,
     return merged
 
 
+PAYMENT_ALERT = "payment_failure_rate"
+
+
+@dataclass(frozen=True)
+class PaymentAlertPolicy:
+    """When an hour's payments fail often enough to alert."""
+
+    min_payments: int = 20
+    failure_rate: float = 0.25
+
+    @classmethod
+    def from_settings(cls) -> PaymentAlertPolicy:
+        settings = get_settings()
+        return cls(settings.payment_alert_min_payments, settings.payment_alert_failure_rate)
+
+
+def payment_alerts(session: Session, tenant: str, policy: PaymentAlertPolicy | None = None) -> int:
+    """Recompute a tenant's payment-failure alerts from its final hourly payment counts.
+
+    Walking the hours with payments in order: an hour with at least
+    ``min_payments`` payments failing at ``failure_rate`` or more opens an alert
+    (unless one is open); an hour below the rate resolves it. Computed from the
+    counters as they stand, so the result does not depend on how events were
+    batched or in which order they arrived.
+    """
+    policy = policy or PaymentAlertPolicy.from_settings()
+    hours: dict[datetime, dict[str, int]] = defaultdict(dict)
+    for hour, metric, count in session.execute(
+        select(MetricCounter.hour, MetricCounter.metric, func.sum(MetricCounter.count))
+        .where(
+            MetricCounter.tenant_id == tenant,
+            MetricCounter.metric.in_(("payments_processed", "payments_failed")),
+        )
+        .group_by(MetricCounter.hour, MetricCounter.metric)
+    ):
+        hours[hour][metric] = int(count)
+    wanted: list[dict[str, Any]] = []
+    for hour in sorted(hours):
+        failed = hours[hour].get("payments_failed", 0)
+        total = failed + hours[hour].get("payments_processed", 0)
+        if not total:
+            continue
+        share = failed / total
+        is_open = bool(wanted) and wanted[-1]["resolved_at"] is None
+        if share >= policy.failure_rate and total >= policy.min_payments and not is_open:
+            wanted.append(
+                {
+                    "tenant_id": tenant,
+                    "alert_key": f"{PAYMENT_ALERT}@{hour:%Y-%m-%dT%H}",
+                    "alert_type": PAYMENT_ALERT,
+                    "severity": "critical",
+                    "message": (
+                        f"Payment failure rate {share:.0%} in the hour from {hour:%Y-%m-%d %H:00} "
+                        f"UTC: {failed} of {total} payments failed"
+                    ),
+                    "created_at": hour,
+                    "resolved_at": None,
+                    "event_id": None,
+                }
+            )
+        elif share < policy.failure_rate and is_open:
+            wanted[-1]["resolved_at"] = hour
+    mine = and_(Alert.tenant_id == tenant, Alert.alert_type == PAYMENT_ALERT)
+    have = session.execute(
+        select(Alert.alert_key, Alert.created_at, Alert.resolved_at, Alert.message).where(mine)
+    ).all()
+    as_rows = sorted(
+        (a["alert_key"], a["created_at"], a["resolved_at"], a["message"]) for a in wanted
+    )
+    if sorted(tuple(row) for row in have) != as_rows:
+        session.execute(delete(Alert).where(mine))
+        if wanted:
+            session.execute(insert_for(session)(Alert), wanted)
+    return len(wanted)
+
+
 def refresh_dirty(session: Session, tenant: str | None = None) -> int:
     """Recompute every rollup day that events arrived for since the last refresh."""
     stmt = select(RollupDirtyDay.tenant_id, RollupDirtyDay.day, RollupDirtyDay.generation)
@@ -143,6 +221,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
         for first, last in spans(changed):
             active_users(session, t, first, last)
             recomputed += (last - first).days + 1
+        payment_alerts(session, t)
     if seen:
         session.execute(
             delete(RollupDirtyDay).where(

@@ -197,3 +197,146 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# ------------------------------------------------------------ report, backfill
+
+
+@pytest.fixture
+def filled(sqlite_url):
+    """A SQLite database holding two days of simulated events for two tenants."""
+    from datetime import datetime
+
+    from analytics.db import make_engine
+    from analytics.simulate import Simulator
+    from tests.analytics.helpers import apply, to_event
+
+    engine = make_engine(sqlite_url)
+    documents = Simulator(tenants=2, seed=4, start=datetime(2024, 3, 4), days=2).events(800)
+    apply(engine, [to_event(d) for d in documents])
+    engine.dispose()
+    return {"DATABASE_URL": sqlite_url}
+
+
+def test_report_names_in_help_are_the_reports_that_exist():
+    from analytics.cli import REPORT_NAMES
+    from analytics.reports import REPORTS
+
+    assert REPORT_NAMES == tuple(REPORTS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "--tenant", "t"], "Error: unknown report 'nope'; choose from revenue-by-day, "),
+        (["dau"], "Error: --tenant is required: every report is for one tenant"),
+        (["dau", "--tenant", "t", "--since", "2024-02-30"], "Error: --since '2024-02-30' is not a date (YYYY-MM-DD)"),
+        (["dau", "--tenant", "t", "--since", "2024-03-02", "--until", "2024-03-01"], "Error: --since 2024-03-02 is after --until 2024-03-01"),
+    ],
+)  # fmt: skip
+def test_report_mistakes_are_one_line_errors(filled, args, message):
+    result = run("report", *args, env=filled)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(message)
+
+
+def test_report_json_is_one_array_and_nothing_else(filled):
+    result = run("report", "revenue-by-day", "--tenant", "tenant-1", "--format", "json", env=filled)
+    assert result.returncode == 0, result.stderr
+    rows = orjson.loads(result.stdout)
+    assert isinstance(rows, list) and rows
+    assert list(rows[0]) == ["date", "currency", "revenue", "orders", "refunds", "net_revenue"]
+    assert [r["date"] for r in rows] == sorted((r["date"] for r in rows), reverse=True)
+
+
+def test_report_csv_has_a_header_and_table_is_aligned(filled):
+    csv_out = run(
+        "report", "payments", "--tenant", "tenant-1", "--format", "csv", env=filled
+    ).stdout
+    lines = csv_out.strip().splitlines()
+    assert lines[0] == "date,processed,failed,refunded,failure_rate"
+    assert len(lines) == 3  # two days
+    table = run("report", "payments", "--tenant", "tenant-1", env=filled).stdout.splitlines()
+    assert table[0].split() == ["date", "processed", "failed", "refunded", "failure_rate"]
+    assert set(table[1]) == {"-", " "}
+    assert len({len(line) for line in table[:2]}) == 1
+
+
+def test_backfill_rollups_here_recomputes_every_tenant_day(filled):
+    result = run(
+        "backfill",
+        "rollups",
+        "--since",
+        "2024-03-04",
+        "--until",
+        "2024-03-05",
+        "--here",
+        env=filled,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "recomputed 4 tenant-days for 2 tenant(s)" in result.stdout
+    dau = orjson.loads(
+        run("report", "dau", "--tenant", "tenant-2", "--format", "json", env=filled).stdout
+    )
+    assert [row["date"] for row in dau] == ["2024-03-04", "2024-03-05"]
+
+
+def test_backfill_rebuild_reports_what_it_replayed(filled):
+    before = run(
+        "report", "revenue-by-day", "--tenant", "tenant-1", "--format", "json", env=filled
+    ).stdout
+    result = run(
+        "backfill",
+        "rebuild",
+        "--tenant",
+        "tenant-1",
+        "--since",
+        "2024-03-04",
+        "--until",
+        "2024-03-04",
+        env=filled,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rebuilt tenant-1 2024-03-04..2024-03-04: ")
+    after = run(
+        "report", "revenue-by-day", "--tenant", "tenant-1", "--format", "json", env=filled
+    ).stdout
+    assert orjson.loads(after) == orjson.loads(before)
+
+
+def test_deadletters_list_and_replay_from_the_shell(sqlite_url):
+    from datetime import datetime
+
+    from analytics.db import make_engine
+    from analytics.ingest import Rejected, record_dead_letters
+    from sqlalchemy.orm import Session
+
+    engine = make_engine(sqlite_url)
+    good = b'{"event_id": "fixed", "event_type": "user.logged_in", "tenant_id": "t"}'
+    with Session(engine) as session, session.begin():
+        record_dead_letters(
+            session,
+            [
+                Rejected("events:user:x", raw, datetime(2024, 3, 1), "was bad")
+                for raw in (b"{nope", good)
+            ],
+        )
+    engine.dispose()
+    env = {"DATABASE_URL": sqlite_url}
+    listed = orjson.loads(run("deadletters", "list", "--format", "json", env=env).stdout)
+    assert [(r["id"], r["channel"], r["error"]) for r in listed] == [
+        (1, "events:user:x", "was bad"),
+        (2, "events:user:x", "was bad"),
+    ]
+    assert run("deadletters", "replay", env=env).returncode == 2
+    replayed = run("deadletters", "replay", "--all", env=env)
+    assert replayed.stdout.strip() == "replayed: 1 ingested, 0 already counted, 1 still invalid"
+    pending = orjson.loads(
+        run("deadletters", "list", "--pending", "--format", "json", env=env).stdout
+    )
+    assert [r["id"] for r in pending] == [1]
+    assert pending[0]["error"].startswith("invalid JSON")
+    missing = run("deadletters", "replay", "2", env=env)
+    assert missing.returncode == 1 and "no pending dead letter with id 2" in missing.stderr

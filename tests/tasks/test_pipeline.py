@@ -300,3 +300,49 @@ def test_the_bridge_logs_counts_per_category_and_stops_cleanly_on_sigterm(
     assert bridge.stop() == 0
     assert "SIGTERM received: handing over what was read" in bridge.output()
     assert "bridge stopped" in bridge.output()
+
+
+def test_backfill_rollups_waits_for_the_workers_and_celery_call_runs_the_same_task(
+    pg, start_worker, pipeline_env
+):
+    import subprocess
+    import sys
+    from datetime import date, datetime
+    from pathlib import Path
+
+    from sqlalchemy import delete
+
+    from analytics.models import ActiveUsersDaily
+    from analytics.simulate import Simulator
+    from tests.analytics.helpers import apply, to_event
+
+    documents = Simulator(tenants=2, seed=8, start=datetime(2024, 3, 4), days=3).events(900)
+    apply(pg, [to_event(d) for d in documents])
+    start_worker()
+    done = subprocess.run(
+        [sys.executable, "-m", "analytics", "backfill", "rollups", "--since", "2024-03-04",
+         "--until", "2024-03-06", "--wait"],
+        env=pipeline_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "queued 6 rollups.day tasks (2 tenant(s) x 3 day(s)) on queue rollups" in done.stdout
+    assert "done: 6 tenant-days recomputed" in done.stdout
+    day = date(2024, 3, 5)
+    with Session(pg) as session, session.begin():
+        session.execute(delete(ActiveUsersDaily).where(ActiveUsersDaily.day == day))
+    celery_bin = Path(sys.executable).with_name("celery")
+    called = subprocess.run(
+        [str(celery_bin), "-A", "tasks", "call", "rollups.day", "--args", '["tenant-1", "2024-03-05"]'],
+        env=pipeline_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert called.returncode == 0, called.stderr
+    wait_for(
+        lambda: count(
+            pg,
+            ActiveUsersDaily,
+            ActiveUsersDaily.day == day,
+            ActiveUsersDaily.tenant_id == "tenant-1",
+        ),
+        timeout=30,
+        what="the rollup row recomputed by `celery call`",
+    )
