@@ -222,7 +222,7 @@ def test_report_names_in_help_are_the_reports_that_exist():
     from analytics.cli import REPORT_NAMES
     from analytics.reports import REPORTS
 
-    assert REPORT_NAMES == tuple(REPORTS)
+    assert tuple(REPORTS) == REPORT_NAMES
 
 
 @pytest.mark.parametrize(
@@ -309,9 +309,10 @@ def test_backfill_rebuild_reports_what_it_replayed(filled):
 def test_deadletters_list_and_replay_from_the_shell(sqlite_url):
     from datetime import datetime
 
+    from sqlalchemy.orm import Session
+
     from analytics.db import make_engine
     from analytics.ingest import Rejected, record_dead_letters
-    from sqlalchemy.orm import Session
 
     engine = make_engine(sqlite_url)
     good = b'{"event_id": "fixed", "event_type": "user.logged_in", "tenant_id": "t"}'
