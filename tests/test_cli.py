@@ -341,3 +341,23 @@ def test_deadletters_list_and_replay_from_the_shell(sqlite_url):
     assert pending[0]["error"].startswith("invalid JSON")
     missing = run("deadletters", "replay", "2", env=env)
     assert missing.returncode == 1 and "no pending dead letter with id 2" in missing.stderr
+
+
+def test_backfill_replay_republishes_a_file_on_each_events_channel(
+    listener, redis_url, channel_prefix, tmp_path
+):
+    lines = [
+        {"event_id": "a", "event_type": "order.created", "tenant_id": "t"},
+        {"event_id": "b", "event_type": "inventory.low_stock", "tenant_id": "t"},
+    ]
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n\n")
+    env = {"REDIS_URL": redis_url, "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*"}
+    result = run("backfill", "replay", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "published 2 events"
+    wait_for(lambda: len(listener) == 2, timeout=5)
+    assert [(c.decode(), orjson.loads(d)["event_id"]) for c, d in listener] == [
+        (f"{channel_prefix}:order:created", "a"),
+        (f"{channel_prefix}:inventory:low_stock", "b"),
+    ]

@@ -346,3 +346,20 @@ def test_backfill_rollups_waits_for_the_workers_and_celery_call_runs_the_same_ta
         timeout=30,
         what="the rollup row recomputed by `celery call`",
     )
+
+
+def test_beat_refreshes_the_rollups_of_days_that_received_events(
+    pg, start_worker, start_process, pipeline_env, tmp_path
+):
+    from analytics.models import ActiveUsersDaily, RollupDirtyDay
+    from tests.analytics.helpers import apply, make
+
+    env = {**pipeline_env, "ROLLUP_INTERVAL": "1"}
+    apply(pg, [make("user.logged_in", {}, "2024-03-05T10:00:00Z", "beat-1", user_id="u1")])
+    assert count(pg, RollupDirtyDay) == 1
+    start_worker("-Q", "rollups", env=env)
+    beat = start_process("beat", ["beat", "-s", str(tmp_path / "schedule")], env)
+    wait_for(lambda: count(pg, RollupDirtyDay) == 0, timeout=60, what="beat's refresh to run")
+    assert count(pg, ActiveUsersDaily) == 30  # 03-05 and the 29 days whose MAU it counts in
+    assert beat.alive
+    assert "Scheduler: Sending due task rollups-refresh (rollups.refresh)" in beat.output()
