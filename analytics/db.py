@@ -8,6 +8,7 @@ only SQL that differs between them is ``INSERT ... ON CONFLICT``, built by
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -67,14 +68,25 @@ def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
 
 
-def insert_for(session: Session) -> Any:
-    """The dialect's ``insert`` construct, which has ``on_conflict_do_update`` and ``excluded``."""
+def insert_for(session: Session) -> Callable[[Any], Any]:
+    """The dialect's ``insert`` (with ``on_conflict_do_update`` and ``excluded``) for a model.
+
+    The statement targets the model's Table, not the mapped class: a list of rows
+    then runs as Core "insertmanyvalues" (a few multi-row INSERTs), not through the
+    ORM's bulk path, which issues a statement per group of rows (measured: 5x slower).
+    """
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
+        construct = postgresql.insert
+    elif name == "sqlite":
+        construct = sqlite.insert
+    else:
+        raise NotImplementedError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
+
+    def insert(model: Any) -> Any:
+        return construct(getattr(model, "__table__", model))
+
+    return insert
 
 
 def is_transient(exc: BaseException) -> bool:
