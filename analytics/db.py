@@ -81,7 +81,7 @@ def insert_for(session: Session) -> Callable[[Any], Any]:
     elif name == "sqlite":
         construct = sqlite.insert
     else:
-        raise NotImplementedError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
+        raise NotImplementedError(f"unsupported database {name!r}: use PostgreSQL or SQLite")
 
     def insert(model: Any) -> Any:
         return construct(getattr(model, "__table__", model))
