@@ -76,6 +76,7 @@ def insert_for(session: Session) -> Callable[[Any], Any]:
     ORM's bulk path, which issues a statement per group of rows (measured: 5x slower).
     """
     name = session.get_bind().dialect.name
+    construct: Callable[[Any], Any]
     if name == "postgresql":
         construct = postgresql.insert
     elif name == "sqlite":
