@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
 
@@ -866,6 +866,7 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
         unique.setdefault((event.tenant_id, event.event_id), event)
     if not unique:
         return []
+    stored_at = datetime.now(UTC).replace(tzinfo=None)
     rows = [
         {
             "tenant_id": e.tenant_id,
@@ -875,6 +876,7 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
             "user_id": e.user_id,
             "occurred_at": e.timestamp,
             "received_at": e.received_at,
+            "stored_at": stored_at,
             "channel": e.channel,
             "response_time_ms": e.response_time_ms,
             "event_id_derived": e.event_id_derived,

@@ -82,6 +82,8 @@ class StoredEvent(Base):
     user_id: Mapped[str | None] = mapped_column(ID)
     occurred_at: Mapped[datetime] = mapped_column(DateTime)
     received_at: Mapped[datetime] = mapped_column(DateTime)
+    #: When the worker wrote it (its transaction commits right after): ingestion lag.
+    stored_at: Mapped[datetime | None] = mapped_column(DateTime)
     channel: Mapped[str] = mapped_column(String(255))
     response_time_ms: Mapped[float | None]
     event_id_derived: Mapped[bool] = mapped_column(Boolean, default=False)
