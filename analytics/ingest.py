@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from analytics import events as ev
 from analytics import rollups
 from analytics.config import Settings
-from analytics.db import insert_for
+from analytics.db import insert_for, upsert_many
 from analytics.errors import DuplicateRegistration
 from analytics.events import Event
 from analytics.models import (
@@ -761,7 +761,7 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
     stmt = insert.on_conflict_do_update(
         index_elements=list(aggregate.key), set_=_set_clause(aggregate, insert)
     )
-    session.execute(stmt, ordered)
+    upsert_many(session, stmt, ordered)
     return len(ordered)
 
 
@@ -790,7 +790,7 @@ def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
     stmt = insert_for(session)(Alert).on_conflict_do_nothing(
         index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
     )
-    session.execute(stmt, rows)
+    upsert_many(session, stmt, rows)
 
 
 def _close_with_stored_restocks(session: Session, alerts: Sequence[OpenAlert]) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
-from analytics.db import insert_for
+from analytics.db import insert_for, upsert_many
 from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
 
 #: The longest window: a day's activity counts in the MAU of this many days.
@@ -94,7 +94,8 @@ def active_users(session: Session, tenant: str, first: date, last: date) -> int:
     session.execute(delete(ActiveUsersDaily).where(window, ActiveUsersDaily.day.not_in(kept)))
     if rows:
         insert = insert_for(session)(ActiveUsersDaily)
-        session.execute(
+        upsert_many(
+            session,
             insert.on_conflict_do_update(
                 index_elements=["tenant_id", "day"],
                 set_={name: insert.excluded[name] for name in ("dau", "wau", "mau")},
@@ -110,7 +111,8 @@ def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
     if not rows:
         return
     insert = insert_for(session)(RollupDirtyDay)
-    session.execute(
+    upsert_many(
+        session,
         insert.on_conflict_do_update(
             index_elements=["tenant_id", "day"],
             set_={"generation": RollupDirtyDay.generation + 1},
