@@ -7,12 +7,14 @@ only SQL that differs between them is ``INSERT ... ON CONFLICT``, built by
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import JSON, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -110,6 +112,70 @@ def upsert_many(session: Session, stmt: Any, rows: list[dict[str, Any]]) -> None
         return
     key = next(iter(stmt.table.primary_key.columns))
     session.execute(stmt.returning(key), rows).all()
+
+
+def insert_new(
+    session: Session, table: Table, rows: list[dict[str, Any]], key: tuple[str, ...]
+) -> set[tuple[Any, ...]]:
+    """Insert rows unless their ``key`` exists; return the keys that were inserted.
+
+    On PostgreSQL the rows go through COPY into a per-connection temporary table
+    and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: measured 43 against
+    70 us a row for a multi-row INSERT of 700-byte events (more than half of a
+    batch's database time is this one statement).
+    """
+    if not rows:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        insert = insert_for(session)(table)
+        stmt = insert.on_conflict_do_nothing(index_elements=list(key)).returning(
+            *(table.c[name] for name in key)
+        )
+        return {tuple(row) for row in session.execute(stmt, rows)}
+    columns = [column for column in table.columns if column.name in rows[0]]
+    names = ", ".join(column.name for column in columns)
+    staging = f"staging_{table.name}"
+    connection = session.connection()
+    # A temporary table lives as long as the connection, its rows one transaction.
+    # Created on every call (a catalog lookup when it exists): a flag kept per
+    # connection would lie after a rolled-back creation. Column types only, no
+    # defaults, so it depends on nothing of the real table.
+    connection.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
+        f"AS SELECT {names} FROM {table.name} WITH NO DATA"
+    )
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_text(column, row[column.name]) for column in columns))
+        buffer.write("\n")
+    buffer.seek(0)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(f"COPY {staging} ({names}) FROM STDIN", buffer)
+    finally:
+        cursor.close()
+    keys = ", ".join(key)
+    result = connection.exec_driver_sql(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
+        f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
+    )
+    return {tuple(row) for row in result}
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(column: Any, value: Any) -> str:
+    """One value in COPY's text format (NULL is \\N; backslash, tab, newline escaped)."""
+    if value is None:
+        return "\\N"
+    if isinstance(column.type, JSON):
+        value = _json(value)
+    elif isinstance(value, bool):
+        value = "t" if value else "f"
+    elif isinstance(value, datetime):
+        value = value.isoformat(sep=" ")
+    return str(value).translate(_COPY_ESCAPES)
 
 
 def is_transient(exc: BaseException) -> bool:

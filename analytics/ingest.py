@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from analytics import events as ev
 from analytics import rollups
 from analytics.config import Settings
-from analytics.db import insert_for, upsert_many
+from analytics.db import insert_for, insert_new, upsert_many
 from analytics.errors import DuplicateRegistration
 from analytics.events import Event
 from analytics.models import (
@@ -885,12 +885,8 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
         }
         for e in unique.values()
     ]
-    stmt = (
-        insert_for(session)(StoredEvent)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
-        .returning(StoredEvent.tenant_id, StoredEvent.event_id)
-    )
-    inserted = {tuple(row) for row in session.execute(stmt, rows)}
+    table = StoredEvent.__table__
+    inserted = insert_new(session, table, rows, ("tenant_id", "event_id"))  # type: ignore[arg-type]
     return [event for key, event in unique.items() if key in inserted]
 
 

@@ -270,3 +270,26 @@ def test_seed_examples_one_batch_at_a_time_give_the_same_aggregates(engine):
     for document in reversed(seed_examples()):
         apply(engine, [to_event(document)])
     assert_seed_aggregates(engine)
+
+
+def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
+    awkward = "tab\there new\nline back\\slash \\N null-lookalike ünï 🚀 'quote\" \r"
+    event = make(
+        "wishlist.added",
+        {"note": awkward, "nested": {"deep": [awkward, None, 1.5]}},
+        event_id="id\\with\ttab",
+        tenant_id="tenant\nwith newline",
+        user_id=awkward[:100],
+    )
+    assert apply(engine, [event, event]).stored == 1
+    assert apply(engine, [event]).stored == 0
+    (row,) = rows(
+        engine,
+        StoredEvent.tenant_id,
+        StoredEvent.event_id,
+        StoredEvent.user_id,
+        StoredEvent.payload,
+    )
+    assert row[:3] == ("tenant\nwith newline", "id\\with\ttab", awkward[:100])
+    assert row[3] == event.payload
+    assert row[3]["data"]["nested"]["deep"] == [awkward, None, 1.5]
