@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
 
 from analytics.config import Settings
+from bridge.subscriber import Subscription, SubscriptionLost
 from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, route_for
 
 log = logging.getLogger("bridge")
@@ -93,13 +93,12 @@ class Counts:
 class Bridge:
     """Reads ``settings.event_channel_pattern`` and hands events to their Celery tasks."""
 
-    def __init__(self, settings: Settings, send: Send, *, client: redis.Redis | None = None):
+    def __init__(self, settings: Settings, send: Send):
         self.settings = settings
         self.send = send
         self.prefix = settings.channel_prefix
         self.batch_size = settings.bridge_batch_size
         self.flush_after = settings.bridge_flush_ms / 1000.0
-        self._client = client
         self._buffer: collections.deque[tuple[bytes, bytes, float]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -108,8 +107,6 @@ class Bridge:
         self._groups: dict[str, Group] = {}
         self._counts = Counts()
         self.totals = Counts()
-        self._pubsub: Any = None
-        self._redis: redis.Redis | None = None
         #: How this bridge's connection shows in ``CLIENT LIST``.
         self.client_name = f"analytics-bridge-{socket.gethostname()}-{os.getpid()}"
 
@@ -137,35 +134,17 @@ class Bridge:
 
     # ------------------------------------------------------------------ reader
 
-    def _connect(self) -> Any:
-        client = self._client or redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_keepalive=True,
-            socket_connect_timeout=5,
-            client_name=self.client_name,
-        )
-        # The pubsub's connection belongs to the client's pool: keep the client
-        # alive, or its finaliser closes the pool and the subscription with it.
-        self._redis = client
-        pubsub = client.pubsub()
-        pubsub.psubscribe(self.settings.event_channel_pattern)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=1.0)
-            if message and message["type"] == "psubscribe":
-                return pubsub
-        raise redis.ConnectionError("no psubscribe confirmation within 5 s")
-
     def _read_loop(self) -> None:
         pattern = self.settings.event_channel_pattern
         lost_at: float | None = None
         delay = 0.1
         buffer, wake, batch_size = self._buffer, self._wake, self.batch_size
+        subscription: Subscription | None = None
         while not self._stop.is_set():
-            if self._pubsub is None:
+            if subscription is None:
                 try:
-                    self._pubsub = self._connect()
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    subscription = Subscription(self.settings.redis_url, pattern, self.client_name)
+                except (OSError, SubscriptionLost) as exc:
                     log.warning(
                         "cannot subscribe to %s (%s); retrying in %.1fs", pattern, exc, delay
                     )
@@ -185,32 +164,19 @@ class Bridge:
                     lost_at = None
                 self._subscribed.set()
             try:
-                message = self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=IDLE_WAIT
-                )
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                received = time.time()
+                for channel, data in subscription.read():
+                    buffer.append((channel, data, received))
+                if len(buffer) >= batch_size:
+                    wake.set()
+            except (SubscriptionLost, OSError) as exc:
                 log.warning("lost the Redis connection (%s); reconnecting", exc)
                 self._subscribed.clear()
-                self._close_pubsub()
+                subscription.close()
+                subscription = None
                 lost_at = time.monotonic()
-                continue
-            if message is None or message["type"] != "pmessage":
-                continue
-            buffer.append((message["channel"], message["data"], time.time()))
-            if len(buffer) >= batch_size:
-                wake.set()
-        self._close_pubsub()
-
-    def _close_pubsub(self) -> None:
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            except Exception:  # closing a dead connection may fail; it is gone either way
-                log.debug("error closing pubsub", exc_info=True)
-        self._pubsub = None
-        if self._redis is not None and self._client is None:
-            self._redis.close()
-        self._redis = None
+        if subscription is not None:
+            subscription.close()
 
     # ------------------------------------------------------------------ sender
 
