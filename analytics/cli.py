@@ -373,6 +373,15 @@ def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> Non
 # -------------------------------------------------------------------------- up
 
 
+def _die_with_parent() -> None:
+    """In a child: have Linux send SIGTERM when the parent process dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @main.command()
 @click.option(
     "--concurrency",
@@ -407,7 +416,11 @@ def up(concurrency: int, no_beat: bool) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     for name, argv in specs:
-        children[name] = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+        # Own sessions, so that Ctrl-C reaches `up` alone and it stops them in
+        # order; and a death signal, so that none outlives an `up` that was killed.
+        children[name] = subprocess.Popen(
+            argv, env=os.environ.copy(), start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.info("started %s (pid %d)", name, children[name].pid)
     failed = None
     while not stopping and failed is None:
@@ -773,3 +786,171 @@ def deadletters_replay(ids: tuple[int, ...], everything: bool) -> None:
         raise click.ClickException(
             "no pending dead letter with id " + ", ".join(map(str, result.missing))
         )
+
+
+# ----------------------------------------------------------------------- bench
+
+
+@main.command(name="bench")
+@click.option(
+    "--tenants",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Tenants in the stream, named bench-<run>-1 .. bench-<run>-N.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Events to publish.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=1_000.0,
+    show_default=True,
+    help="Events per second offered (0: as fast as this process can publish).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for every event to be stored.",
+)
+@click.option(
+    "--stall",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Give up when no new event was stored for this many seconds.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Afterwards, delete every row of the bench tenants (events and aggregates).",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+def bench_command(
+    tenants: int,
+    count: int,
+    rate: float,
+    timeout: float,
+    stall: float,
+    seed: int,
+    cleanup: bool,
+    json_path: str | None,
+) -> None:
+    """Measure a RUNNING deployment: publish a realistic stream, wait for it, report.
+
+    Publishes COUNT events of `analytics simulate`'s mix of all 15 types at RATE
+    events/s on the channels of EVENT_CHANNEL_PATTERN (so the running bridge takes
+    them), for tenants of their own (bench-<run>-N, never a real tenant), then
+    polls DATABASE_URL until every event is stored, and prints:
+
+    \b
+    - throughput: events / (last stored_at - first publish);
+    - latency p50/p90/p99/max: stored_at (when a worker wrote the event) minus
+      the moment this command published it; the workers' clocks must agree with
+      this host's (NTP), or the figures include the skew;
+    - exactness: stored events, per-type event counters and revenue per currency
+      equal what was published, and no dead letters.
+
+    The bench tenants' rows stay in the database unless --cleanup is given. Exit
+    status 1 when not every event arrived or the aggregates are not exact. For the
+    whole benchmark, with its own processes and targets: benchmarks/pipeline.py.
+    """
+    import math
+
+    from analytics import bench
+    from analytics.db import get_engine
+
+    settings = _settings()
+    client = _redis(settings)
+    try:
+        patterns = int(client.pubsub_numpat())
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach Redis: {describe(exc)}") from None
+    if patterns == 0:
+        raise click.ClickException(
+            f"nobody is subscribed to any pattern on {settings.redis_url.split('@')[-1]}: "
+            "is `analytics bridge` running?"
+        )
+    engine = get_engine()
+    stream = bench.build_stream(
+        bench.simulate(count, tenants, seed),
+        channel_prefix=settings.channel_prefix.rstrip(":"),
+        spread=max(count / rate, 1.0) if rate else 1.0,
+        default_currency=settings.default_currency,
+    )
+    names = f"{stream.tenants[0]} .. {stream.tenants[-1]}"
+    click.echo(
+        f"publishing {count:,} events for {len(stream.tenants)} tenant(s) ({names}) on "
+        f"{settings.event_channel_pattern}" + (f" at {rate:,.0f}/s" if rate else "")
+    )
+    published = bench.publish(client, stream, rate)
+    click.echo(
+        f"published in {published.finished - published.started:.1f}s ({published.rate:,.0f}/s)"
+    )
+    if published.unreceived:
+        click.echo(
+            f"warning: {published.unreceived} event(s) reached no subscriber "
+            f"(is the bridge subscribed to {settings.event_channel_pattern}?)",
+            err=True,
+        )
+    waited = bench.wait_stored(
+        engine,
+        stream.tenants,
+        len(stream),
+        timeout=timeout,
+        stall=stall,
+        progress=lambda stored, elapsed: click.echo(
+            f"  stored {stored:,}/{len(stream):,} after {elapsed:.0f}s", err=True
+        ),
+        progress_every=5.0,
+    )
+    rows = bench.fetch_stored(engine, stream.tenants)
+    speed = bench.throughput(published, rows)
+    delay = bench.latency(stream, published, rows)
+    exact = bench.check_exact(engine, stream)
+
+    def ms(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value * 1000:,.0f} ms"
+
+    click.echo(f"stored       {waited.stored:,}/{len(stream):,} ({waited.reason})")
+    click.echo(
+        f"throughput   {speed.per_second:,.0f} events/s "
+        f"(first publish -> last stored_at: {speed.seconds:.2f}s)"
+    )
+    click.echo(
+        f"latency      p50 {ms(delay.p50)}  p90 {ms(delay.p90)}  p99 {ms(delay.p99)}  "
+        f"max {ms(delay.max)} (publish -> stored_at, {delay.count:,} events)"
+    )
+    click.echo(f"exactness    {exact.summary()}")
+    for problem in exact.problems[3:]:
+        click.echo(f"  {problem}", err=True)
+    if json_path:
+        figures = {
+            "tenants": list(stream.tenants),
+            "events": len(stream),
+            "offered_rate": rate,
+            "publish_rate": published.rate,
+            "unreceived": published.unreceived,
+            "stored": waited.stored,
+            "complete": waited.complete,
+            "wait": waited.reason,
+            "throughput": dataclasses.asdict(speed),
+            "latency": dataclasses.asdict(delay),
+            "exactness": dataclasses.asdict(exact),
+        }
+        Path(json_path).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if cleanup:
+        deleted = bench.delete_tenants(engine, stream.tenants)
+        click.echo(f"cleanup      deleted {deleted:,} rows of the bench tenants")
+    if not (waited.complete and exact.exact):
+        sys.exit(1)

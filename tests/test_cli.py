@@ -18,6 +18,15 @@ from sqlalchemy import create_engine, text
 from analytics.cli import main
 from tests.conftest import wait_for
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 COMMANDS = ["migrate", "bridge", "worker", "beat", "flower", "publish", "simulate", "up"]
 
 
@@ -190,13 +199,12 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     output = log_path.read_text()
+    # Killed or not, `up` must not leave its children behind.
+    pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30, what="up's children to exit")
     for name in ("bridge", "beat", "worker"):
         assert f"{name} stopped" in output
-    pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
     assert len(pids) == 3
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 # ------------------------------------------------------------ report, backfill
@@ -361,3 +369,26 @@ def test_backfill_replay_republishes_a_file_on_each_events_channel(
         (f"{channel_prefix}:order:created", "a"),
         (f"{channel_prefix}:inventory:low_stock", "b"),
     ]
+
+
+@pytest.mark.slow
+def test_up_killed_outright_leaves_no_process_behind(tmp_path, redis_url, channel_prefix):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "REDIS_URL": redis_url,
+        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", "--no-beat"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
+    pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log_path.read_text())]
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    process.kill()
+    process.wait()
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=60, what="the orphans to exit")
