@@ -1,0 +1,1164 @@
+"""Benchmark the real pipeline end to end, as a user runs it, against issue 4's targets.
+
+    python benchmarks/pipeline.py [--quick] [--events N] [--workers N] [--json out.json]
+
+What it runs: one ``analytics bridge`` and one ``analytics worker --concurrency N``
+(a prefork worker: N pool processes, 2 by default, like ``analytics up``) against
+local Redis and PostgreSQL. It creates a PostgreSQL database of its own (and a
+second one for the baseline), migrates them, takes a Redis DB number as the
+Celery broker (12 by default, flushed at the start and the end) and a pub/sub
+channel prefix no one else uses (``bench-<run>:events``). Every process,
+database and Redis DB it made is removed at the end, on failure and on Ctrl-C.
+
+The stream is ``analytics.simulate``'s realistic mix of all 15 event types for 3
+tenants (order.created with 1-4 items), re-stamped per run by ``analytics.bench``:
+ids unique to the run, tenants ``bench-<run>-N``, timestamps near now.
+
+Phases (each checks that the aggregates are exact; tables are truncated between
+phases so each starts from the same empty store):
+
+1. warm-up (not reported), then sustained throughput, 3 runs of ``--events``
+   published at ``--sustained-rate`` (40,000/s: more than the pipeline can take,
+   so it runs flat out): median, min and max of events / (last ``stored_at`` -
+   first publish);
+2. latency: ``--latency-rate`` (1,000/s) for ``--latency-seconds`` (20 s);
+   publish -> ``stored_at`` p50/p90/p99/max. ``stored_at`` is stamped by the
+   worker as it writes a batch, before the commit; the database is polled every
+   50 ms during this phase to estimate how long rows waited for their commit;
+3. burst: ``--burst-events`` (200,000) at ``--burst-rate`` (40,000/s), while
+   ``CLIENT LIST`` is sampled every 100 ms for the bridge's output buffer; loss,
+   disconnects (client id changed or gone, the Redis log, PUBLISH answered 0,
+   the bridge's "resubscribed" line) and the bridge's peak RSS;
+4. the same sustained runs with ``--scale-workers`` (4) worker processes; it
+   passes when their median is not below the slowest run with ``--workers``;
+5. the baseline: ``benchmarks/naive_consumer.py`` (the seed's single-process
+   consumer, one transaction per event) on the same stream, published as fast
+   as it can take without its output buffer passing 8 MB (so it loses nothing
+   and its best is measured).
+
+Each run also reports the Celery tasks the worker finished (from its log:
+events per task and task time) and where the machine's CPU went, including
+unrelated processes, so a run disturbed by other load says so.
+
+Then it prints one table: each target, the value measured and PASS or FAIL.
+``--quick`` scales everything down (under two minutes) to check the machinery;
+its figures are not the issue's targets and the table says so. Progress goes to
+stderr, the table to stdout. Exit status 0 when every target passed, 1 when one
+failed, 2 when the benchmark itself could not run, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from sqlalchemy import Engine, create_engine, text
+
+from analytics import bench
+from analytics.db import make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+NAIVE_CONSUMER = ROOT / "benchmarks" / "naive_consumer.py"
+MB = 1024 * 1024
+#: A Celery worker's line for a finished task: "Task order.created[...] succeeded in 0.0123s".
+TASK_DONE = re.compile(r"\] succeeded in ([0-9.]+)s")
+#: The baseline's publisher waits while the consumer's unread output exceeds this.
+BASELINE_OMEM_HOLD = 8 * MB
+
+# Issue 4's targets.
+TARGET_THROUGHPUT = 10_000.0
+TARGET_SPEEDUP = 6.0
+TARGET_BURST_EVENTS = 200_000
+TARGET_BURST_RATE = 40_000.0
+TARGET_BRIDGE_RSS = 300 * MB
+TARGET_P99 = 0.5
+TARGET_LATENCY_RATE = 1_000.0
+
+
+def cpu_breakdown(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    busy: float,
+    wall: float,
+    *,
+    pipeline: set[int],
+    postgres: set[int],
+    redis_pid: int,
+) -> tuple[dict[str, float], str]:
+    """Where the machine's CPU went during a run, in cores (CPU seconds / wall seconds).
+
+    ``pipeline``: bridge, workers and this publisher; ``postgres``: the backends of
+    this run's database; ``other_cores``: every other process (other databases'
+    backends, other people's jobs); ``unattributed``: kernel time (interrupts,
+    network), steal and processes that came and went within the run.
+    """
+    groups = {"pipeline_cores": 0.0, "postgres_cores": 0.0, "redis_cores": 0.0, "other_cores": 0.0}
+    others: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used = seconds - before.get(pid, (name, 0.0))[1]
+        if pid in pipeline:
+            groups["pipeline_cores"] += used
+        elif pid in postgres:
+            groups["postgres_cores"] += used
+        elif pid == redis_pid:
+            groups["redis_cores"] += used
+        else:
+            groups["other_cores"] += used
+            others[name] = others.get(name, 0.0) + used
+    scale = 1 / max(wall, 1e-9)
+    cpu = {key: value * scale for key, value in groups.items()}
+    cpu["machine_busy_cores"] = busy * scale
+    cpu["unattributed_cores"] = max(0.0, busy - sum(groups.values())) * scale
+    top = sorted(others.items(), key=lambda item: -item[1])[:3]
+    described = ", ".join(
+        f"{name} {used * scale:.2f}" for name, used in top if used * scale >= 0.01
+    )
+    return cpu, described or "none"
+
+
+def closed_line(line: str) -> str:
+    """A Redis log line about closing a client, shortened to when, whom and at what omem."""
+    when = re.search(r"\d\d:\d\d:\d\d\.\d+", line)
+    name = re.search(r"name=(\S+)", line)
+    omem = re.search(r"omem=(\d+)", line)
+    size = f"{int(omem.group(1)) / MB:.1f} MB" if omem else "?"
+    return (
+        f"{when.group(0) if when else '?'} closed {name.group(1) if name else '?'} "
+        f"at omem {size} (output buffer limit)"
+    )
+
+
+def code_version() -> str:
+    """The commit measured, and whether the working tree differs from it (read-only git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.split("\n")
+    except OSError:
+        return "unknown"
+    files = [line[3:] for line in changed if line.strip()]
+    return f"{head} + uncommitted changes to {', '.join(files)}" if files else head or "unknown"
+
+
+def say(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Plan:
+    events: int = 100_000
+    repeats: int = 3
+    tenants: int = 3
+    workers: int = 2
+    scale_workers: int = 4
+    sustained_rate: float = TARGET_BURST_RATE
+    latency_rate: float = TARGET_LATENCY_RATE
+    latency_seconds: float = 20.0
+    burst_events: int = TARGET_BURST_EVENTS
+    burst_rate: float = TARGET_BURST_RATE
+    warmup: int = 3_000
+    timeout: float = 600.0
+    stall: float = 30.0
+    #: Events of the baseline run; 0: the same stream as the sustained runs.
+    baseline_events: int = 0
+    quick: bool = False
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    plan = Plan()
+    if args.quick:
+        plan = Plan(
+            events=5_000,
+            latency_seconds=4.0,
+            burst_events=30_000,
+            warmup=1_000,
+            timeout=120.0,
+            stall=20.0,
+            quick=True,
+        )
+    for name in (
+        "events",
+        "workers",
+        "scale_workers",
+        "sustained_rate",
+        "latency_rate",
+        "latency_seconds",
+        "burst_events",
+        "burst_rate",
+        "repeats",
+        "tenants",
+        "timeout",
+        "stall",
+        "baseline_events",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(plan, name, value)
+    return plan
+
+
+# ------------------------------------------------------------------------ processes
+
+
+class Proc:
+    """A project process started by this benchmark, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path):
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        #: pid -> the highest VmHWM seen for it (pool processes included).
+        self.peaks: dict[int, int] = {}
+
+    def output(self, since: int = 0) -> str:
+        with self.log_path.open("rb") as handle:
+            handle.seek(since)
+            return handle.read().decode("utf-8", "replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def wait_for(self, needle: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.output():
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-2000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {needle!r} in its log after {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def sample_rss(self) -> None:
+        for pid, peak in bench.tree_peak_rss(self.pid).items():
+            self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
+
+    def tree(self) -> list[int]:
+        return bench.process_tree(self.pid)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        members = self.tree()
+        if self.popen.poll() is None:
+            self.sample_rss()
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} did not stop in {timeout:.0f}s: killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        # Pool processes the parent left behind (killed parent) go too.
+        for pid in members:
+            if pid != self.pid and Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._log.close()
+
+
+# -------------------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """One measured publish -> stored run."""
+
+    label: str
+    events: int
+    offered_rate: float
+    publish_rate: float
+    complete: bool
+    wait: str
+    exact: bool
+    exactness: str
+    #: "exact", or a few words on what was lost or wrong.
+    verdict: str
+    throughput: float
+    seconds: float
+    latency: dict[str, float]
+    commit_lag_mean: float
+    commit_lag_rows: int
+    unreceived: int
+    #: Seconds the publisher waited for a slow consumer (baseline backpressure).
+    held: float = 0.0
+    #: Celery tasks the workers finished during the run, and how long they took (s).
+    tasks: int = 0
+    task_mean: float = math.nan
+    task_p99: float = math.nan
+    max_omem: int = 0
+    #: CLIENT LIST samples taken, and the connection ids seen under the watched name.
+    watch_samples: int = 0
+    watch_ids: list[str] = field(default_factory=list)
+    disconnected: bool = False
+    disconnect_evidence: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    #: Transactions committed in other databases of the server during the run.
+    other_commits: int = 0
+    #: The unrelated processes that used the most CPU during the run.
+    other_top: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and self.exact
+
+
+@dataclass
+class Results:
+    plan: Plan
+    machine: dict[str, Any]
+    sustained: list[Run] = field(default_factory=list)
+    latency: Run | None = None
+    burst: Run | None = None
+    scaled: list[Run] = field(default_factory=list)
+    baseline: Run | None = None
+    rss: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------ benchmark
+
+
+class Benchmark:
+    def __init__(self, plan: Plan, args: argparse.Namespace, cleanup: contextlib.ExitStack):
+        self.plan = plan
+        self.args = args
+        self.cleanup = cleanup
+        self.run_id = uuid.uuid4().hex[:8]
+        self.admin_url = args.postgres_url
+        self.broker_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
+        self.prefix = f"bench-{self.run_id}:events"
+        self.naive_prefix = f"bench-{self.run_id}-naive:events"
+        self.logs = Path(tempfile.mkdtemp(prefix=f"bench-{self.run_id}-"))
+        self.redis = redis.Redis.from_url(self.broker_url)
+        self.procs: list[Proc] = []
+        self.bridge: Proc | None = None
+        self.worker: Proc | None = None
+        self.failed = False
+        self.results = Results(plan, self._machine())
+
+    # -- setup and teardown
+
+    def _machine(self) -> dict[str, Any]:
+        server = redis.Redis.from_url(self.broker_url).info("server")
+        return {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "redis": server.get("redis_version"),
+            "redis_pid": server.get("process_id"),
+            "host": socket.gethostname(),
+            "pii_salt": bool(os.environ.get("PII_SALT")),
+            "code": code_version(),
+        }
+
+    def database(self, suffix: str) -> tuple[str, Engine]:
+        name = f"analytics_bench_{self.run_id}{suffix}"
+        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.cleanup.callback(self._drop_database, admin, name)
+        url = self.admin_url.rsplit("/", 1)[0] + "/" + name
+        from analytics.cli import run_migrations
+
+        run_migrations(url)
+        engine = make_engine(url)
+        self.cleanup.callback(engine.dispose)
+        with engine.connect() as conn:
+            version = conn.execute(text("SHOW server_version")).scalar_one()
+        self.results.machine["postgresql"] = str(version).split()[0]
+        return url, engine
+
+    def _drop_database(self, admin: Engine, name: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+        say(f"dropped database {name}")
+
+    def _flush_broker(self) -> None:
+        self.redis.flushdb()
+        say(f"flushed broker {self.broker_url}")
+
+    def setup(self) -> None:
+        say(f"run {self.run_id}: logs in {self.logs}")
+        self.cleanup.callback(self._remove_logs)
+        keys = self.redis.dbsize()
+        if keys:
+            say(f"broker DB {self.args.redis_db} held {keys} keys: flushing them")
+        self.redis.flushdb()
+        self.cleanup.callback(self._flush_broker)
+        self.db_url, self.engine = self.database("")
+        self.naive_url, self.naive_engine = self.database("_naive")
+        self.log_view = bench.RedisLog(self.redis)
+        say(f"databases created and migrated; channels {self.prefix}:*")
+
+    def _remove_logs(self) -> None:
+        if self.failed or self.results.errors or self.args.keep_logs:
+            say(f"process logs kept in {self.logs}")
+        else:
+            shutil.rmtree(self.logs, ignore_errors=True)
+
+    def env(self, database_url: str, prefix: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url,
+            REDIS_URL=self.broker_url,
+            CELERY_BROKER_URL=self.broker_url,
+            CELERY_RESULT_BACKEND=self.broker_url,
+            EVENT_CHANNEL_PATTERN=f"{prefix}:*",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        proc = Proc(name, argv, env, self.logs)
+        self.procs.append(proc)
+        self.cleanup.callback(self._stop, proc)
+        return proc
+
+    def _stop(self, proc: Proc) -> None:
+        if proc.popen.returncode is None:
+            proc.stop()
+            say(f"stopped {proc.name} (pid {proc.pid})")
+
+    def start_pipeline(self, workers: int) -> None:
+        env = self.env(self.db_url, self.prefix)
+        python = [sys.executable, "-m", "analytics"]
+        self.worker = self.start(
+            f"worker-{workers}",
+            [
+                *python,
+                "worker",
+                "--concurrency",
+                str(workers),
+                "-n",
+                f"bench-{self.run_id}-{workers}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env,
+        )
+        if self.bridge is None or self.bridge.popen.poll() is not None:
+            self.bridge = self.start("bridge", [*python, "bridge"], env)
+            self.bridge.wait_for("subscribed to")
+        self.worker.wait_for("ready.")
+        say(
+            f"pipeline up: bridge pid {self.bridge.pid}, worker pid {self.worker.pid} "
+            f"(--concurrency {workers})"
+        )
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self._record_rss(self.worker)
+            self._stop(self.worker)
+            self.worker = None
+
+    def _record_rss(self, proc: Proc) -> None:
+        proc.sample_rss()
+        pool = sorted(pid for pid in proc.peaks if pid != proc.pid)
+        for pid, peak in proc.peaks.items():
+            role = "main" if pid == proc.pid else f"pool {pool.index(pid) + 1}"
+            self.results.rss[f"{proc.name} {role} (pid {pid})"] = peak
+
+    def truncate(self, engine: Engine) -> None:
+        from analytics.models import Base
+
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+
+    # -- one measured run
+
+    def bridge_name(self) -> str:
+        assert self.bridge is not None
+        return f"analytics-bridge-{socket.gethostname()}-{self.bridge.pid}"
+
+    def measure(
+        self,
+        label: str,
+        envelopes: list[dict[str, Any]],
+        rate: float,
+        *,
+        engine: Engine,
+        prefix: str,
+        watch_name: str,
+        watched: list[Proc],
+        spread: float,
+        poll: float = 0.25,
+        hold: Callable[[], bool] | None = None,
+        quiet: bool = False,
+        timeout: float | None = None,
+    ) -> Run:
+        stream = bench.build_stream(envelopes, channel_prefix=prefix, spread=spread)
+        if not quiet:
+            say(
+                f"{label}: publishing {len(stream):,} events"
+                + (f" at {rate:,.0f}/s" if rate else " as fast as possible")
+            )
+        offsets = {p.name: p.log_size() for p in watched}
+        commits_before = self._other_commits()
+        redis_log = bench.RedisLog(self.redis)
+        pg_pids = set(self._pg_backends(engine))
+        cpu_before = bench.machine_cpu()
+        procs_before = bench.all_process_cpu()
+        watch = bench.ClientWatch(redis.Redis.from_url(self.broker_url), watch_name)
+        with watch:
+            published = bench.publish(
+                self.redis,
+                stream,
+                rate,
+                hold=hold,
+                progress=None if quiet else self._progress("published", len(stream)),
+            )
+            waited = bench.wait_stored(
+                engine,
+                stream.tenants,
+                len(stream),
+                timeout=timeout or self.plan.timeout,
+                stall=self.plan.stall,
+                interval=poll,
+                progress=None if quiet else self._progress("stored", len(stream)),
+            )
+        procs_after = bench.all_process_cpu()
+        cpu_after = bench.machine_cpu()
+        other_commits = max(0, self._other_commits() - commits_before)
+        logs = {p.name: p.output(offsets[p.name]) for p in watched}
+        durations = sorted(
+            float(match)
+            for name, output in logs.items()
+            if name.startswith("worker")
+            for match in TASK_DONE.findall(output)
+        )
+        pg_pids |= set(self._pg_backends(engine))
+        pipeline_pids = {os.getpid(), *(pid for p in watched for pid in p.tree())}
+        cpu, other_top = cpu_breakdown(
+            procs_before,
+            procs_after,
+            cpu_after[0] - cpu_before[0],
+            (cpu_after[1] - cpu_before[1]) / max(os.cpu_count() or 1, 1),
+            pipeline=pipeline_pids,
+            postgres=pg_pids,
+            redis_pid=int(self.results.machine.get("redis_pid") or 0),
+        )
+        for proc in watched:
+            proc.sample_rss()
+        rows = bench.fetch_stored(engine, stream.tenants)
+        speed = bench.throughput(published, rows)
+        delay = bench.latency(stream, published, rows)
+        lag, lag_rows = bench.commit_lag(rows, waited.samples)
+        exact = bench.check_exact(engine, stream)
+        evidence: list[str] = []
+        if not watch.ids:
+            # Conservative: a check that could not see the connection did not pass.
+            evidence.append(
+                f"no CLIENT LIST entry named {watch_name} in {watch.samples} samples: "
+                "disconnects could not be checked"
+            )
+        if watch.disconnected:
+            evidence.append(
+                f"CLIENT LIST: connection ids {watch.ids}, absent in {watch.absent} samples"
+            )
+        logged = redis_log.buffer_disconnects(watch_name.rsplit("-", 1)[0])
+        evidence += [f"Redis log: {closed_line(line)}" for line in logged]
+        if published.unreceived:
+            evidence.append(f"{published.unreceived} PUBLISHes reached no subscriber")
+        again = sum(output.count("resubscribed") for output in logs.values())
+        if again:
+            evidence.append(f"consumer log: resubscribed {again} time(s)")
+        run = Run(
+            label=label,
+            events=len(stream),
+            offered_rate=rate,
+            publish_rate=published.rate,
+            complete=waited.complete,
+            wait=waited.reason,
+            exact=exact.exact,
+            exactness=exact.summary(),
+            verdict=exact.short(),
+            throughput=speed.per_second,
+            seconds=speed.seconds,
+            latency={
+                "p50": delay.p50,
+                "p90": delay.p90,
+                "p99": delay.p99,
+                "max": delay.max,
+                "min": delay.min,
+                "mean": delay.mean,
+            },
+            commit_lag_mean=lag,
+            commit_lag_rows=lag_rows,
+            unreceived=published.unreceived,
+            held=published.held,
+            tasks=len(durations),
+            task_mean=statistics.fmean(durations) if durations else math.nan,
+            task_p99=bench.percentile(durations, 99),
+            max_omem=watch.max_omem,
+            watch_samples=watch.samples,
+            watch_ids=list(watch.ids),
+            disconnected=bool(evidence),
+            disconnect_evidence=evidence,
+            cpu=cpu,
+            other_top=other_top,
+            other_commits=other_commits,
+        )
+        if not quiet:
+            say(
+                f"{label}: {run.throughput:,.0f} events/s over {run.seconds:.2f}s, "
+                f"p50 {run.latency['p50'] * 1000:.0f} ms, p99 {run.latency['p99'] * 1000:.0f} ms,"
+                f" {run.exactness}; {waited.reason}; CPU busy {run.cpu['machine_busy_cores']:.2f}"
+                f" cores (unrelated processes {run.cpu['other_cores']:.2f}: {other_top}); "
+                f"{run.tasks} tasks"
+                f" of {run.events / max(run.tasks, 1):.1f} events, mean"
+                f" {run.task_mean * 1000:.1f} ms"
+            )
+        if not run.ok:
+            self.results.errors.append(f"{label}: {waited.reason}; {exact.summary()}")
+        return run
+
+    def _other_commits(self) -> int:
+        """Commits so far in the server's databases other than this run's (others' load)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text(
+                    "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database "
+                    "WHERE datname IS NOT NULL AND datname NOT LIKE :ours"
+                ),
+                {"ours": f"analytics_bench_{self.run_id}%"},
+            ).scalar_one()
+        return int(value)
+
+    def _pg_backends(self, engine: Engine) -> list[int]:
+        name = engine.url.database
+        with engine.connect() as conn:
+            return [
+                int(pid)
+                for (pid,) in conn.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = :name "
+                        "AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+            ]
+
+    def _progress(self, what: str, total: int) -> Callable[[int, float], None]:
+        def report(done: int, elapsed: float) -> None:
+            say(f"  {what} {done:,}/{total:,} after {elapsed:.1f}s")
+
+        return report
+
+    # -- phases
+
+    def pipeline_run(
+        self, label: str, envelopes: list[dict[str, Any]], rate: float, **options: Any
+    ) -> Run:
+        assert self.bridge is not None and self.worker is not None
+        spread = max(len(envelopes) / rate if rate else 1.0, 1.0)
+        run = self.measure(
+            label,
+            envelopes,
+            rate,
+            engine=self.engine,
+            prefix=self.prefix,
+            watch_name=self.bridge_name(),
+            watched=[self.bridge, self.worker],
+            spread=spread,
+            **options,
+        )
+        self.truncate(self.engine)
+        return run
+
+    def warm_up(self, envelopes: list[dict[str, Any]]) -> None:
+        run = self.pipeline_run("warm-up", envelopes[: self.plan.warmup], 2_000.0, quiet=True)
+        say(f"warm-up: {run.events} events, {run.exactness}")
+
+    def sustained(self, envelopes: list[dict[str, Any]], label: str) -> list[Run]:
+        self.warm_up(envelopes)
+        return [
+            self.pipeline_run(
+                f"{label} {n + 1}/{self.plan.repeats}", envelopes, self.plan.sustained_rate
+            )
+            for n in range(self.plan.repeats)
+        ]
+
+    def baseline(self, envelopes: list[dict[str, Any]]) -> Run:
+        env = self.env(self.naive_url, self.naive_prefix)
+        naive = self.start("naive-consumer", [sys.executable, str(NAIVE_CONSUMER)], env)
+        naive.wait_for("subscribed to")
+        name = f"analytics-naive-{socket.gethostname()}-{naive.pid}"
+        probe = redis.Redis.from_url(self.broker_url)
+        checked, holding = 0.0, False
+
+        def hold() -> bool:
+            # Backpressure: wait while the consumer's unread output is large (sampled every 20 ms).
+            nonlocal checked, holding
+            if time.monotonic() - checked >= 0.02:
+                checked = time.monotonic()
+                entries = bench.clients_named(probe, name)
+                holding = bool(entries) and int(entries[0]["omem"]) > BASELINE_OMEM_HOLD
+            return holding
+
+        run = self.measure(
+            "baseline (single-process consumer)",
+            envelopes,
+            self.plan.sustained_rate,
+            engine=self.naive_engine,
+            prefix=self.naive_prefix,
+            watch_name=name,
+            watched=[naive],
+            spread=max(len(envelopes) / 1_500, 1.0),
+            hold=hold,
+            # One transaction per event is slow: allow it 20 ms an event before giving up.
+            timeout=max(self.plan.timeout, len(envelopes) / 50),
+        )
+        self._record_rss(naive)
+        self._stop(naive)
+        return run
+
+    def run(self) -> Results:
+        plan = self.plan
+        started = time.monotonic()
+        self.setup()
+        say(f"simulating {plan.events:,} + {plan.burst_events:,} + latency events")
+        envelopes = bench.simulate(plan.events, plan.tenants, seed=1)
+        latency_events = bench.simulate(
+            max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=2
+        )
+        burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
+        self.start_pipeline(plan.workers)
+        self.results.sustained = self.sustained(envelopes, f"sustained ({plan.workers} proc)")
+        self.results.latency = self.pipeline_run(
+            f"latency at {plan.latency_rate:,.0f}/s", latency_events, plan.latency_rate, poll=0.05
+        )
+        self.results.burst = self.pipeline_run(
+            f"burst of {plan.burst_events:,}", burst_events, plan.burst_rate
+        )
+        assert self.bridge is not None
+        self._record_rss(self.bridge)
+        self.stop_worker()
+        self.start_pipeline(plan.scale_workers)
+        self.results.scaled = self.sustained(envelopes, f"sustained ({plan.scale_workers} proc)")
+        self.stop_worker()
+        self._record_rss(self.bridge)
+        self._stop(self.bridge)
+        count = plan.baseline_events or plan.events
+        self.results.baseline = self.baseline(
+            envelopes if count == plan.events else bench.simulate(count, plan.tenants, seed=1)
+        )
+        self.results.seconds = time.monotonic() - started
+        return self.results
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def fmt_bytes(value: int) -> str:
+    return f"{value / MB:.1f} MB" if value >= MB else f"{value / 1024:.0f} KB"
+
+
+def fmt_rate(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f} ev/s"
+
+
+def fmt_ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value * 1000:,.0f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def tasks_of(runs: list[Run]) -> str:
+    return ", ".join(
+        f"{r.tasks} ({r.events / max(r.tasks, 1):.1f}, {fmt_ms(r.task_mean)})" for r in runs
+    )
+
+
+def disconnects_of(runs: list[Run]) -> str:
+    def one(run: Run) -> str:
+        logged = [e for e in run.disconnect_evidence if e.startswith("Redis log")]
+        if logged:
+            return "YES (" + logged[0].removeprefix("Redis log: ").split(" at ")[0] + ")"
+        return "YES" if run.disconnected else "no"
+
+    return ", ".join(one(run) for run in runs)
+
+
+def median_of(runs: list[Run]) -> float:
+    values = [r.throughput for r in runs if not math.isnan(r.throughput)]
+    return statistics.median(values) if values else math.nan
+
+
+def table(results: Results) -> tuple[str, bool]:
+    plan = results.plan
+    rows: list[tuple[str, str, str, str]] = []
+    notes: list[str] = []
+
+    def target(name: str, measured: str, goal: str, ok: bool) -> None:
+        rows.append((name, measured, goal, verdict(ok)))
+
+    def info(name: str, measured: str) -> None:
+        rows.append((name, measured, "", ""))
+
+    sustained, scaled = results.sustained, results.scaled
+    med = median_of(sustained)
+    all_exact = all(r.ok for r in sustained)
+    spread = (
+        f"min {min(r.throughput for r in sustained):,.0f}, max "
+        f"{max(r.throughput for r in sustained):,.0f}"
+        if sustained
+        else ""
+    )
+    lossy = "" if all_exact else f"; {sum(not r.ok for r in sustained)} run(s) not exact"
+    target(
+        f"sustained throughput, {plan.workers} worker procs (median of {len(sustained)})",
+        f"{fmt_rate(med)} ({spread}){lossy}",
+        f">= {TARGET_THROUGHPUT:,.0f} ev/s, exact",
+        med >= TARGET_THROUGHPUT and all_exact,
+    )
+    info(
+        "  offered / achieved publish rate",
+        ", ".join(f"{r.offered_rate:,.0f}/{r.publish_rate:,.0f}" for r in sustained),
+    )
+    info("  aggregates per run", ", ".join(r.verdict for r in sustained))
+    info("  bridge disconnected by Redis", disconnects_of(sustained))
+    info("  worker tasks per run (events/task, mean task time)", tasks_of(sustained))
+    base = results.baseline
+    if base is not None:
+        ratio = med / base.throughput if base.throughput else math.nan
+        target(
+            "vs single-process seed-style consumer",
+            f"{ratio:.1f}x (baseline {fmt_rate(base.throughput)} on {base.events:,} events, "
+            f"{base.verdict}){lossy}",
+            f">= {TARGET_SPEEDUP:.0f}x",
+            ratio >= TARGET_SPEEDUP and all_exact and base.ok,
+        )
+        info(
+            "  baseline: publisher waits while its omem > 8 MB",
+            f"waited {base.held:.1f}s, max omem {fmt_bytes(base.max_omem)}, "
+            f"{'; '.join(base.disconnect_evidence) or 'no disconnect'}",
+        )
+    lat = results.latency
+    if lat is not None:
+        target(
+            f"p99 publish->stored_at at {lat.offered_rate:,.0f} ev/s for "
+            f"{lat.events / lat.offered_rate:.0f}s",
+            f"{fmt_ms(lat.latency['p99'])} (p50 {fmt_ms(lat.latency['p50'])}, "
+            f"p90 {fmt_ms(lat.latency['p90'])}, max {fmt_ms(lat.latency['max'])})",
+            f"<= {TARGET_P99 * 1000:.0f} ms, exact",
+            lat.latency["p99"] <= TARGET_P99 and lat.ok,
+        )
+        info(
+            "  stored_at -> visible (commit) lag, estimated",
+            f"mean {fmt_ms(lat.commit_lag_mean)}, up to {lat.commit_lag_rows} rows "
+            "written but not yet committed at one poll",
+        )
+        info("  worker tasks (events/task, mean task time)", tasks_of([lat]))
+    burst = results.burst
+    if burst is not None:
+        reached = burst.publish_rate >= 0.95 * burst.offered_rate
+        target(
+            f"burst of {burst.events:,} at {burst.offered_rate:,.0f} ev/s: zero loss",
+            f"{burst.verdict}; published at {burst.publish_rate:,.0f} ev/s",
+            "0 lost, rate reached",
+            burst.ok and reached,
+        )
+        target(
+            "  no output-buffer disconnect of the bridge",
+            f"max omem {fmt_bytes(burst.max_omem)} in {burst.watch_samples} samples; "
+            + ("DISCONNECTED (evidence below)" if burst.disconnected else "none seen"),
+            "none (limit 32 MB)",
+            not burst.disconnected,
+        )
+        for line in burst.disconnect_evidence:
+            info("    evidence", line)
+        info(
+            "  burst: publish -> last stored",
+            f"{fmt_rate(burst.throughput)} over {burst.seconds:.1f}s, "
+            f"p99 latency {fmt_ms(burst.latency['p99'])}",
+        )
+    bridge_peaks = [v for k, v in results.rss.items() if k.startswith("bridge")]
+    if bridge_peaks:
+        target(
+            "peak RSS of the bridge (whole run, burst included)",
+            f"{max(bridge_peaks) / MB:,.0f} MB",
+            f"<= {TARGET_BRIDGE_RSS / MB:,.0f} MB",
+            max(bridge_peaks) <= TARGET_BRIDGE_RSS,
+        )
+    for name, peak in results.rss.items():
+        if not name.startswith("bridge"):
+            info(f"  peak RSS {name}", f"{peak / MB:,.0f} MB")
+    if scaled:
+        smed = median_of(scaled)
+        scaled_lossy = (
+            ""
+            if all(r.ok for r in scaled)
+            else f"; {sum(not r.ok for r in scaled)} run(s) not exact"
+        )
+        floor = min(r.throughput for r in sustained) if sustained else math.nan
+        target(
+            f"{plan.scale_workers} worker procs instead of {plan.workers} (median of "
+            f"{len(scaled)})",
+            f"{fmt_rate(smed)} (min {min(r.throughput for r in scaled):,.0f}, max "
+            f"{max(r.throughput for r in scaled):,.0f}) vs {fmt_rate(med)}{scaled_lossy}",
+            f"not lower: median >= slowest {plan.workers}-proc run ({floor:,.0f})",
+            smed >= floor and all(r.ok for r in scaled),
+        )
+        info("  aggregates per run", ", ".join(r.verdict for r in scaled))
+        info("  bridge disconnected by Redis", disconnects_of(scaled))
+        info("  worker tasks per run (events/task, mean task time)", tasks_of(scaled))
+    every = [*sustained, *scaled, *(r for r in (lat, burst, base) if r is not None)]
+    target(
+        "aggregates exact in every run",
+        f"{sum(r.ok for r in every)}/{len(every)} runs exact",
+        "all",
+        bool(every) and all(r.ok for r in every),
+    )
+    if every:
+        busiest = max(every, key=lambda r: r.cpu.get("other_cores", 0.0))
+        info(
+            "load from unrelated processes during runs",
+            f"CPU up to {busiest.cpu.get('other_cores', 0.0):.2f} of "
+            f"{results.machine.get('cores')} cores ({busiest.label}: {busiest.other_top}); "
+            f"{sum(r.other_commits for r in every):,} commits in other databases",
+        )
+        complete = sorted((r for r in sustained if r.ok), key=lambda r: r.throughput)
+        typical = complete[len(complete) // 2] if complete else every[0]
+        info(
+            f"  CPU during {typical.label}, in cores",
+            ", ".join(
+                f"{key.removesuffix('_cores')} {value:.2f}" for key, value in typical.cpu.items()
+            ),
+        )
+    passed = all(r[3] != "FAIL" for r in rows)
+    widths = [
+        max(len(r[i]) for r in [("measure", "measured", "target", ""), *rows]) for i in range(3)
+    ]
+    quick = " (--quick: scaled down, not the issue's targets)" if plan.quick else ""
+    head = (
+        f"Pipeline benchmark{quick}: {results.machine.get('cores')} cores, "
+        f"Python {results.machine.get('python')}, "
+        f"Redis {results.machine.get('redis')}, PostgreSQL {results.machine.get('postgresql')}"
+    )
+    lines = [
+        head,
+        f"1 bridge + 1 worker (--concurrency {plan.workers}, prefork); {plan.tenants} tenants, "
+        f"all 15 event types; {plan.events:,} events per sustained run; PII_SALT "
+        f"{'set' if results.machine.get('pii_salt') else 'unset'}; took "
+        f"{results.seconds:.0f}s",
+        f"code: {results.machine.get('code')}",
+        "",
+        f"{'measure'.ljust(widths[0])}  {'measured'.ljust(widths[1])}  "
+        f"{'target'.ljust(widths[2])}  result",
+        "  ".join("-" * w for w in widths) + "  ------",
+    ]
+    for name, measured, goal, result in rows:
+        lines.append(
+            f"{name.ljust(widths[0])}  {measured.ljust(widths[1])}  {goal.ljust(widths[2])}  "
+            f"{result}".rstrip()
+        )
+    lines += ["", f"overall: {'PASS' if passed else 'FAIL'}", *notes]
+    if results.errors:
+        lines += ["", "problems:", *(f"- {e}" for e in results.errors)]
+    return "\n".join(lines), passed
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def load_results(path: Path) -> Results:
+    """A run saved with --json, to print its table again."""
+    data = orjson.loads(path.read_bytes())
+
+    def run(value: dict[str, Any] | None) -> Run | None:
+        if value is None:
+            return None
+        fields: dict[str, Any] = {
+            k: (math.nan if v is None and k in NAN_FIELDS else v) for k, v in value.items()
+        }
+        fields["latency"] = {k: math.nan if v is None else v for k, v in value["latency"].items()}
+        return Run(**fields)
+
+    def runs(values: list[dict[str, Any]]) -> list[Run]:
+        return [r for r in map(run, values) if r is not None]
+
+    return Results(
+        plan=Plan(**data["plan"]),
+        machine=data["machine"],
+        sustained=runs(data["sustained"]),
+        latency=run(data["latency"]),
+        burst=run(data["burst"]),
+        scaled=runs(data["scaled"]),
+        baseline=run(data["baseline"]),
+        rss=data["rss"],
+        errors=data["errors"],
+        seconds=data["seconds"],
+    )
+
+
+NAN_FIELDS = {"throughput", "seconds", "commit_lag_mean", "task_mean", "task_p99"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[2:]),
+    )
+    parser.add_argument("--quick", action="store_true", help="scaled down: under two minutes")
+    parser.add_argument("--events", type=int, help="events per sustained run (100,000)")
+    parser.add_argument(
+        "--baseline-events",
+        type=int,
+        help="events for the single-process baseline (default: --events, the same stream; "
+        "it takes about 7 ms an event here, so 100,000 take ~12 minutes)",
+    )
+    parser.add_argument("--workers", type=int, help="worker processes (--concurrency; 2)")
+    parser.add_argument("--scale-workers", type=int, help="worker processes of the scaling run (4)")
+    parser.add_argument("--sustained-rate", type=float, help="offered rate of sustained runs")
+    parser.add_argument("--latency-rate", type=float, help="offered rate of the latency run")
+    parser.add_argument("--latency-seconds", type=float, help="length of the latency run")
+    parser.add_argument("--burst-events", type=int, help="events in the burst (200,000)")
+    parser.add_argument("--burst-rate", type=float, help="rate of the burst (40,000/s)")
+    parser.add_argument("--repeats", type=int, help="runs per throughput figure (3)")
+    parser.add_argument("--tenants", type=int, help="tenants in the stream (3)")
+    parser.add_argument("--timeout", type=float, help="longest wait for one run's events (s)")
+    parser.add_argument("--stall", type=float, help="give up on a run stuck this long (s)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="a database to connect to for CREATE/DROP DATABASE",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+        help="Redis server (no DB number)",
+    )
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=int(os.environ.get("BENCH_REDIS_DB", "12")),
+        help="Redis DB number used as the Celery broker; FLUSHED at start and end (12)",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the process logs")
+    parser.add_argument(
+        "--table-from",
+        type=Path,
+        metavar="JSON",
+        help="print the table of a run saved with --json, and run nothing",
+    )
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP end the run with KeyboardInterrupt, so cleanup runs.
+
+    SIGINT gets a handler of its own too: a background job starts with it ignored.
+    """
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {
+        s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table_from:
+        report, passed = table(load_results(args.table_from))
+        print(report)
+        return 0 if passed else 1
+    plan = plan_from(args)
+    results: Results | None = None
+    benchmark: Benchmark | None = None
+    status = 2
+    with signals_raise():
+        cleanup = contextlib.ExitStack()
+        try:
+            with cleanup:
+                benchmark = Benchmark(plan, args, cleanup)
+                try:
+                    results = benchmark.run()
+                except BaseException:
+                    benchmark.failed = True
+                    # Keep Ctrl-C from interrupting the cleanup that follows.
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    raise
+                finally:
+                    say("cleaning up")
+        except KeyboardInterrupt:
+            say("interrupted: everything this run started was stopped and removed")
+            return 130
+        except Exception as exc:
+            say(f"benchmark failed: {type(exc).__name__}: {exc}")
+            return 2
+    assert results is not None
+    report, passed = table(results)
+    print(report, flush=True)
+    if args.json:
+        payload = asdict(results)
+        args.json.write_text(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+        say(f"wrote {args.json}")
+    status = 0 if passed else 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
