@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from analytics import events as ev
 from analytics import rollups
 from analytics.config import Settings
-from analytics.db import insert_for, insert_new, upsert_many
+from analytics.db import insert_for, insert_new, statement, upsert_many
 from analytics.errors import DuplicateRegistration
 from analytics.events import Event
 from analytics.models import (
@@ -757,11 +757,14 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
             if how is Merge.SUM and values[column] is None:
                 values[column] = 0
     ordered = [merged[key] for key in sorted(merged, key=_sort_key)]
-    insert = insert_for(session)(aggregate.model)
-    stmt = insert.on_conflict_do_update(
-        index_elements=list(aggregate.key), set_=_set_clause(aggregate, insert)
-    )
-    upsert_many(session, stmt, ordered)
+
+    def build(insert: Callable[[Any], Any]) -> Any:
+        stmt = insert(aggregate.model)
+        return stmt.on_conflict_do_update(
+            index_elements=list(aggregate.key), set_=_set_clause(aggregate, stmt)
+        )
+
+    upsert_many(session, aggregate, build, ordered)
     return len(ordered)
 
 
@@ -787,10 +790,14 @@ def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
         }
         for a in first.values()
     ]
-    stmt = insert_for(session)(Alert).on_conflict_do_nothing(
-        index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
+    upsert_many(
+        session,
+        "open-alerts",
+        lambda insert: insert(Alert).on_conflict_do_nothing(
+            index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
+        ),
+        rows,
     )
-    upsert_many(session, stmt, rows)
 
 
 def _close_with_stored_restocks(session: Session, alerts: Sequence[OpenAlert]) -> None:
@@ -890,6 +897,10 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
     return [event for key, event in unique.items() if key in inserted]
 
 
+def _plain_insert(model: type[Base]) -> Callable[[Callable[[Any], Any]], Any]:
+    return lambda insert: insert(model)
+
+
 def apply_events(session: Session, batch: Sequence[Event], ctx: Context) -> BatchResult:
     """Store a batch and apply the changes of its new events, inside the caller's transaction."""
     new_events = store_raw(session, batch)
@@ -925,7 +936,7 @@ def apply_changes(
         if aggregate in upserts:
             upsert_rows(session, aggregate, upserts[aggregate])
     for model, rows in appends.items():
-        session.execute(insert_for(session)(model), rows)
+        session.execute(statement(session, ("append", model), _plain_insert(model)), rows)
     apply_alerts(session, alerts)
 
 

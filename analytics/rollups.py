@@ -93,15 +93,15 @@ def active_users(session: Session, tenant: str, first: date, last: date) -> int:
     kept = [row["day"] for row in rows]
     session.execute(delete(ActiveUsersDaily).where(window, ActiveUsersDaily.day.not_in(kept)))
     if rows:
-        insert = insert_for(session)(ActiveUsersDaily)
-        upsert_many(
-            session,
-            insert.on_conflict_do_update(
+
+        def build(insert: Any) -> Any:
+            stmt = insert(ActiveUsersDaily)
+            return stmt.on_conflict_do_update(
                 index_elements=["tenant_id", "day"],
-                set_={name: insert.excluded[name] for name in ("dau", "wau", "mau")},
-            ),
-            rows,
-        )
+                set_={name: stmt.excluded[name] for name in ("dau", "wau", "mau")},
+            )
+
+        upsert_many(session, ActiveUsersDaily, build, rows)
     return len(rows)
 
 
@@ -110,10 +110,10 @@ def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
     rows = [{"tenant_id": t, "day": d, "generation": 1} for t, d in sorted(set(pairs))]
     if not rows:
         return
-    insert = insert_for(session)(RollupDirtyDay)
     upsert_many(
         session,
-        insert.on_conflict_do_update(
+        RollupDirtyDay,
+        lambda insert: insert(RollupDirtyDay).on_conflict_do_update(
             index_elements=["tenant_id", "day"],
             set_={"generation": RollupDirtyDay.generation + 1},
         ),

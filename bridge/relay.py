@@ -107,6 +107,7 @@ class Bridge:
         self._groups: dict[str, Group] = {}
         self._counts = Counts()
         self.totals = Counts()
+        self._last_received = 0.0
         #: How this bridge's connection shows in ``CLIENT LIST``.
         self.client_name = f"analytics-bridge-{socket.gethostname()}-{os.getpid()}"
 
@@ -218,8 +219,12 @@ class Bridge:
                 log.info("dead letter from %s: %s", channel, exc)
             group = groups.get(task)
             if group is None:
-                group = groups[task] = Group(queue=queue, since=now)
+                # After a quiet spell, an event goes out at once (its group is due):
+                # waiting to fill a batch only pays while events keep coming.
+                quiet = received - self._last_received >= self.flush_after
+                group = groups[task] = Group(queue=queue, since=now - quiet * self.flush_after)
             group.items.append(item)
+            self._last_received = received
 
     def _flush(self, force: bool) -> None:
         now = time.monotonic()

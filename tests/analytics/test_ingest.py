@@ -281,7 +281,9 @@ def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
         tenant_id="tenant\nwith newline",
         user_id=awkward[:100],
     )
-    assert apply(engine, [event, event]).stored == 1
+    # Enough events that PostgreSQL takes the COPY path (db.COPY_MIN_ROWS).
+    padding = [make("wishlist.added", {}, event_id=f"pad-{n}", tenant_id="zz") for n in range(60)]
+    assert apply(engine, [event, *padding, event]).stored == 61
     assert apply(engine, [event]).stored == 0
     (row,) = rows(
         engine,
@@ -289,6 +291,7 @@ def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
         StoredEvent.event_id,
         StoredEvent.user_id,
         StoredEvent.payload,
+        where=StoredEvent.tenant_id != "zz",
     )
     assert row[:3] == ("tenant\nwith newline", "id\\with\ttab", awkward[:100])
     assert row[3] == event.payload

@@ -175,14 +175,30 @@ def test_malformed_messages_become_dead_letters_and_the_bridge_goes_on(
     assert [orjson.loads(i[1])["event_id"] for i in recorder.items("order.created")] == ["fine"]
 
 
+def test_after_a_quiet_spell_an_event_goes_at_once_and_a_stream_waits_to_batch(
+    run_bridge, redis_client, channel_prefix
+):
+    bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
+    channel = f"{channel_prefix}:payment:processed"
+    redis_client.publish(channel, event("payment.processed", n="lone"))
+    wait_for(recorder.items, timeout=5, what="the first event after a quiet spell")
+    for i in range(50):
+        redis_client.publish(channel, event("payment.processed", n=i))
+    wait_for(lambda: len(bridge._buffer) == 0 and bridge._groups, timeout=5, what="events read")
+    assert len(recorder.items()) == 1  # the stream is held for a full batch or the flush time
+
+
 def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, channel_prefix):
     bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
+    channel = f"{channel_prefix}:payment:processed"
+    redis_client.publish(channel, event("payment.processed", n="first"))  # ends the quiet spell
+    wait_for(recorder.items, timeout=5, what="the first event")
     for i in range(50):
-        redis_client.publish(f"{channel_prefix}:payment:processed", event("payment.processed", n=i))
+        redis_client.publish(channel, event("payment.processed", n=i))
     wait_for(lambda: len(bridge._buffer) == 0 and bridge._groups, timeout=5, what="events read")
-    assert recorder.items() == []
+    assert len(recorder.items()) == 1
     bridge.stop()
-    wait_for(lambda: len(recorder.items()) == 50, timeout=10, what="hand-over on stop")
+    wait_for(lambda: len(recorder.items()) == 51, timeout=10, what="hand-over on stop")
 
 
 def test_a_failing_broker_delays_a_batch_but_loses_nothing(
