@@ -39,8 +39,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue=MISC_QUEUE,
         task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
-        # Flower shows tasks only when workers send events.
-        worker_send_task_events=True,
+        # Task events cost three more broker messages per batch; Flower switches
+        # them on in the workers when it starts (its enable_events option).
+        worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         result_expires=24 * 3600,
