@@ -363,3 +363,43 @@ def test_beat_refreshes_the_rollups_of_days_that_received_events(
     assert count(pg, ActiveUsersDaily) == 30  # 03-05 and the 29 days whose MAU it counts in
     assert beat.alive
     assert "Scheduler: Sending due task rollups-refresh (rollups.refresh)" in beat.output()
+
+
+def test_flower_runs_behind_basic_auth_and_sees_the_workers(
+    start_worker, start_process, pipeline_env
+):
+    import base64
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start_worker()
+    start_process(
+        "flower",
+        ["flower", f"--port={port}", "--address=127.0.0.1", "--basic-auth=ops:secret"],
+        pipeline_env,
+    )
+    url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+
+    def get(auth: str | None) -> tuple[int, bytes]:
+        request = urllib.request.Request(url)
+        if auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+        except OSError:
+            return 0, b""
+
+    wait_for(lambda: get(None)[0] == 401, timeout=60, what="Flower to answer")
+    assert get("ops:wrong")[0] == 401
+    name = worker.output().split("celery@")[0]  # the node name is in the banner
+    status, body = wait_for(
+        lambda: (r := get("ops:secret"))[0] == 200 and b"test-" in r[1] and r, timeout=60
+    )
+    assert status == 200 and name is not None
