@@ -12,6 +12,7 @@ last-writer-wins by event time), so any number of workers may write at once.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from analytics import events as ev
 from analytics import rollups
 from analytics.config import Settings
-from analytics.db import insert_for, insert_new, statement, upsert_many
+from analytics.db import insert_new, statement, upsert_many
 from analytics.errors import DuplicateRegistration
 from analytics.events import Event
 from analytics.models import (
@@ -954,11 +955,18 @@ class Rejected:
 
 
 def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
-    """Keep rejected messages with their exact bytes and what was wrong with them."""
+    """Keep rejected messages with their exact bytes and what was wrong with them.
+
+    The same bytes on the same channel are one dead letter (like an id-less event,
+    whose derived id makes the same payload count once): a second bridge, or a
+    redelivered task, adds nothing.
+    """
     if not rejected:
         return 0
-    session.execute(
-        insert_for(session)(DeadLetter),
+    upsert_many(
+        session,
+        "dead-letters",
+        lambda insert: insert(DeadLetter).on_conflict_do_nothing(index_elements=["fingerprint"]),
         [
             {
                 "received_at": r.received_at,
@@ -968,8 +976,13 @@ def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
                 "messages": r.messages if r.messages is not None else {"_schema": [r.error]},
                 "tenant_id": r.tenant_id,
                 "event_type": r.event_type,
+                "fingerprint": dead_letter_fingerprint(r.channel, r.raw),
             }
             for r in rejected
         ],
     )
     return len(rejected)
+
+
+def dead_letter_fingerprint(channel: str, raw: bytes) -> str:
+    return hashlib.sha256(channel.encode("utf-8", "replace") + b"\0" + raw).hexdigest()

@@ -97,7 +97,7 @@ class DeadLetter(Base):
     """A message that could not be ingested, with its exact bytes, kept for listing and replay."""
 
     __tablename__ = "dead_letters"
-    __table_args__ = (Index(None, "received_at"),)
+    __table_args__ = (Index(None, "received_at"), Index(None, "fingerprint", unique=True))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime)
@@ -108,6 +108,9 @@ class DeadLetter(Base):
     tenant_id: Mapped[str | None] = mapped_column(ID)
     event_type: Mapped[str | None] = mapped_column(ID)
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: sha256 of channel and bytes: a message is one dead letter however many times it
+    #: arrives (two bridges forward it twice; Celery may redeliver the task that records it).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class MetricCounter(Base):

@@ -124,3 +124,11 @@ def test_rebuild_of_one_day_leaves_the_other_days_alone(engine):
         rebuild(session, "tenant-1", date(2024, 3, 5), date(2024, 3, 5), Context())
     assert snapshot(engine) == before
     assert Base.metadata.tables["events"] is StoredEvent.__table__
+
+
+def test_the_same_bad_message_recorded_twice_is_one_dead_letter(engine):
+    letters(engine, b"{bad", b"{bad", b"[]")
+    letters(engine, b"{bad")  # a second bridge, or a redelivered task
+    with Session(engine) as session:
+        raws = session.execute(select(DeadLetter.raw).order_by(DeadLetter.id)).scalars().all()
+    assert [bytes(raw) for raw in raws] == [b"{bad", b"[]"]

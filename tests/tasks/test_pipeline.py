@@ -404,3 +404,21 @@ def test_flower_runs_behind_basic_auth_and_sees_the_workers(
         timeout=60,
         what="Flower to list the worker",
     )
+
+
+def test_two_bridges_count_every_event_once_and_every_bad_message_once(
+    pg, start_worker, start_bridge, redis_client, channel_prefix
+):
+    start_worker()
+    start_bridge()
+    start_bridge()
+    channel = f"{channel_prefix}:order:created"
+    for n in range(50):
+        assert redis_client.publish(channel, orjson.dumps(order("twin", n))) == 2
+    for raw, _ in list(BAD_INPUTS.values())[:3]:
+        assert redis_client.publish(channel, raw) == 2
+    wait_for(lambda: count(pg, StoredEvent) == 50, timeout=30, what="50 events")
+    wait_for(lambda: count(pg, DeadLetter) == 3, timeout=30, what="3 dead letters")
+    time.sleep(1.5)  # both copies of everything have had time to land
+    assert revenue(pg, "twin") == (50, Decimal("75.0"))
+    assert count(pg, DeadLetter) == 3
