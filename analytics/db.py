@@ -174,11 +174,13 @@ def insert_new(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
         f"AS SELECT {names} FROM {table.name} WITH NO DATA"
     )
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(_copy_text(column, row[column.name]) for column in columns))
-        buffer.write("\n")
-    buffer.seek(0)
+    fields = [(column.name, _copy_formatter(column)) for column in columns]
+    buffer = io.StringIO(
+        "".join(
+            "\t".join("\\N" if (v := row[name]) is None else fmt(v) for name, fmt in fields) + "\n"
+            for row in rows
+        )
+    )
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(f"COPY {staging} ({names}) FROM STDIN", buffer)
@@ -195,17 +197,22 @@ def insert_new(
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(column: Any, value: Any) -> str:
-    """One value in COPY's text format (NULL is \\N; backslash, tab, newline escaped)."""
-    if value is None:
-        return "\\N"
-    if isinstance(column.type, JSON):
-        value = _json(value)
-    elif isinstance(value, bool):
-        value = "t" if value else "f"
-    elif isinstance(value, datetime):
-        value = value.isoformat(sep=" ")
-    return str(value).translate(_COPY_ESCAPES)
+def _copy_formatter(column: Any) -> Callable[[Any], str]:
+    """How a column's non-null values are written in COPY's text format.
+
+    Chosen once per column, not per value: the per-value type tests cost ~40 us an
+    event (profile). Backslash, tab, newline and carriage return are escaped.
+    """
+    python_type = column.type.python_type if not isinstance(column.type, JSON) else dict
+    if python_type is dict:
+        return lambda value: _json(value).translate(_COPY_ESCAPES)
+    if python_type is bool:
+        return lambda value: "t" if value else "f"
+    if python_type is datetime:
+        return lambda value: value.isoformat(sep=" ")
+    if python_type is str:
+        return lambda value: value.translate(_COPY_ESCAPES)
+    return lambda value: str(value).translate(_COPY_ESCAPES)
 
 
 def is_transient(exc: BaseException) -> bool:
