@@ -591,7 +591,27 @@ def parse(
     max_bytes: int,
     pii_salt: str | None = None,
 ) -> Event:
-    """Validate one published message into an :class:`Event`, or raise InvalidEvent."""
+    """Validate one published message into an :class:`Event`, or raise InvalidEvent.
+
+    Never raises anything else: an unexpected failure on strange input (a bug of
+    ours, deep nesting) becomes an InvalidEvent too, so the message is kept as a
+    dead letter to replay after a fix instead of sinking its whole batch.
+    """
+    try:
+        return _parse(raw, channel, received_at, max_bytes, pii_salt)
+    except InvalidEvent:
+        raise
+    except Exception as exc:
+        raise InvalidEvent(f"could not validate ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse(
+    raw: bytes | str,
+    channel: str,
+    received_at: datetime,
+    max_bytes: int,
+    pii_salt: str | None,
+) -> Event:
     document = decode(raw, max_bytes)
     claimed = {
         key: value[:ID_MAX_LENGTH] if isinstance(value, str) else None
