@@ -125,8 +125,8 @@ def percentile(values: Sequence[Decimal | float], fraction: float) -> Decimal | 
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def day_of(session: Session, column: Any) -> Any:
-    """SQL for the UTC day of a timestamp column, on either dialect."""
+def day_of(column: Any) -> Any:
+    """SQL for the UTC day of a timestamp column (``date()`` on both dialects)."""
     return func.date(column)
 
 
@@ -149,7 +149,7 @@ def counters(session: Session, q: Query, metric: str, *group: Any) -> Select[Any
 
 
 def daily_counters(session: Session, q: Query, metric: str) -> dict[str, tuple[int, Decimal]]:
-    day = day_of(session, MetricCounter.hour)
+    day = day_of(MetricCounter.hour)
     return {
         iso_day(d): (int(count), total or Decimal(0))
         for d, count, total in session.execute(counters(session, q, metric, day))
@@ -160,7 +160,7 @@ def daily_counters(session: Session, q: Query, metric: str) -> dict[str, tuple[i
 
 
 def revenue_by_day(session: Session, q: Query) -> list[Row]:
-    day = day_of(session, MetricCounter.hour)
+    day = day_of(MetricCounter.hour)
     cells: dict[tuple[str, str], dict[str, Any]] = defaultdict(
         lambda: {"revenue": Decimal(0), "orders": 0, "refunds": Decimal(0)}
     )
@@ -170,7 +170,7 @@ def revenue_by_day(session: Session, q: Query) -> list[Row]:
         cell = cells[(iso_day(d), currency)]
         cell["revenue"] += total
         cell["orders"] += int(count)
-    refund_day = day_of(session, Refund.refunded_at)
+    refund_day = day_of(Refund.refunded_at)
     currency = func.coalesce(Order.currency, Payment.currency, q.default_currency)
     refunds = (
         select(refund_day, currency, func.sum(Refund.amount))
@@ -290,7 +290,7 @@ def retention(session: Session, q: Query) -> list[Row]:
             )
         ).scalar_one()
         last_day = last_hour.date() if last_hour else max(members.values())
-    active_day = day_of(session, UserActivity.hour)
+    active_day = day_of(UserActivity.hour)
     activity: dict[str, set[date]] = defaultdict(set)
     for user, d in session.execute(
         select(UserActivity.user_id, active_day)
@@ -325,7 +325,7 @@ def retention(session: Session, q: Query) -> list[Row]:
 
 
 def aov(session: Session, q: Query) -> list[Row]:
-    day = day_of(session, MetricCounter.hour)
+    day = day_of(MetricCounter.hour)
     rows = [
         {
             "date": iso_day(d),
@@ -625,7 +625,7 @@ def alerts(session: Session, q: Query) -> list[Row]:
 
 def operations(session: Session, q: Query) -> list[Row]:
     events = daily_counters(session, q, "events")
-    letter_day = day_of(session, DeadLetter.received_at)
+    letter_day = day_of(DeadLetter.received_at)
     letters = {
         iso_day(d): int(n)
         for d, n in session.execute(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from celery import Task
 from celery.signals import worker_process_init
 
@@ -109,8 +110,6 @@ def _apply_one_by_one(events: list[Event], ctx: Context) -> tuple[BatchResult, l
 
 
 def _event_bytes(event: Event) -> bytes:
-    import orjson
-
     return orjson.dumps(event.payload)
 
 
