@@ -514,6 +514,17 @@ class Exactness:
         return "NOT exact: " + "; ".join(self.problems[:3]) + more
 
 
+def _mismatches(
+    published: Counter[Any], counted: Counter[Any], describe: Callable[[Any, int, int], str]
+) -> list[str]:
+    """One line per key whose count differs from what was published."""
+    return [
+        describe(key, counted[key], published[key])
+        for key in sorted(set(published) | set(counted))
+        if counted[key] != published[key]
+    ]
+
+
 def check_exact(engine: Engine, stream: Stream) -> Exactness:
     """Compare the stored events and aggregates of the stream's tenants with what it holds.
 
@@ -566,28 +577,27 @@ def check_exact(engine: Engine, stream: Stream) -> Exactness:
         )
     orders = Counter({(t, c): int(n) for t, c, n, _ in revenue_rows})
     revenue = Counter({(t, c): int(total) for t, c, _, total in revenue_rows})
-    for tenant in sorted(set(expected.events) | set(stored)):
-        if stored[tenant] != expected.events[tenant]:
-            problems.append(
-                f"{tenant}: {stored[tenant]} events stored, {expected.events[tenant]} published"
-            )
-    for key in sorted(set(expected.by_type) | set(counters)):
-        if counters[key] != expected.by_type[key]:
-            problems.append(
-                f"{key[0]} {key[1]}: events counter {counters[key]}, "
-                f"published {expected.by_type[key]}"
-            )
-    for key in sorted(set(expected.orders) | set(orders)):
-        if orders[key] != expected.orders[key]:
-            problems.append(
-                f"{key[0]} {key[1]}: {orders[key]} orders counted, {expected.orders[key]} published"
-            )
-    for key in sorted(set(expected.revenue) | set(revenue)):
-        if revenue[key] != expected.revenue[key]:
-            problems.append(
-                f"{key[0]} {key[1]}: revenue {Decimal(revenue[key]) / AMOUNT_SCALE}, "
-                f"published {Decimal(expected.revenue[key]) / AMOUNT_SCALE}"
-            )
+    problems += _mismatches(
+        expected.events, stored, lambda t, got, want: f"{t}: {got} events stored, {want} published"
+    )
+    problems += _mismatches(
+        expected.by_type,
+        counters,
+        lambda k, got, want: f"{k[0]} {k[1]}: events counter {got}, published {want}",
+    )
+    problems += _mismatches(
+        expected.orders,
+        orders,
+        lambda k, got, want: f"{k[0]} {k[1]}: {got} orders counted, {want} published",
+    )
+    problems += _mismatches(
+        expected.revenue,
+        revenue,
+        lambda k, got, want: (
+            f"{k[0]} {k[1]}: revenue {Decimal(got) / AMOUNT_SCALE}, "
+            f"published {Decimal(want) / AMOUNT_SCALE}"
+        ),
+    )
     if dead:
         problems.append(f"{dead} dead letter(s) for the run's tenants")
     total_stored = sum(stored.values())

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from analytics.events import REGISTRY
+
 __all__ = [
     "EVENT_TYPES",
     "SEED_EXAMPLES",
@@ -41,23 +43,7 @@ __all__ = [
 ]
 
 #: The 15 event types of the contract, in the order the seed document lists them.
-EVENT_TYPES: tuple[str, ...] = (
-    "user.registered",
-    "user.logged_in",
-    "user.logged_out",
-    "user.profile_updated",
-    "order.created",
-    "order.updated",
-    "order.cancelled",
-    "order.fulfilled",
-    "payment.processed",
-    "payment.failed",
-    "payment.refunded",
-    "inventory.low_stock",
-    "inventory.out_of_stock",
-    "inventory.restocked",
-    "inventory.adjusted",
-)
+EVENT_TYPES: tuple[str, ...] = tuple(REGISTRY)  # registered in that order
 
 #: event type -> the ``data`` object exactly as the seed document shows it (the ``{ ... }``
 #: placeholders of ``user.profile_updated`` filled with small realistic values). Read-only:
