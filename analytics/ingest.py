@@ -765,7 +765,7 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
             index_elements=list(aggregate.key), set_=_set_clause(aggregate, stmt)
         )
 
-    upsert_many(session, aggregate, build, ordered)
+    upsert_many(session, aggregate, build, ordered, order_by=aggregate.key)
     return len(ordered)
 
 

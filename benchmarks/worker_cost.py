@@ -1,0 +1,150 @@
+"""Where a worker's time goes, per event and per stage, without Celery or Redis.
+
+    python benchmarks/worker_cost.py [--events N] [--batch N] [--profile out.txt]
+
+Builds the benchmark's realistic stream (all 15 types, 3 tenants), groups it by
+event type into batches of ``--batch`` as the bridge does, and runs each batch
+through the worker's own code (``tasks.ingest.decode_batch`` then
+``analytics.ingest.apply_events`` in one transaction) against a PostgreSQL
+database of its own (created, migrated, dropped). For each stage it prints CPU
+microseconds per event: parsing and validation, the handlers, the writer's
+Python side, and the PostgreSQL backend's own CPU (read from /proc, so run it
+on the database's host). CPU time, not wall time, so other load on the machine
+disturbs the figures little. ``--profile`` writes a cProfile of the whole run,
+sorted by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analytics import bench  # noqa: E402
+from analytics.cli import run_migrations  # noqa: E402
+from analytics.db import make_engine, session_factory  # noqa: E402
+from analytics.ingest import Context, apply_events  # noqa: E402
+
+ADMIN_URL = os.environ.get(
+    "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pid: int) -> float:
+    """User + system CPU seconds of a PostgreSQL backend."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def batches_of(stream: bench.Stream, size: int) -> list[list[list[Any]]]:
+    groups: dict[str, list[list[Any]]] = defaultdict(list)
+    out: list[list[list[Any]]] = []
+    now = time.time()
+    for channel, payload in zip(stream.channels, stream.payloads, strict=True):
+        group = groups[channel]
+        group.append([channel, payload.decode(), now])
+        if len(group) >= size:
+            out.append(groups.pop(channel))
+    out.extend(group for group in groups.values() if group)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+
+    name = f"worker_cost_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = None
+    try:
+        run_migrations(url)
+        os.environ["DATABASE_URL"] = url
+        from tasks.ingest import decode_batch
+
+        engine = make_engine(url)
+        sessions = session_factory(engine)
+        ctx = Context()
+        envelopes = bench.simulate(args.events + 5_000, seed=1)
+        warm = bench.build_stream(envelopes[:5_000], channel_prefix="events")
+        stream = bench.build_stream(envelopes[5_000:], channel_prefix="events")
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        for batch in batches_of(warm, args.batch):
+            events, _ = decode_batch(batch)
+            with sessions.begin() as session:
+                apply_events(session, events, ctx)
+
+        stages = {"parse": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
+        profiler = cProfile.Profile() if args.profile else None
+        wall_start = time.perf_counter()
+        for batch in batches_of(stream, args.batch):
+            if profiler:
+                profiler.enable()
+            t0 = time.process_time()
+            events, _ = decode_batch(batch)
+            t1 = time.process_time()
+            b0 = backend_cpu(pid)
+            with sessions.begin() as session:
+                apply_events(session, events, ctx)
+            t2 = time.process_time()
+            stages["postgres backend"] += backend_cpu(pid) - b0
+            if profiler:
+                profiler.disable()
+            stages["parse"] += t1 - t0
+            stages["apply (python)"] += t2 - t1
+        wall = time.perf_counter() - wall_start
+        n = len(stream)
+        rate = n / wall
+        print(f"{n} events in batches of {args.batch}: {wall:.2f}s, {rate:,.0f} events/s serially")
+        for stage, seconds in stages.items():
+            print(f"  {stage:<18} {seconds / n * 1e6:7.1f} us/event")
+        total = sum(stages.values())
+        ceiling = 2 / (total / n)
+        print(f"  {'total CPU':<18} {total / n * 1e6:7.1f} us/event")
+        print(f"  ceiling for worker + database alone on 2 cores: {ceiling:,.0f} events/s")
+        with engine.connect() as conn:
+            for table, rows in conn.execute(
+                text(
+                    "SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_user_tables ORDER BY 2 DESC"
+                )
+            ):
+                if rows:
+                    print(f"    {table:<22} {rows / (n + len(warm)):.2f} rows written/event")
+        if profiler and args.profile:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+            args.profile.write_text(out.getvalue())
+            print(f"profile written to {args.profile}")
+    finally:
+        if engine is not None:
+            engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
