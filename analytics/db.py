@@ -22,7 +22,6 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     create_engine,
-    delete,
     event,
     select,
 )
@@ -157,13 +156,9 @@ def upsert_many(
         staging, names = copy_to_staging(session, table, rows)
 
         def from_staging(insert: Callable[[Any], Any]) -> Any:
-            # The rows leave the staging table as they go in: a second call in the
-            # same transaction (a rebuild writes many) must not see them again.
             source = sa_table(staging, *(sa_column(name) for name in names))
-            moved = delete(source).returning(*source.c).cte("moved")
-            ordered = (_c_order(table, moved, name) for name in order_by)
-            select_rows = select(*moved.c).order_by(*ordered)
-            return build(insert).from_select(names, select_rows).add_cte(moved)
+            ordered = (_c_order(table, source, name) for name in order_by)
+            return build(insert).from_select(names, select(*source.c).order_by(*ordered))
 
         session.execute(statement(session, ("upsert-copy", key, tuple(names)), from_staging))
         return
@@ -208,9 +203,11 @@ def copy_to_staging(
     staging = f"staging_{table.name}"
     connection = session.connection()
     dialect = connection.dialect
+    # Emptied first, in the same round trip: a transaction that writes the same
+    # table twice (a rebuild writes many batches) must not write its rows again.
     connection.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
-        f"AS SELECT {listed} FROM {table.name} WITH NO DATA"
+        f"AS SELECT {listed} FROM {table.name} WITH NO DATA; DELETE FROM {staging}"
     )
     fields = [(column.name, _copy_formatter(column, dialect)) for column in columns]
     buffer = io.StringIO(
@@ -253,8 +250,7 @@ def insert_new(
     staging, names = copy_to_staging(session, table, rows)
     listed, keys = ", ".join(names), ", ".join(key)
     result = session.connection().exec_driver_sql(
-        f"WITH moved AS (DELETE FROM {staging} RETURNING {listed}) "
-        f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM moved "
+        f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "
         f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
     )
     return {tuple(row) for row in result}

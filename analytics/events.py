@@ -518,17 +518,17 @@ class Event:
     event_id_derived: bool = False
     timestamp_derived: bool = False
 
+    #: The event's day and hour buckets, computed once: handlers ask for them ~3 times an event.
+    day: date = field(init=False, repr=False, compare=False)
+    hour: datetime = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "day", self.timestamp.date())
+        object.__setattr__(self, "hour", self.timestamp.replace(minute=0, second=0, microsecond=0))
+
     @property
     def known(self) -> bool:
         return self.event_type in REGISTRY
-
-    @property
-    def day(self) -> date:
-        return self.timestamp.date()
-
-    @property
-    def hour(self) -> datetime:
-        return self.timestamp.replace(minute=0, second=0, microsecond=0)
 
 
 def derive_event_id(document: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, TypeAlias
 
 from sqlalchemy import and_, case, func, or_, select, tuple_, update
@@ -77,6 +78,13 @@ class Aggregate:
     @property
     def columns(self) -> tuple[str, ...]:
         return self.key + tuple(self.merge) + tuple(self.latest)
+
+    @property
+    def sums_only(self) -> tuple[str, ...]:
+        """The merged columns when every one is a sum (counters), else nothing."""
+        if self.latest or any(how is not Merge.SUM for how in self.merge.values()):
+            return ()
+        return tuple(self.merge)
 
 
 COUNTERS = Aggregate(
@@ -743,12 +751,16 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
     same order and cannot deadlock each other.
     """
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    columns = aggregate.columns
+    columns, sums = aggregate.columns, aggregate.sums_only
+    key_of = itemgetter(*aggregate.key) if len(aggregate.key) > 1 else _one_key(aggregate.key[0])
     for row in rows:
-        key = tuple(row[name] for name in aggregate.key)
+        key = key_of(row)
         current = merged.get(key)
         if current is None:
             merged[key] = {name: row.get(name) for name in columns}
+        elif sums:
+            for column in sums:
+                current[column] = (current[column] or 0) + (row.get(column) or 0)
         else:
             _merge_values(aggregate, current, row)
     if not merged:
@@ -767,6 +779,10 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
 
     upsert_many(session, aggregate, build, ordered, order_by=aggregate.key)
     return len(ordered)
+
+
+def _one_key(name: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    return lambda row: (row[name],)
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
