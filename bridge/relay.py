@@ -281,9 +281,9 @@ def _safe_url(url: str) -> str:
 
 def celery_sender() -> Send:
     """A ``send`` that hands batches to the Celery app by task name."""
-    from tasks.app import app
+    from tasks.app import BATCH_SERIALIZER, app
 
     def send(task: str, queue: str, items: list[list[Any]]) -> None:
-        app.send_task(task, args=[items], queue=queue)
+        app.send_task(task, args=[items], queue=queue, serializer=BATCH_SERIALIZER)
 
     return send
