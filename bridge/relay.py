@@ -279,11 +279,22 @@ def _safe_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-def celery_sender() -> Send:
-    """A ``send`` that hands batches to the Celery app by task name."""
-    from tasks.app import BATCH_SERIALIZER, app
+def celery_sender(app: Any = None) -> Send:
+    """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
+    from tasks.app import BATCH_COMPRESSION, BATCH_SERIALIZER
+    from tasks.app import app as default_app
+
+    app = app or default_app
 
     def send(task: str, queue: str, items: list[list[Any]]) -> None:
-        app.send_task(task, args=[items], queue=queue, serializer=BATCH_SERIALIZER)
+        app.send_task(
+            task,
+            args=[items],
+            queue=queue,
+            serializer=BATCH_SERIALIZER,
+            compression=BATCH_COMPRESSION,
+            # What Flower shows for the arguments; Celery's own repr walks the batch.
+            argsrepr=f"[<{len(items)} events>]",
+        )
 
     return send
