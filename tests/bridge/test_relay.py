@@ -248,7 +248,7 @@ def test_batches_go_to_the_broker_as_compressed_orjson_with_a_short_repr(redis_u
     app = make_app(Settings(celery_broker_url=redis_url, celery_result_backend=redis_url))
     queue = f"test-{uuid.uuid4().hex[:8]}"
     items = [
-        ["events:order:created", '{"event_type": "order.created", "n": %d}' % n, 1.5]
+        ["events:order:created", f'{{"event_type": "order.created", "n": {n}}}', 1.5]
         for n in range(300)
     ]
     try:
