@@ -289,7 +289,16 @@ def _plain_formatter(python_type: type) -> Callable[[Any], str]:
     if python_type is bool:
         return lambda value: "t" if value else "f"
     if python_type is datetime:
-        return lambda value: value.isoformat(sep=" ")
+        # A batch repeats its times (stored_at, received_at, hours): format each once.
+        seen: dict[datetime, str] = {}
+
+        def stamp(value: datetime) -> str:
+            text = seen.get(value)
+            if text is None:
+                text = seen[value] = value.isoformat(sep=" ")
+            return text
+
+        return stamp
     if python_type is str:
         return _copy_text
     return lambda value: _copy_text(str(value))

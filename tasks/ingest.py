@@ -51,8 +51,13 @@ def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Reje
     settings = get_settings()
     events: list[Event] = []
     rejected: list[Rejected] = []
+    # The bridge stamps everything it read at once with one time.
+    times: dict[Any, datetime] = {}
     for item in items:
-        channel, payload, received = str(item[0]), item[1], _received_at(item[2])
+        channel, payload = str(item[0]), item[1]
+        received = times.get(item[2])
+        if received is None:
+            received = times[item[2]] = _received_at(item[2])
         try:
             events.append(
                 parse(
