@@ -1,0 +1,227 @@
+"""What every fault test does around its fault: publish a known stream, wait, count.
+
+A test publishes ``bench``'s realistic stream (all 15 event types, three tenants,
+ids unique to the run) from a :class:`Publisher` thread at a steady rate, injects
+its fault while the stream is going out, waits until everything settled (the
+events are stored and the broker holds no message, queued or unacknowledged, so
+no late redelivery can still change a number), and compares what was counted
+with what was published using ``bench.check_exact``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis
+from sqlalchemy import Engine, bindparam, text
+
+from analytics import bench
+from analytics.models import Base
+from tasks.queues import QUEUES
+from tests.conftest import Process, wait_for
+
+#: Events of every fault's stream (the issue asks for at least 5,000).
+COUNT = 5_000
+#: Events per second published: a stream goes out in 2.5 s, faster than the
+#: workers of this 2-core machine store it, so a fault always meets a backlog.
+RATE = 2_000
+#: Longest wait for a stream to settle after its fault.
+SETTLE_TIMEOUT = 120.0
+#: Where kombu's Redis transport keeps delivered, unacknowledged messages.
+UNACKED = "unacked"
+
+
+def log(message: str) -> None:
+    """What a fault test injected and counted: shown by ``pytest -s`` and in ``-rA``."""
+    print(f"[fault] {message}", flush=True)
+
+
+class Publisher:
+    """Publishes a stream from a thread at ``rate`` events/s while the test injects a fault."""
+
+    def __init__(self, redis_url: str, stream: bench.Stream, rate: float = RATE):
+        self.stream = stream
+        self.rate = rate
+        self.sent = 0
+        self._client = redis.Redis.from_url(redis_url)
+        self._result: bench.Published | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._result = bench.publish(
+                self._client, self.stream, self.rate, progress=self._progress, progress_every=0.01
+            )
+            self.sent = self._result.count
+        except BaseException as exc:
+            self._error = exc
+
+    def _progress(self, published: int, _elapsed: float) -> None:
+        self.sent = published
+
+    def wait_sent(self, fraction: float) -> None:
+        """Return once ``fraction`` of the stream is published."""
+        wanted = int(len(self.stream) * fraction)
+        wait_for(
+            lambda: self.sent >= wanted or not self._thread.is_alive(),
+            timeout=60,
+            interval=0.005,
+            what=f"{wanted} events published",
+        )
+
+    def join(self) -> bench.Published:
+        self._thread.join()
+        self._client.close()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+def publish(redis_url: str, stream: bench.Stream, rate: float = RATE) -> bench.Published:
+    return Publisher(redis_url, stream, rate).start().join()
+
+
+def subset(stream: bench.Stream, keep: Iterable[int]) -> bench.Stream:
+    """The events of ``stream`` at positions ``keep`` (same bytes and ids), with their totals."""
+    positions = sorted(keep)
+    payloads = [stream.payloads[i] for i in positions]
+    expected = bench.Expected.of(payloads)
+    return bench.Stream(
+        stream.run_id,
+        stream.key,
+        tuple(t for t in stream.tenants if expected.events[t]),
+        [stream.channels[i] for i in positions],
+        payloads,
+        expected,
+    )
+
+
+# ------------------------------------------------------------------------ broker
+
+
+def broker_backlog(client: redis.Redis) -> dict[str, int]:
+    """Messages still in the broker: per queue, and delivered but not acknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(queue)
+    pipe.hlen(UNACKED)
+    counts = pipe.execute()
+    return {name: n for name, n in zip([*QUEUES, UNACKED], counts, strict=True) if n}
+
+
+def held_batches(client: redis.Redis) -> dict[str, list[str]]:
+    """Task id -> event ids of every delivered, unacknowledged batch (kombu's ``unacked``)."""
+    held: dict[str, list[str]] = {}
+    for raw in client.hvals(UNACKED):
+        message = orjson.loads(raw)[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)[0]
+        held[message["headers"]["id"]] = [orjson.loads(item[1])["event_id"] for item in args[0]]
+    return held
+
+
+# ------------------------------------------------------------------------ settle
+
+
+def settle(
+    engine: Engine,
+    stream: bench.Stream,
+    client: redis.Redis,
+    expected: int | None = None,
+    timeout: float = SETTLE_TIMEOUT,
+) -> float:
+    """Wait until ``expected`` events of the stream are stored and the broker is empty.
+
+    Returns the seconds waited. An empty broker (no queued and no unacknowledged
+    message) means no delivery, first or repeated, is still to come.
+    """
+    want = len(stream) if expected is None else expected
+    began = time.monotonic()
+    last: list[Any] = [0, {}]
+
+    def settled() -> bool:
+        last[:] = [bench.count_stored(engine, stream.tenants), broker_backlog(client)]
+        return last[0] >= want and not last[1]
+
+    try:
+        wait_for(settled, timeout=timeout, interval=0.2, what=f"{want} events stored")
+    except BaseException:
+        log(f"not settled: {last[0]} of {want} events stored, broker holds {last[1]}")
+        raise
+    return time.monotonic() - began
+
+
+def assert_exact(engine: Engine, stream: bench.Stream) -> bench.Exactness:
+    """Every published event stored once, and the counters and revenue equal to what was sent."""
+    exact = bench.check_exact(engine, stream)
+    log(
+        f"counted: {exact.stored} events stored, {exact.counted} in the event counters, "
+        f"{exact.dead_letters} dead letters; published {exact.expected}: {exact.summary()}"
+    )
+    assert exact.exact, exact.problems
+    assert exact.stored == exact.counted == len(stream)
+    return exact
+
+
+def stored_ids(engine: Engine, ids: Iterable[str]) -> set[str]:
+    """Which of these event ids are stored."""
+    query = text("SELECT event_id FROM events WHERE event_id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(query, {"ids": list(ids)})}
+
+
+def dump(engine: Engine, skip: Iterable[str] = ("stored_at",)) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted, without the bookkeeping columns ``skip``."""
+    leave_out = set(skip)
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            columns = [c for c in table.columns if c.name not in leave_out]
+            rows = conn.execute(table.select().with_only_columns(*columns)).all()
+            tables[table.name] = sorted((tuple(row) for row in rows), key=repr)
+    return tables
+
+
+# ------------------------------------------------------------------------ process logs
+
+_RECEIVED = re.compile(r"Task [\w.]+\[([0-9a-f-]{36})\] received")
+_SUCCEEDED = re.compile(r"Task [\w.]+\[([0-9a-f-]{36})\] succeeded in [\d.e-]+s: (\{.*\})")
+_FORWARDED = re.compile(r"last interval: forwarded (.*?) \(\d+ batches\)")
+
+
+def received(worker: Process) -> Counter[str]:
+    """How often the worker received each task id."""
+    return Counter(_RECEIVED.findall(worker.output()))
+
+
+def results(worker: Process) -> list[tuple[str, dict[str, int]]]:
+    """(task id, what the task returned) of every batch the worker finished, in order."""
+    return [
+        (task_id, orjson.loads(value.replace("'", '"')))
+        for task_id, value in _SUCCEEDED.findall(worker.output())
+    ]
+
+
+def forwarded(bridge: Process) -> int:
+    """Events the bridge handed to Celery so far (its once-a-second count lines)."""
+    total = 0
+    for parts in _FORWARDED.findall(bridge.output()):
+        total += sum(int(part.split("=")[1]) for part in parts.split() if "=" in part)
+    return total
