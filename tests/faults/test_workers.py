@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import wait_for
 from tests.faults.helpers import (
@@ -19,6 +20,8 @@ from tests.faults.helpers import (
     broker_backlog,
     held_batches,
     log,
+    queued_task_ids,
+    received,
     results,
     settle,
     stored_ids,
@@ -97,3 +100,51 @@ def test_a_worker_shut_down_warm_mid_stream_hands_back_its_prefetched_batches(
     waited = settle(pg, stream, redis_client, timeout=60)
     log(f"settled {waited:.1f}s after the stream was published")
     assert_exact(pg, stream)
+
+
+def test_a_batch_that_outlives_the_visibility_timeout_is_delivered_twice_and_counted_once(
+    pg, start_worker, start_bridge, pipeline_env, redis_url, redis_client, stream
+):
+    timeout = 2
+    worker = start_worker(env={**pipeline_env, "CELERY_VISIBILITY_TIMEOUT": str(timeout)})
+    start_bridge()
+    # Every batch begins by inserting its raw events: with the table locked, the
+    # worker's batches wait (as a slow batch would) while the stream goes out.
+    blocker = pg.connect()
+    transaction = blocker.begin()
+    blocker.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+    locked_at = time.monotonic()
+    try:
+        publisher = Publisher(redis_url, stream).start()
+        first = wait_for(
+            lambda: held_batches(redis_client), timeout=30, what="the worker to take batches"
+        )
+
+        def back_in_a_queue() -> set[str]:
+            return set(first) & queued_task_ids(redis_client)
+
+        again = wait_for(back_in_a_queue, timeout=30, interval=0.1, what="a batch redelivered")
+        log(
+            f"injected: events table locked for {time.monotonic() - locked_at:.1f}s with "
+            f"CELERY_VISIBILITY_TIMEOUT={timeout}: {len(again)} of the {len(first)} batches the "
+            f"worker was holding went back to their queue while it still had them"
+        )
+    finally:
+        transaction.rollback()
+        blocker.close()
+    publisher.join()
+    settle(pg, stream, redis_client)
+    assert_exact(pg, stream)
+    done = results(worker)
+    twice = {task_id for task_id, n in received(worker).items() if n > 1}
+    log(
+        f"counted: {len(twice)} batches were received twice, among them the "
+        f"{len(again)} seen back in the queue; {len(done)} batch runs in all"
+    )
+    assert again <= twice
+    for task_id in again:
+        runs = [result for seen, result in done if seen == task_id]
+        assert len(runs) == 2, runs
+        # One delivery stored the batch; the other found every event already there.
+        assert sorted(run["stored"] for run in runs)[0] == 0
+        assert sum(run["stored"] for run in runs) == len(first[task_id])
