@@ -11,11 +11,16 @@ with what was published using ``bench.check_exact``.
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -234,3 +239,74 @@ def queued_task_ids(client: redis.Redis) -> set[str]:
         for raw in client.lrange(queue, 0, -1):
             ids.add(orjson.loads(raw)["headers"]["id"])
     return ids
+
+
+# ------------------------------------------------------------------------ PostgreSQL
+
+
+def postgres_bindir() -> Path | None:
+    """The directory of PostgreSQL's server programs (initdb, pg_ctl), if installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+    )
+    return candidates[-1].parent if candidates else None
+
+
+class ScratchPostgres:
+    """A throwaway PostgreSQL cluster in a temporary directory, that a test may stop and start.
+
+    Never the machine's own server: other tests and benchmarks use that one. As root,
+    the programs run as the ``postgres`` user (initdb refuses to run as root).
+    """
+
+    def __init__(self, bindir: Path, root: Path):
+        self.bindir = bindir
+        self.root = root
+        self.data = root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/analytics"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(root, "postgres", "postgres")
+
+    def _run(self, program: str, *args: str, check: bool = True) -> None:
+        done = subprocess.run(
+            [*self._as, str(self.bindir / program), *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and done.returncode:
+            raise RuntimeError(f"{program} failed ({done.returncode}): {done.stdout}{done.stderr}")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log_file = str(self.root / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log_file, "-w", "start")
+
+    def stop(self, mode: str = "fast", check: bool = True) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=check)
+
+    def create_database(self) -> None:
+        from analytics.cli import run_migrations
+        from analytics.db import make_engine
+
+        admin = make_engine(self.url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            with admin.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                    text("CREATE DATABASE analytics")
+                )
+        finally:
+            admin.dispose()
+        run_migrations(self.url)
