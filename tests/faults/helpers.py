@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +172,14 @@ def settle(
     return time.monotonic() - began
 
 
-def assert_exact(engine: Engine, stream: bench.Stream) -> bench.Exactness:
-    """Every published event stored once, and the counters and revenue equal to what was sent."""
+def assert_exact(
+    engine: Engine, stream: bench.Stream, against: str = "published"
+) -> bench.Exactness:
+    """Every event of ``stream`` stored once, and the counters and revenue equal to its own."""
     exact = bench.check_exact(engine, stream)
     log(
         f"counted: {exact.stored} events stored, {exact.counted} in the event counters, "
-        f"{exact.dead_letters} dead letters; published {exact.expected}: {exact.summary()}"
+        f"{exact.dead_letters} dead letters; {against} {exact.expected}: {exact.summary()}"
     )
     assert exact.exact, exact.problems
     assert exact.stored == exact.counted == len(stream)
@@ -310,3 +313,53 @@ class ScratchPostgres:
         finally:
             admin.dispose()
         run_migrations(self.url)
+
+
+# ------------------------------------------------------------------------ bridge connections
+
+
+def bridge_client_name(bridge: Process) -> str:
+    """How the bridge's subscription shows in ``CLIENT LIST`` (``bridge.relay.Bridge``)."""
+    return f"analytics-bridge-{socket.gethostname()}-{bridge.popen.pid}"
+
+
+@dataclass
+class Gap:
+    """One killed subscription: when it was killed and when Redis listed it subscribed again."""
+
+    bridge: str
+    killed: list[str]
+    killed_at: float
+    back_at: float
+
+    @property
+    def seconds(self) -> float:
+        return self.back_at - self.killed_at
+
+    def covers(self, moment: float, slack: float = 0.05) -> bool:
+        return self.killed_at - slack <= moment <= self.back_at + slack
+
+
+def kill_subscription(client: redis.Redis, bridge: Process) -> Gap:
+    """``CLIENT KILL ID`` the bridge's own subscription(s), then wait until it is back.
+
+    Only connections carrying this bridge's name (host and pid) are killed: Redis is
+    shared with other people's tests.
+    """
+    name = bridge_client_name(bridge)
+    ids = [str(entry["id"]) for entry in client.client_list() if entry.get("name") == name]
+    assert ids, f"no connection named {name}"
+    killed_at = time.time()
+    for client_id in ids:
+        client.client_kill_filter(_id=client_id)
+
+    def resubscribed() -> bool:
+        return any(
+            entry.get("name") == name
+            and str(entry["id"]) not in ids
+            and int(entry.get("psub", 0)) > 0
+            for entry in client.client_list()
+        )
+
+    wait_for(resubscribed, timeout=30, interval=0.002, what=f"{name} to subscribe again")
+    return Gap(name, ids, killed_at, time.time())
