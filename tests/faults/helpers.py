@@ -100,6 +100,17 @@ def publish(redis_url: str, stream: bench.Stream, rate: float = RATE) -> bench.P
     return Publisher(redis_url, stream, rate).start().join()
 
 
+def publish_window(published: bench.Published, position: int) -> tuple[float, float]:
+    """When the PUBLISH of the event at ``position`` ran: after its chunk was timed and
+    before the next chunk was (the publisher sends a chunk only once the previous one
+    was answered), whatever the threads of the test process did in between."""
+    sent = published.sent_at
+    after = position + 1
+    while after < len(sent) and sent[after] == sent[position]:
+        after += 1
+    return sent[position], sent[after] if after < len(sent) else published.finished
+
+
 def subset(stream: bench.Stream, keep: Iterable[int]) -> bench.Stream:
     """The events of ``stream`` at positions ``keep`` (same bytes and ids), with their totals."""
     positions = sorted(keep)
@@ -336,8 +347,9 @@ class Gap:
     def seconds(self) -> float:
         return self.back_at - self.killed_at
 
-    def covers(self, moment: float, slack: float = 0.05) -> bool:
-        return self.killed_at - slack <= moment <= self.back_at + slack
+    def overlaps(self, start: float, end: float, slack: float = 0.01) -> bool:
+        """Whether ``[start, end]`` meets the gap (``slack`` seconds of clock granularity)."""
+        return start <= self.back_at + slack and end >= self.killed_at - slack
 
 
 def kill_subscription(client: redis.Redis, bridge: Process) -> Gap:

@@ -143,8 +143,7 @@ def test_a_batch_that_outlives_the_visibility_timeout_is_delivered_twice_and_cou
     )
     assert again <= twice
     for task_id in again:
-        runs = [result for seen, result in done if seen == task_id]
-        assert len(runs) == 2, runs
-        # One delivery stored the batch; the other found every event already there.
-        assert sorted(run["stored"] for run in runs)[0] == 0
-        assert sum(run["stored"] for run in runs) == len(first[task_id])
+        # One delivery stored the batch; the other(s) found every event already there.
+        stored = sorted(result["stored"] for seen, result in done if seen == task_id)
+        assert len(stored) >= 2
+        assert stored == [0] * (len(stored) - 1) + [len(first[task_id])]
