@@ -32,8 +32,9 @@ DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
 #: It must exceed the longest a worker legitimately holds one: a batch takes well
 #: under a second, but a retried batch waits in the worker for its countdown (up
 #: to 30 s) and a rollup can take seconds. A shorter timeout only costs duplicate
-#: deliveries (counted once); a longer one delays a lost worker's batches.
-DEFAULT_VISIBILITY_TIMEOUT = 120
+#: deliveries (counted once); a longer one delays a lost worker's batches, which
+#: come back after it plus one restore sweep: 90 + 10 s, within two minutes.
+DEFAULT_VISIBILITY_TIMEOUT = 90
 #: Retries of a batch whose database is unreachable (backoff 1, 2, 4 ... 30 s).
 DEFAULT_TASK_MAX_RETRIES = 12
 #: An hour needs this many processed + failed payments before its failure rate alerts ...

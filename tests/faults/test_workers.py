@@ -95,7 +95,7 @@ def test_a_worker_shut_down_warm_mid_stream_hands_back_its_prefetched_batches(
     assert "unacked" not in backlog
     start_worker()
     publisher.join()
-    # With the default visibility timeout (120 s), settling in well under it shows that
+    # With the default visibility timeout (90 s), settling in well under it shows that
     # nothing waited to be redelivered: the batches the worker had were finished or handed back.
     waited = settle(pg, stream, redis_client, timeout=60)
     log(f"settled {waited:.1f}s after the stream was published")
