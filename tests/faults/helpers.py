@@ -152,6 +152,15 @@ def held_batches(client: redis.Redis) -> dict[str, list[str]]:
     return held
 
 
+def queued_task_ids(client: redis.Redis) -> set[str]:
+    """Task ids of the messages waiting in the queues."""
+    ids: set[str] = set()
+    for queue in QUEUES:
+        for raw in client.lrange(queue, 0, -1):
+            ids.add(orjson.loads(raw)["headers"]["id"])
+    return ids
+
+
 # ------------------------------------------------------------------------ settle
 
 
@@ -244,15 +253,6 @@ def forwarded(bridge: Process) -> int:
     for parts in _FORWARDED.findall(bridge.output()):
         total += sum(int(part.split("=")[1]) for part in parts.split() if "=" in part)
     return total
-
-
-def queued_task_ids(client: redis.Redis) -> set[str]:
-    """Task ids of the messages waiting in the queues."""
-    ids: set[str] = set()
-    for queue in QUEUES:
-        for raw in client.lrange(queue, 0, -1):
-            ids.add(orjson.loads(raw)["headers"]["id"])
-    return ids
 
 
 # ------------------------------------------------------------------------ PostgreSQL
