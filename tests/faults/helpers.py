@@ -26,8 +26,11 @@ from typing import Any
 
 import orjson
 import redis
+from kombu.compression import decompress
+from kombu.serialization import loads
 from sqlalchemy import Engine, bindparam, text
 
+import tasks.app  # noqa: F401 - registers whatever serializer and compression batches use
 from analytics import bench
 from analytics.models import Base
 from tasks.queues import QUEUES
@@ -139,16 +142,28 @@ def broker_backlog(client: redis.Redis) -> dict[str, int]:
     return {name: n for name, n in zip([*QUEUES, UNACKED], counts, strict=True) if n}
 
 
+def batch_of(message: dict[str, Any]) -> list[str]:
+    """The event ids of a batch message as kombu's Redis transport stores it.
+
+    Decoded the way a worker decodes it (body encoding, compression, serializer, all
+    named by the message), so it reads whatever format the app sends batches in.
+    """
+    body = message["body"]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    compression = message.get("headers", {}).get("compression")
+    if compression:
+        body = decompress(body, compression)
+    args = loads(body, message["content-type"], message["content-encoding"])[0]
+    return [orjson.loads(item[1])["event_id"] for item in args[0]]
+
+
 def held_batches(client: redis.Redis) -> dict[str, list[str]]:
     """Task id -> event ids of every delivered, unacknowledged batch (kombu's ``unacked``)."""
     held: dict[str, list[str]] = {}
     for raw in client.hvals(UNACKED):
         message = orjson.loads(raw)[0]
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = orjson.loads(body)[0]
-        held[message["headers"]["id"]] = [orjson.loads(item[1])["event_id"] for item in args[0]]
+        held[message["headers"]["id"]] = batch_of(message)
     return held
 
 
