@@ -112,6 +112,25 @@ class Expected:
     def total(self) -> int:
         return sum(self.events.values())
 
+    def add(self, envelope: dict[str, Any], default_currency: str = "USD") -> None:
+        """Count one published envelope (as sent: its own tenant, type and data)."""
+        tenant, event_type = str(envelope["tenant_id"]), str(envelope["event_type"])
+        self.events[tenant] += 1
+        self.by_type[tenant, event_type] += 1
+        if event_type == "order.created":
+            data = envelope.get("data") or {}
+            currency = str(data.get("currency") or default_currency).upper()
+            self.orders[tenant, currency] += 1
+            self.revenue[tenant, currency] += _amount(data["total_amount"])
+
+    @classmethod
+    def of(cls, payloads: Iterable[bytes], default_currency: str = "USD") -> Expected:
+        """What the database must hold after exactly these serialised envelopes."""
+        expected = cls()
+        for payload in payloads:
+            expected.add(orjson.loads(payload), default_currency)
+        return expected
+
 
 @dataclass
 class Stream:
@@ -208,13 +227,7 @@ def build_stream(
         }
         stream.channels.append(channel_for(event_type, channel_prefix))
         stream.payloads.append(orjson.dumps(envelope))
-        expected.events[tenant] += 1
-        expected.by_type[tenant, event_type] += 1
-        if event_type == "order.created":
-            data = document.get("data") or {}
-            currency = str(data.get("currency") or default_currency).upper()
-            expected.orders[tenant, currency] += 1
-            expected.revenue[tenant, currency] += _amount(data["total_amount"])
+        expected.add(envelope, default_currency)
     return stream
 
 
@@ -232,6 +245,8 @@ class Published:
     unreceived: int = 0
     #: Seconds the publisher waited because ``hold`` asked it to.
     held: float = 0.0
+    #: The stream positions of the ``unreceived`` events.
+    missed: list[int] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -275,7 +290,7 @@ def publish(
     pipe = client.pipeline(transaction=False)
     started = time.time()
     origin = last_report = time.monotonic()
-    unreceived = 0
+    missed: list[int] = []
     held = 0.0
     index = 0
     while index < total:
@@ -294,12 +309,12 @@ def publish(
         now = time.time()
         replies = pipe.execute()
         sent_at[index:end] = array("d", [now]) * (end - index)
-        unreceived += sum(1 for reply in replies if reply == 0)
+        missed += [index + offset for offset, reply in enumerate(replies) if reply == 0]
         index = end
         if progress is not None and time.monotonic() - last_report >= progress_every:
             last_report = time.monotonic()
             progress(index, last_report - origin)
-    return Published(sent_at, started, time.time(), unreceived, held)
+    return Published(sent_at, started, time.time(), len(missed), held, missed)
 
 
 # ----------------------------------------------------------------------------- wait

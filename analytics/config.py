@@ -29,8 +29,12 @@ DEFAULT_BRIDGE_FLUSH_MS = 50.0
 #: Seconds between the bridge's per-category count log lines.
 DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
 #: Seconds before Redis redelivers a message a worker took and never acknowledged.
-#: A batch takes well under a second, so a lost worker's batches come back quickly.
-DEFAULT_VISIBILITY_TIMEOUT = 120
+#: It must exceed the longest a worker legitimately holds one: a batch takes well
+#: under a second, but a retried batch waits in the worker for its countdown (up
+#: to 30 s) and a rollup can take seconds. A shorter timeout only costs duplicate
+#: deliveries (counted once); a longer one delays a lost worker's batches, which
+#: come back after it plus one restore sweep: 90 + 10 s, within two minutes.
+DEFAULT_VISIBILITY_TIMEOUT = 90
 #: Retries of a batch whose database is unreachable (backoff 1, 2, 4 ... 30 s).
 DEFAULT_TASK_MAX_RETRIES = 12
 #: An hour needs this many processed + failed payments before its failure rate alerts ...
@@ -90,6 +94,15 @@ class Settings:
     rollup_interval: float = DEFAULT_ROLLUP_INTERVAL
     rollup_recent_days: int = DEFAULT_ROLLUP_RECENT_DAYS
     celery_result_backend: str = DEFAULT_REDIS_URL
+
+    @property
+    def restore_interval(self) -> float:
+        """Seconds between the broker's sweeps for batches whose visibility timeout passed.
+
+        A quarter of the timeout, from 1 to 10 s: a lost worker's batches come back
+        at most a quarter of the timeout after it, for one cheap Redis query a sweep.
+        """
+        return min(10.0, max(1.0, self.visibility_timeout / 4))
 
     @property
     def channel_prefix(self) -> str:

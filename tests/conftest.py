@@ -142,6 +142,14 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def fresh_broker(redis_client: redis.Redis) -> Iterator[None]:
+    """Flush the broker DB after the test; list it first so it is torn down after the
+    processes: no task message outlives its test's workers."""
+    yield
+    redis_client.flushdb()
+
+
+@pytest.fixture
 def channel_prefix() -> str:
     """A pub/sub prefix no other test or process uses: ``test-<run>-<n>:events``."""
     return f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}:events"

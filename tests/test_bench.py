@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,9 @@ from sqlalchemy import Engine, text
 
 from analytics import bench
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_broker")]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def fresh_broker(redis_client: redis.Redis) -> Iterator[None]:
-    """No task message outlives its test's workers."""
-    yield
-    redis_client.flushdb()
 
 
 @pytest.fixture

@@ -50,3 +50,15 @@ def test_pii_salt_is_not_shown_in_repr():
     settings = Settings.from_env({"PII_SALT": "s3cret"})
     assert settings.pii_salt == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(("timeout", "sweep"), [("", 10.0), ("20", 5.0), ("2", 1.0)])
+def test_the_broker_sweeps_for_lost_batches_a_few_times_per_visibility_timeout(timeout, sweep):
+    from tasks.app import make_app
+
+    settings = Settings.from_env({"CELERY_VISIBILITY_TIMEOUT": timeout})
+    assert settings.restore_interval == sweep
+    options = make_app(settings).conf.broker_transport_options
+    assert options["visibility_timeout"] == int(timeout or 90)  # lost batches back in < 2 min
+    assert options["unacked_restore_interval"] == sweep
+    assert options["unacked_restore_throttle"] == 1  # kombu's default scans every 10th sweep

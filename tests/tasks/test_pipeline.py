@@ -19,14 +19,7 @@ from tasks.app import make_app
 from tests.analytics.helpers import assert_seed_aggregates
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def fresh_broker(redis_client):
-    """Set up first, torn down last: no task message outlives its test's workers."""
-    yield
-    redis_client.flushdb()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_broker")]
 
 
 def count(engine, model, *where) -> int:
