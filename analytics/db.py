@@ -306,8 +306,12 @@ def _plain_formatter(python_type: type) -> Callable[[Any], str]:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later may succeed: lost connections, deadlocks, a locked SQLite file."""
+    import psycopg2
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    # COPY runs on the raw psycopg2 cursor, whose errors SQLAlchemy does not wrap.
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -329,3 +329,19 @@ def test_two_large_batches_in_one_transaction_each_count_once(engine):
         apply_events(session, second, Context())
     assert counter(engine, "revenue", "USD") == (120, Decimal(1200))
     assert len(rows(engine, Order.order_id)) == 120
+
+
+def test_database_errors_worth_retrying_are_told_from_the_rest():
+    import psycopg2
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from analytics.db import is_transient
+
+    # Raised through SQLAlchemy, and raw from the COPY cursor.
+    assert is_transient(OperationalError("SELECT 1", {}, Exception("connection lost")))
+    assert is_transient(psycopg2.OperationalError("server closed the connection unexpectedly"))
+    assert is_transient(psycopg2.errors.QueryCanceled("canceling statement due to timeout"))
+    assert is_transient(psycopg2.InterfaceError("connection already closed"))
+    assert not is_transient(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not is_transient(psycopg2.errors.NumericValueOutOfRange("bigint out of range"))
+    assert not is_transient(ValueError("a bug of ours"))
