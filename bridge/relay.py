@@ -281,7 +281,7 @@ def _safe_url(url: str) -> str:
 
 def celery_sender(app: Any = None) -> Send:
     """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
-    from tasks.app import BATCH_COMPRESSION, BATCH_SERIALIZER
+    from tasks.app import BATCH_COMPRESSION
     from tasks.app import app as default_app
 
     app = app or default_app
@@ -291,7 +291,6 @@ def celery_sender(app: Any = None) -> Send:
             task,
             args=[items],
             queue=queue,
-            serializer=BATCH_SERIALIZER,
             compression=BATCH_COMPRESSION,
             # What Flower shows for the arguments; Celery's own repr walks the batch.
             argsrepr=f"[<{len(items)} events>]",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 import zstandard
 from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue
 from kombu.compression import register as register_compression
-from kombu.serialization import register
 
 from analytics.config import Settings, get_settings
 from tasks.queues import (
@@ -19,28 +17,16 @@ from tasks.queues import (
     ROUTES,
 )
 
-#: Event batches travel as orjson: ~4x cheaper than kombu's json both ways
-#: (measured: 2.8 against 0.65 ms to encode a 500-event batch, the same to decode),
-#: ~9 us an event between bridge and worker. Batches hold only lists, strings and
-#: numbers, so nothing of kombu's json type tagging is lost. Everything else
-#: (rollups, ``celery call``) stays json, and workers accept both.
-BATCH_SERIALIZER = "orjson"
-register(
-    BATCH_SERIALIZER,
-    orjson.dumps,
-    orjson.loads,
-    content_type="application/x-orjson",
-    content_encoding="binary",
-)
-
-#: And compressed with zstd at level 1: a 500-event batch goes from 376 KB to
-#: 46 KB for 1.3 ms to compress and 0.2 ms to decompress (measured). Redis'
+#: Event batches travel compressed with zstd at level 1: a 500-event batch goes
+#: from 376 KB to 46 KB for 1.3 ms to compress and 0.2 ms to decompress (measured). Redis'
 #: transport otherwise base64-encodes every body, wraps it in a JSON envelope,
 #: and with late acknowledgement copies the whole message into its "unacked"
 #: hash (profile of the worker's main process: those took most of its ~25 us an
 #: event); each of them now handles an eighth of the bytes, and a burst queued
 #: in Redis takes an eighth of the memory. Frames are standard zstd, so kombu's
-#: own zstd support (Python 3.14) reads them too.
+#: own zstd support (Python 3.14) reads them too. (An orjson serializer of our
+#: own saved ~9 us an event more, but with any content type but json the prefork
+#: pool hung on warm shutdown with jobs it had received: tests/faults caught it.)
 BATCH_COMPRESSION = "zstd"
 register_compression(
     lambda body: zstandard.ZstdCompressor(level=1).compress(body),
@@ -60,7 +46,7 @@ def make_app(settings: Settings | None = None) -> Celery:
     )
     app.conf.update(
         task_serializer="json",
-        accept_content=["json", BATCH_SERIALIZER],
+        accept_content=["json"],
         task_ignore_result=True,
         # A batch is acknowledged only after its transaction committed; a worker
         # that dies mid-batch leaves it to be redelivered, and the raw-event key
