@@ -176,8 +176,20 @@ def test_workers_name_only_known_queues(services: dict[str, Service]) -> None:
         assert not unknown, f"{name} consumes queues no task is routed to: {sorted(unknown)}"
 
 
-def test_exactly_one_beat_schedules_rollups(services: dict[str, Service]) -> None:
-    assert len(running(services, "beat")) == 1
+def test_two_beats_share_one_lock_so_one_sends_and_one_stands_by(
+    services: dict[str, Service],
+) -> None:
+    from tasks.app import app
+
+    beats = running(services, "beat")
+    assert len(beats) >= 2, "a second beat must stand by to replace the first"
+    # The lock is in the app's scheduler (tasks/beat.py); a beat given another
+    # scheduler, or another Redis, would send alongside the first.
+    assert app.conf.beat_scheduler == "tasks.beat:Scheduler"
+    for name, beat in beats.items():
+        overrides = [a for a in beat["command"] if a == "-S" or a.startswith("--scheduler")]
+        assert not overrides, f"{name} replaces the locking scheduler: {overrides}"
+    assert len({environment(beat).get("REDIS_URL") for beat in beats.values()}) == 1
 
 
 def test_flower_monitors_the_workers(services: dict[str, Service]) -> None:

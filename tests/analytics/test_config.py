@@ -38,6 +38,7 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_BATCH_SIZE": "0"}, "must be at least 1"),
         ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
         ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
+        ({"BEAT_LOCK_TIMEOUT": "1"}, "must be at least 5"),
     ],
 )
 def test_malformed_settings_are_refused_with_the_variable_named(env, message):
@@ -50,3 +51,9 @@ def test_pii_salt_is_not_shown_in_repr():
     settings = Settings.from_env({"PII_SALT": "s3cret"})
     assert settings.pii_salt == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+def test_beat_renews_its_lock_five_times_per_timeout():
+    assert Settings.from_env({}).beat_lock_timeout == 30
+    assert Settings.from_env({}).beat_max_interval == 6
+    assert Settings.from_env({"BEAT_LOCK_TIMEOUT": "10"}).beat_max_interval == 2
