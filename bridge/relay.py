@@ -284,6 +284,9 @@ def celery_sender() -> Send:
     from tasks.app import app
 
     def send(task: str, queue: str, items: list[list[Any]]) -> None:
-        app.send_task(task, args=[items], queue=queue)
+        # argsrepr is what logs, Flower and `celery inspect` show of a task's
+        # arguments; by default the first 1 KB of the events, e-mail addresses and
+        # all, computed on every send.
+        app.send_task(task, args=[items], queue=queue, argsrepr=f"[<{len(items)} messages>]")
 
     return send

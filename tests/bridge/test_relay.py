@@ -234,3 +234,16 @@ def test_the_bridge_resubscribes_after_its_connection_is_killed(
         timeout=5,
         what="an event published after the reconnect",
     )
+
+
+def test_task_arguments_are_shown_as_a_count_not_as_the_events(monkeypatch):
+    # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
+    from bridge.relay import celery_sender
+    from tasks.app import app
+
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: sent.append(kwargs))
+    event = orjson.dumps({"event_type": "user.registered", "data": {"email": "a@b.example"}})
+    celery_sender()("user.registered", "user", [["events:user:registered", event, 0.0]] * 3)
+    assert sent[0]["argsrepr"] == "[<3 messages>]"
+    assert sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
