@@ -611,6 +611,17 @@ def scrub_raw(raw: bytes, salt: str) -> bytes:
         return _RAW_PII.sub(lambda match: _hash_raw_value(match, salt), raw)
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL is in any string (key or value) of a decoded document."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def _scrub_typed(typed: Any, salt: str) -> Any:
     changes = {
         f.name: hash_pii(getattr(typed, f.name), salt)
@@ -703,6 +714,12 @@ def _parse(
                 messages,
                 **claimed,
             ) from None
+    escaped_nul = "\\u0000" in raw if isinstance(raw, str) else b"\\u0000" in raw
+    if escaped_nul and _has_nul(document):
+        raise InvalidEvent(
+            "text contains a NUL character (\\u0000), which the database cannot store",
+            **claimed,
+        )
     payload = document
     if pii_salt:
         # Nothing downstream sees an e-mail or IP address: not the stored payload,

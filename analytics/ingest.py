@@ -975,18 +975,29 @@ def record_dead_letters(
         [
             {
                 "received_at": r.received_at,
-                "channel": r.channel,
+                "channel": _storable(r.channel),
                 "raw": ev.scrub_raw(r.raw, pii_salt) if pii_salt else r.raw,
-                "error": r.error,
+                "error": _storable(r.error),
                 "messages": r.messages if r.messages is not None else {"_schema": [r.error]},
-                "tenant_id": r.tenant_id,
-                "event_type": r.event_type,
+                "tenant_id": _storable(r.tenant_id),
+                "event_type": _storable(r.event_type),
                 "fingerprint": dead_letter_fingerprint(r.channel, r.raw, pii_salt),
             }
             for r in rejected
         ],
     )
     return len(rejected)
+
+
+def _storable(text: str | None) -> str | None:
+    """Text a PostgreSQL text column accepts: a NUL becomes U+FFFD (the raw bytes stay exact).
+
+    A dead letter must be storable whatever arrived: one NUL in a claimed tenant
+    id used to fail the insert, and with it every dead letter of the batch.
+    """
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
 
 
 def dead_letter_fingerprint(channel: str, raw: bytes, pii_salt: str | None = None) -> str:

@@ -210,6 +210,8 @@ class Bridge:
         while buffer:
             raw_channel, data, received = buffer.popleft()
             channel = raw_channel.decode("utf-8", "replace")
+            if "\x00" in channel:  # no text column can hold it; like bad UTF-8, replaced
+                channel = channel.replace("\x00", "\ufffd")
             try:
                 task, queue, text = route(channel, data, self.prefix, max_bytes)
                 item: list[Any] = [channel, text, received]

@@ -329,3 +329,17 @@ def test_sql_in_event_content_is_stored_as_text_never_run(engine):
         (evil, evil.encode(), evil)
     ]
     assert counter(engine, "revenue") == (60, Decimal(60))
+
+
+def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
+    raw = b'{"event_type": "x\\u0000", "tenant_id": 5}'
+    letter = Rejected(
+        "events:\x00:x", raw, datetime(2024, 1, 1), "bad\x00", tenant_id="t\x00", event_type="x\x00"
+    )
+    with Session(engine) as session, session.begin():
+        record_dead_letters(session, [letter])
+    stored = rows(
+        engine, DeadLetter.channel, DeadLetter.raw, DeadLetter.error, DeadLetter.tenant_id,
+        DeadLetter.event_type,
+    )  # fmt: skip
+    assert stored == [("events:\ufffd:x", raw, "bad\ufffd", "t\ufffd", "x\ufffd")]
