@@ -157,6 +157,22 @@ def test_redis_and_postgres_report_health(services: dict[str, Service]) -> None:
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
 
+def test_redis_and_postgres_ask_for_a_password_and_the_app_gives_it(
+    services: dict[str, Service], app_services: dict[str, Service]
+) -> None:
+    redis_command = services["redis"].get("command") or []
+    assert "--requirepass" in redis_command, "redis accepts anyone"
+    assert redis_command[redis_command.index("--requirepass") + 1]
+    postgres = environment(services["postgres"])
+    assert postgres.get("POSTGRES_PASSWORD")
+    assert postgres.get("POSTGRES_HOST_AUTH_METHOD") != "trust"
+    for name, service in app_services.items():
+        env = environment(service)
+        for variable in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
+            credentials = urlsplit(env.get(variable) or "").netloc.rpartition("@")[0]
+            assert credentials.partition(":")[2], f"{name}: {variable} carries no password"
+
+
 def test_at_least_two_bridges_relay_events(services: dict[str, Service]) -> None:
     assert len(running(services, "bridge")) >= 2
 
