@@ -7,9 +7,13 @@ key prefix in the run's Redis DB.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
+import threading
+import time
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -22,7 +26,7 @@ from analytics.models import ActiveUsersDaily, Alert
 from tasks.app import app as celery_app
 from tasks.queues import ROLLUP_CLOSE_DAY_TASK, ROLLUP_REFRESH_TASK
 from tests.analytics.helpers import apply, make
-from tests.conftest import wait_for
+from tests.conftest import REDIS_BASE, wait_for
 
 INTERVAL = 1.0
 LOCK_TIMEOUT = 5.0
@@ -176,3 +180,79 @@ def test_a_beat_whose_lock_and_schedule_vanished_takes_them_again(
     assert beat.output().count("beat: Acquired lock") == 2
     assert beat.alive
     assert beat.stop() == 0
+
+
+class CuttableProxy:
+    """A TCP relay to Redis whose connections can be cut and refused for a while."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.cut_off = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut_off.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def cut(self) -> None:
+        self.cut_off.set()
+        for end in self.open:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def restore(self) -> None:
+        self.cut_off.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_beat_cut_off_from_redis_sends_nothing_and_resumes_when_it_is_back(
+    start_process, beat_env
+):
+    # Only beat's own Redis connection goes through the proxy; the broker does not.
+    host, port = REDIS_BASE.rsplit("/", 1)[-1].split(":")
+    proxy = CuttableProxy((host, int(port)))
+    db = beat_env["REDIS_URL"].rsplit("/", 1)[1]
+    try:
+        env = {**beat_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/{db}"}
+        beat = start_process("beat", ["beat"], env)
+        wait_for(lambda: len(sends(beat)) >= 2, timeout=30, what="beat to send")
+        proxy.cut()
+        beat.wait_for_output("beat: Redis unreachable", timeout=30)
+        cut_at = len(sends(beat))
+        time.sleep(3)
+        assert len(sends(beat)) <= cut_at + 1  # at most a send already under way
+        proxy.restore()
+        wait_for(lambda: len(sends(beat)) >= cut_at + 3, timeout=3 * TAKEOVER, what="sends again")
+        assert beat.alive
+        assert beat.stop() == 0
+    finally:
+        proxy.close()
