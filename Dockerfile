@@ -12,8 +12,8 @@ WORKDIR /app
 COPY . .
 RUN pip install --no-cache-dir -e .
 
-# Runtime state (celery beat's schedule file, a SQLite database when DATABASE_URL
-# is left at its default) goes to a directory the unprivileged user owns.
+# Runtime state (a SQLite database when DATABASE_URL is left at its default) goes
+# to a directory the unprivileged user owns. Beat keeps its schedule in Redis.
 RUN useradd --system --create-home --uid 10001 --user-group analytics \
     && install -d -o analytics -g analytics /var/lib/analytics
 

@@ -204,7 +204,12 @@ def worker(ctx: click.Context, queues: str | None) -> None:
 @main.command(context_settings=PASS_THROUGH)
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Run Celery beat, which schedules the periodic rollups. Run exactly one."""
+    """Run Celery beat, which schedules the periodic rollups.
+
+    Run two on different hosts for redundancy: they share a schedule and a lock in
+    Redis (REDIS_URL), one sends and the other stands by, taking over within
+    1.2 x BEAT_LOCK_TIMEOUT seconds (default 30) of the active one dying.
+    """
     from tasks.app import app
 
     app.start(["beat", *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})])

@@ -45,6 +45,12 @@ DEFAULT_PAYMENT_ALERT_FAILURE_RATE = 0.25
 DEFAULT_ROLLUP_INTERVAL = 300.0
 #: Days (ending today) that every rollup refresh recomputes.
 DEFAULT_ROLLUP_RECENT_DAYS = 2
+#: Seconds the active beat's lock outlives its last renewal. Beat renews it at
+#: least every fifth of this (its longest sleep), and a standby beat tries to take
+#: it as often, so a dead beat is replaced within 1.2 times this.
+DEFAULT_BEAT_LOCK_TIMEOUT = 30.0
+#: Where beat keeps its schedule and its lock in REDIS_URL's database.
+DEFAULT_BEAT_KEY_PREFIX = "analytics:beat:"
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -93,6 +99,8 @@ class Settings:
     payment_alert_failure_rate: float = DEFAULT_PAYMENT_ALERT_FAILURE_RATE
     rollup_interval: float = DEFAULT_ROLLUP_INTERVAL
     rollup_recent_days: int = DEFAULT_ROLLUP_RECENT_DAYS
+    beat_lock_timeout: float = DEFAULT_BEAT_LOCK_TIMEOUT
+    beat_key_prefix: str = DEFAULT_BEAT_KEY_PREFIX
     celery_result_backend: str = DEFAULT_REDIS_URL
 
     @property
@@ -103,6 +111,11 @@ class Settings:
         at most a quarter of the timeout after it, for one cheap Redis query a sweep.
         """
         return min(10.0, max(1.0, self.visibility_timeout / 4))
+
+    @property
+    def beat_max_interval(self) -> float:
+        """Beat's longest sleep: it renews its lock, or a standby tries to take it, this often."""
+        return self.beat_lock_timeout / 5
 
     @property
     def channel_prefix(self) -> str:
@@ -148,6 +161,10 @@ class Settings:
             ),
             rollup_interval=_float(env, "ROLLUP_INTERVAL", DEFAULT_ROLLUP_INTERVAL, minimum=1),
             rollup_recent_days=_int(env, "ROLLUP_RECENT_DAYS", DEFAULT_ROLLUP_RECENT_DAYS),
+            beat_lock_timeout=_float(
+                env, "BEAT_LOCK_TIMEOUT", DEFAULT_BEAT_LOCK_TIMEOUT, minimum=5
+            ),
+            beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
             celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
         )
 

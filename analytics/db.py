@@ -2,7 +2,7 @@
 
 PostgreSQL is the production store; a SQLite file is the zero-setup default. The
 only SQL that differs between them is ``INSERT ... ON CONFLICT``, built by
-:func:`insert_for` and nowhere else.
+:func:`insert_for` and nowhere else, and :func:`one_at_a_time`'s lock.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy import column as sa_column
@@ -88,6 +89,19 @@ def dispose_engines() -> None:
 
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+
+
+def one_at_a_time(session: Session, name: str) -> None:
+    """Hold ``name`` until this transaction ends: transactions that ask for it run in turn.
+
+    For work that reads what it will replace (delete, then insert what it
+    computed): a second transaction doing the same work concurrently would not
+    see the first one's rows and would write them again. PostgreSQL: an advisory
+    lock on the name's 64-bit hash. SQLite: nothing, since every transaction there
+    begins with BEGIN IMMEDIATE and write transactions already run one at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))
 
 
 def insert_for(session: Session) -> Callable[[Any], Any]:

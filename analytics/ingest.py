@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -974,12 +975,16 @@ class Rejected:
     event_type: str | None = None
 
 
-def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
+def record_dead_letters(
+    session: Session, rejected: Sequence[Rejected], pii_salt: str | None = None
+) -> int:
     """Keep rejected messages with their exact bytes and what was wrong with them.
 
     The same bytes on the same channel are one dead letter (like an id-less event,
     whose derived id makes the same payload count once): a second bridge, or a
-    redelivered task, adds nothing.
+    redelivered task, adds nothing. With a ``pii_salt``, e-mail and IP values in
+    the bytes are hashed first (``events.scrub_raw``), and the fingerprint is keyed
+    with the salt so that it cannot confirm a guessed message either.
     """
     if not rejected:
         return 0
@@ -990,13 +995,13 @@ def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
         [
             {
                 "received_at": r.received_at,
-                "channel": r.channel,
-                "raw": r.raw,
-                "error": r.error,
+                "channel": _storable(r.channel),
+                "raw": ev.scrub_raw(r.raw, pii_salt) if pii_salt else r.raw,
+                "error": _storable(r.error),
                 "messages": r.messages if r.messages is not None else {"_schema": [r.error]},
-                "tenant_id": r.tenant_id,
-                "event_type": r.event_type,
-                "fingerprint": dead_letter_fingerprint(r.channel, r.raw),
+                "tenant_id": _storable(r.tenant_id),
+                "event_type": _storable(r.event_type),
+                "fingerprint": dead_letter_fingerprint(r.channel, r.raw, pii_salt),
             }
             for r in rejected
         ],
@@ -1004,5 +1009,20 @@ def record_dead_letters(session: Session, rejected: Sequence[Rejected]) -> int:
     return len(rejected)
 
 
-def dead_letter_fingerprint(channel: str, raw: bytes) -> str:
-    return hashlib.sha256(channel.encode("utf-8", "replace") + b"\0" + raw).hexdigest()
+def _storable(text: str | None) -> str | None:
+    """Text a PostgreSQL text column accepts: a NUL becomes U+FFFD (the raw bytes stay exact).
+
+    A dead letter must be storable whatever arrived: one NUL in a claimed tenant
+    id used to fail the insert, and with it every dead letter of the batch.
+    """
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
+
+
+def dead_letter_fingerprint(channel: str, raw: bytes, pii_salt: str | None = None) -> str:
+    """The identity of a dead letter: its channel and its bytes as they arrived."""
+    message = channel.encode("utf-8", "replace") + b"\0" + raw
+    if pii_salt:
+        return hmac.new(pii_salt.encode(), message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()

@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
-from analytics.db import insert_for, upsert_many
+from analytics.db import insert_for, one_at_a_time, upsert_many
 from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
 
 #: The longest window: a day's activity counts in the MAU of this many days.
@@ -156,9 +156,12 @@ def payment_alerts(session: Session, tenant: str, policy: PaymentAlertPolicy | N
     ``min_payments`` payments failing at ``failure_rate`` or more opens an alert
     (unless one is open); an hour below the rate resolves it. Computed from the
     counters as they stand, so the result does not depend on how events were
-    batched or in which order they arrived.
+    batched or in which order they arrived, nor on how many recomputations run.
     """
     policy = policy or PaymentAlertPolicy.from_settings()
+    # Beat's refresh and a report's can recompute a tenant's alerts at once; the
+    # second waits, then finds the first one's rows and has nothing to change.
+    one_at_a_time(session, f"{PAYMENT_ALERT}:{tenant}")
     hours: dict[datetime, dict[str, int]] = defaultdict(dict)
     for hour, metric, count in session.execute(
         select(MetricCounter.hour, MetricCounter.metric, func.sum(MetricCounter.count))

@@ -210,6 +210,8 @@ class Bridge:
         while buffer:
             raw_channel, data, received = buffer.popleft()
             channel = raw_channel.decode("utf-8", "replace")
+            if "\x00" in channel:  # no text column can hold it; like bad UTF-8, replaced
+                channel = channel.replace("\x00", "\ufffd")
             try:
                 task, queue, text = route(channel, data, self.prefix, max_bytes)
                 item: list[Any] = [channel, text, received]
@@ -287,12 +289,14 @@ def celery_sender(app: Any = None) -> Send:
     app = app or default_app
 
     def send(task: str, queue: str, items: list[list[Any]]) -> None:
+        # argsrepr is what logs, Flower and `celery inspect` show of a task's
+        # arguments; by default the first 1 KB of the events, e-mail addresses and
+        # all, computed on every send.
         app.send_task(
             task,
             args=[items],
             queue=queue,
             compression=BATCH_COMPRESSION,
-            # What Flower shows for the arguments; Celery's own repr walks the batch.
             argsrepr=f"[<{len(items)} events>]",
         )
 

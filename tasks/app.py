@@ -73,6 +73,17 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         result_expires=24 * 3600,
+        # Beat keeps its schedule and a lock in Redis (tasks/beat.py): any number
+        # of beats may run, the one holding the lock sends, and a standby takes
+        # over within 1.2 x BEAT_LOCK_TIMEOUT of the active one dying.
+        beat_scheduler="tasks.beat:Scheduler",
+        beat_max_loop_interval=settings.beat_max_interval,
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix=settings.beat_key_prefix,
+        redbeat_lock_timeout=settings.beat_lock_timeout,
+        # Set, so that RedBeat does not borrow the broker's transport options; the
+        # timeouts keep a beat cut off from Redis from hanging past its lock.
+        redbeat_redis_options={"socket_timeout": 5, "socket_connect_timeout": 5},
         beat_schedule={
             # Late events and backfills mark their days; this recomputes them and the
             # last ROLLUP_RECENT_DAYS days. An unrun refresh is superseded by the next.

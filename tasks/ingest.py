@@ -128,14 +128,14 @@ def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
         try:
             with sessions.begin() as session:
                 result = apply_events(session, events, ctx)
-                record_dead_letters(session, rejected)
+                record_dead_letters(session, rejected, settings.pii_salt)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.exception("batch of %d failed; applying its events one by one", len(events))
             result, failed = _apply_one_by_one(events, ctx)
             with sessions.begin() as session:
-                record_dead_letters(session, rejected + failed)
+                record_dead_letters(session, rejected + failed, settings.pii_salt)
             rejected += failed
     except Exception as exc:
         if not is_transient(exc):
@@ -161,7 +161,7 @@ def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     ]
     try:
         with session_factory(get_engine()).begin() as session:
-            record_dead_letters(session, rejected)
+            record_dead_letters(session, rejected, get_settings().pii_salt)
     except Exception as exc:
         if not is_transient(exc):
             raise

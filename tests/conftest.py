@@ -218,6 +218,8 @@ def pipeline_env(postgres_url: str, redis_url: str, channel_prefix: str) -> dict
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
         EVENT_CHANNEL_PATTERN=f"{channel_prefix}:*",
+        # Beat's schedule and lock: a test's own, so no beat of another test holds it.
+        BEAT_KEY_PREFIX=f"{channel_prefix}:beat:",
         BRIDGE_LOG_INTERVAL="1",
         PYTHONUNBUFFERED="1",
     )

@@ -157,6 +157,22 @@ def test_redis_and_postgres_report_health(services: dict[str, Service]) -> None:
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
 
+def test_redis_and_postgres_ask_for_a_password_and_the_app_gives_it(
+    services: dict[str, Service], app_services: dict[str, Service]
+) -> None:
+    redis_command = services["redis"].get("command") or []
+    assert "--requirepass" in redis_command, "redis accepts anyone"
+    assert redis_command[redis_command.index("--requirepass") + 1]
+    postgres = environment(services["postgres"])
+    assert postgres.get("POSTGRES_PASSWORD")
+    assert postgres.get("POSTGRES_HOST_AUTH_METHOD") != "trust"
+    for name, service in app_services.items():
+        env = environment(service)
+        for variable in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
+            credentials = urlsplit(env.get(variable) or "").netloc.rpartition("@")[0]
+            assert credentials.partition(":")[2], f"{name}: {variable} carries no password"
+
+
 def test_at_least_two_bridges_relay_events(services: dict[str, Service]) -> None:
     assert len(running(services, "bridge")) >= 2
 
@@ -176,8 +192,20 @@ def test_workers_name_only_known_queues(services: dict[str, Service]) -> None:
         assert not unknown, f"{name} consumes queues no task is routed to: {sorted(unknown)}"
 
 
-def test_exactly_one_beat_schedules_rollups(services: dict[str, Service]) -> None:
-    assert len(running(services, "beat")) == 1
+def test_two_beats_share_one_lock_so_one_sends_and_one_stands_by(
+    services: dict[str, Service],
+) -> None:
+    from tasks.app import app
+
+    beats = running(services, "beat")
+    assert len(beats) >= 2, "a second beat must stand by to replace the first"
+    # The lock is in the app's scheduler (tasks/beat.py); a beat given another
+    # scheduler, or another Redis, would send alongside the first.
+    assert app.conf.beat_scheduler == "tasks.beat:Scheduler"
+    for name, beat in beats.items():
+        overrides = [a for a in beat["command"] if a == "-S" or a.startswith("--scheduler")]
+        assert not overrides, f"{name} replaces the locking scheduler: {overrides}"
+    assert len({environment(beat).get("REDIS_URL") for beat in beats.values()}) == 1
 
 
 def test_flower_monitors_the_workers(services: dict[str, Service]) -> None:

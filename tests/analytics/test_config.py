@@ -38,6 +38,7 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_BATCH_SIZE": "0"}, "must be at least 1"),
         ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
         ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
+        ({"BEAT_LOCK_TIMEOUT": "1"}, "must be at least 5"),
     ],
 )
 def test_malformed_settings_are_refused_with_the_variable_named(env, message):
@@ -62,3 +63,9 @@ def test_the_broker_sweeps_for_lost_batches_a_few_times_per_visibility_timeout(t
     assert options["visibility_timeout"] == int(timeout or 90)  # lost batches back in < 2 min
     assert options["unacked_restore_interval"] == sweep
     assert options["unacked_restore_throttle"] == 1  # kombu's default scans every 10th sweep
+
+
+def test_beat_renews_its_lock_five_times_per_timeout():
+    assert Settings.from_env({}).beat_lock_timeout == 30
+    assert Settings.from_env({}).beat_max_interval == 6
+    assert Settings.from_env({"BEAT_LOCK_TIMEOUT": "10"}).beat_max_interval == 2

@@ -196,3 +196,23 @@ def test_pii_is_stored_only_as_a_salted_hash_when_a_salt_is_set():
     assert (
         hashed.payload["data"]["email"] != load(document, pii_salt="other").payload["data"]["email"]
     )
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        envelope(tenant_id="tenant\x00a"),
+        envelope(data={"order_id": "o-1", "total_amount": 1, "note": ["a\x00"]}),
+        envelope(metadata={"user_agent\x00": "x"}),
+    ],
+)
+def test_a_nul_character_anywhere_makes_an_event_invalid(document):
+    # PostgreSQL text cannot hold it: rejected here, not failed in the writer.
+    with pytest.raises(InvalidEvent, match="NUL character") as info:
+        load(document)
+    assert info.value.event_type == "order.created"
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul():
+    event = load(envelope(data={"order_id": "o-1", "total_amount": 1, "note": "\\u0000"}))
+    assert event.payload["data"]["note"] == "\\u0000"

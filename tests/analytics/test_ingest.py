@@ -345,3 +345,50 @@ def test_database_errors_worth_retrying_are_told_from_the_rest():
     assert not is_transient(IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not is_transient(psycopg2.errors.NumericValueOutOfRange("bigint out of range"))
     assert not is_transient(ValueError("a bug of ours"))
+
+
+def test_sql_in_event_content_is_stored_as_text_never_run(engine):
+    # Every statement binds its values (or streams them through COPY): no SQL is
+    # built from event content, so this is data like any other.
+    evil = "x'); DROP TABLE events; --\" \\' `"
+    events = [
+        make(
+            "order.created",
+            {
+                "order_id": f"{evil}{n}",
+                "total_amount": 1,
+                "items": [{"product_id": evil, "sku": evil, "name": evil, "unit_price": 1}],
+            },
+            event_id=f"{evil}{n}",
+            tenant_id=evil,
+            user_id=evil,
+        )
+        for n in range(60)  # the COPY path on PostgreSQL (db.COPY_MIN_ROWS)
+    ]
+    events.append(
+        make("user.logged_in", {"location": {"country": evil, "city": evil}}, tenant_id=evil)
+    )
+    assert apply(engine, events).stored == 61
+    with Session(engine) as session, session.begin():
+        record_dead_letters(session, [Rejected(evil, evil.encode(), datetime(2024, 1, 1), evil)])
+    assert len(rows(engine, StoredEvent.event_id, where=StoredEvent.tenant_id == evil)) == 61
+    assert rows(engine, Order.order_id, where=Order.order_id == f"{evil}7") == [(f"{evil}7",)]
+    assert rows(engine, ProductSale.product_id, ProductSale.name) == [(evil, evil)]
+    assert rows(engine, DeadLetter.channel, DeadLetter.raw, DeadLetter.error) == [
+        (evil, evil.encode(), evil)
+    ]
+    assert counter(engine, "revenue") == (60, Decimal(60))
+
+
+def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
+    raw = b'{"event_type": "x\\u0000", "tenant_id": 5}'
+    letter = Rejected(
+        "events:\x00:x", raw, datetime(2024, 1, 1), "bad\x00", tenant_id="t\x00", event_type="x\x00"
+    )
+    with Session(engine) as session, session.begin():
+        record_dead_letters(session, [letter])
+    stored = rows(
+        engine, DeadLetter.channel, DeadLetter.raw, DeadLetter.error, DeadLetter.tenant_id,
+        DeadLetter.event_type,
+    )  # fmt: skip
+    assert stored == [("events:\ufffd:x", raw, "bad\ufffd", "t\ufffd", "x\ufffd")]

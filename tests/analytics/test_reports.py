@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
-from analytics.models import ActiveUsersDaily, Base
+from analytics.models import ActiveUsersDaily, Alert, Base
 from analytics.reports import REPORTS, Query, ReportError, run
 from tests.analytics.helpers import apply, make
 
@@ -292,6 +292,43 @@ def test_payment_failure_rate_alerts_once_per_open_condition(engine):
         {"date": "2024-03-01", "processed": 37, "failed": 28, "refunded": 0, "failure_rate": 0.4308}
     ]
     assert report(engine, "failure-reasons") == [{"failure_reason": "unknown", "count": 28}]
+
+
+def test_two_concurrent_payment_alert_recomputations_leave_one_set_of_alerts(pg):
+    # Beat's refresh and a report's refresh can recompute one tenant's alerts at
+    # the same moment. The second must wait for the first and find nothing to do,
+    # not delete what it cannot see yet and insert the same alerts again.
+    import threading
+
+    failed = [
+        make("payment.failed", {"payment_id": f"f{n}"}, f"2024-03-01T10:{n:02d}:00Z", f"f{n}")
+        for n in range(20)
+    ]
+    processed = [
+        make("payment.processed", {"payment_id": f"p{n}"}, f"2024-03-01T11:{n:02d}:00Z", f"p{n}")
+        for n in range(20)
+    ]
+    apply(pg, failed + processed)  # an alert opened at 10:00 and resolved at 11:00
+    first = Session(pg)
+    first.begin()
+    assert rollups.payment_alerts(first, "tenant-a") == 1
+    done = threading.Event()
+
+    def second() -> None:
+        with Session(pg) as session, session.begin():
+            rollups.payment_alerts(session, "tenant-a")
+        done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    waited = not done.wait(1.0)  # the second waits while the first is uncommitted
+    first.commit()
+    first.close()
+    thread.join(10)
+    with Session(pg) as session:  # not the report: it would recompute them first
+        stored = session.execute(select(Alert.alert_key, Alert.resolved_at)).all()
+    assert stored == [("payment_failure_rate@2024-03-01T10", datetime(2024, 3, 1, 11))]
+    assert waited
 
 
 def test_no_report_of_one_tenant_shows_anything_of_another(engine):

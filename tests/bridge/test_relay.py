@@ -268,3 +268,16 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(redis_url, redis_
     assert orjson.loads(body)[0] == [items]
     # A tenth of the uncompressed body, or less.
     assert len(body) > 10 * len(base64.b64decode(message["body"]))
+
+
+def test_task_arguments_are_shown_as_a_count_not_as_the_events(monkeypatch):
+    # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
+    from bridge.relay import celery_sender
+    from tasks.app import app
+
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: sent.append(kwargs))
+    event = orjson.dumps({"event_type": "user.registered", "data": {"email": "a@b.example"}})
+    celery_sender()("user.registered", "user", [["events:user:registered", event, 0.0]] * 3)
+    assert sent[0]["argsrepr"] == "[<3 events>]"
+    assert sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
