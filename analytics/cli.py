@@ -776,6 +776,7 @@ def deadletters_replay(ids: tuple[int, ...], everything: bool) -> None:
             None if everything else list(ids),
             Context.from_settings(settings),
             max_bytes=settings.max_payload_bytes,
+            max_depth=settings.max_json_depth,
             pii_salt=settings.pii_salt,
         )
     click.echo(

@@ -19,6 +19,9 @@ DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 DEFAULT_CURRENCY = "USD"
 #: Largest message the bridge parses; anything bigger is a dead letter.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: JSON nested deeper than this is a dead letter, found from the bytes before parsing
+#: (an event of the contract nests 4 levels: envelope, data, items, item).
+DEFAULT_MAX_JSON_DEPTH = 32
 #: The bridge hands a group to Celery when it holds this many events ...
 DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: ... or when its oldest event has waited this long, whichever comes first (an
@@ -80,6 +83,7 @@ class Settings:
     pii_salt: str | None = field(default=None, repr=False)
     default_currency: str = DEFAULT_CURRENCY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
@@ -120,6 +124,7 @@ class Settings:
             pii_salt=env.get("PII_SALT") or None,
             default_currency=currency,
             max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            max_json_depth=_int(env, "MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
             bridge_log_interval=_float(

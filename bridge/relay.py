@@ -25,7 +25,8 @@ from typing import Any
 
 import orjson
 
-from analytics.config import Settings
+from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings
+from analytics.limits import depth_problem
 from bridge.subscriber import Subscription, SubscriptionLost
 from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, route_for
 
@@ -48,10 +49,19 @@ def category_of(channel: str, prefix: str) -> str:
     return rest.split(":", 1)[0]
 
 
-def route(channel: str, data: bytes, prefix: str, max_bytes: int) -> tuple[str, str, str]:
+def route(
+    channel: str,
+    data: bytes,
+    prefix: str,
+    max_bytes: int,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> tuple[str, str, str]:
     """``(task, queue, text)`` for a message, or Rejection saying why it cannot be routed."""
     if len(data) > max_bytes:
         raise Rejection(f"payload is {len(data)} bytes, over the limit of {max_bytes}")
+    too_deep = depth_problem(data, max_depth)
+    if too_deep is not None:
+        raise Rejection(too_deep)
     if not category_of(channel, prefix):
         raise Rejection(f"channel {channel!r} names no category after {prefix!r}")
     try:
@@ -206,12 +216,12 @@ class Bridge:
 
     def _drain(self) -> None:
         buffer, groups, now = self._buffer, self._groups, time.monotonic()
-        max_bytes = self.settings.max_payload_bytes
+        max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
         while buffer:
             raw_channel, data, received = buffer.popleft()
             channel = raw_channel.decode("utf-8", "replace")
             try:
-                task, queue, text = route(channel, data, self.prefix, max_bytes)
+                task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
                 item: list[Any] = [channel, text, received]
             except Rejection as exc:
                 task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
