@@ -29,6 +29,12 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: however small: at 10 ms, 1,000 events/s became tasks of ~3 events and the
 #: workers fell behind (benchmarks/pipeline.py); 50 ms gives ~15 per task.
 DEFAULT_BRIDGE_FLUSH_MS = 50.0
+#: Bytes the bridge holds in memory, read and not yet handed to Celery (channel and
+#: payload plus 256 bytes of Python objects per message; RSS grows ~1.15x that).
+#: Past it, the pub/sub bridge spills to a file and the stream bridge stops reading
+#: until there is room. 128 MiB (~110,000 events) keeps the bridge within the 300 MB
+#: of issue 4's target (benchmarks/backpressure.py).
+DEFAULT_BRIDGE_MAX_BUFFER_BYTES = 128 * 1024 * 1024
 #: Seconds between the bridge's per-category count log lines.
 DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
 #: Seconds before Redis redelivers a message a worker took and never acknowledged.
@@ -87,6 +93,9 @@ class Settings:
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
+    bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
+    #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
+    bridge_spool_dir: str = ""
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     task_max_retries: int = DEFAULT_TASK_MAX_RETRIES
     payment_alert_min_payments: int = DEFAULT_PAYMENT_ALERT_MIN_PAYMENTS
@@ -130,6 +139,10 @@ class Settings:
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),
+            bridge_max_buffer_bytes=_int(
+                env, "BRIDGE_MAX_BUFFER_BYTES", DEFAULT_BRIDGE_MAX_BUFFER_BYTES
+            ),
+            bridge_spool_dir=env.get("BRIDGE_SPOOL_DIR") or "",
             visibility_timeout=_int(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),
             task_max_retries=_int(env, "TASK_MAX_RETRIES", DEFAULT_TASK_MAX_RETRIES, minimum=0),
             payment_alert_min_payments=_int(
