@@ -100,7 +100,8 @@ class Group:
     items: list[list[Any]] = field(default_factory=list)
     #: Bytes each item holds in the buffer (kept in step with ``items``).
     sizes: list[int] = field(default_factory=list)
-    #: What the source needs back for each item once it is sent (None for pub/sub).
+    #: What the source needs back for each item once it is sent: None for pub/sub, a
+    #: ``bridge.streams.Receipt`` for a stream entry.
     receipts: list[Any] = field(default_factory=list)
     since: float = 0.0
 
@@ -221,7 +222,7 @@ class Bridge:
                     continue
                 delay = 0.1
                 if lost_at is None:
-                    log.info("subscribed to %s on %s", pattern, _safe_url(self.settings.redis_url))
+                    log.info("subscribed to %s on %s", pattern, safe_url(self.settings.redis_url))
                 else:
                     log.warning(
                         "resubscribed to %s after a gap of %.2fs: events published in the gap "
@@ -255,11 +256,16 @@ class Bridge:
         Once spilling, everything goes to the spool until the sender has read it all
         back, so that messages keep their order.
         """
-        self.received += len(messages)
         spool = self._spool
         spilling = spool is not None and spool.active
         if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(messages):
+            self.received += len(messages)
             return
+        self._keep(messages, size)
+
+    def _keep(self, messages: list[Message], size: int) -> None:
+        """Put messages in the in-memory buffer for the sender (``size``: their bytes)."""
+        self.received += len(messages)
         self._buffer.extend(messages)
         self._bytes_in += size
         self._peak_in = max(self._peak_in, self.held_bytes)
@@ -289,8 +295,8 @@ class Bridge:
             log.warning(
                 "buffer full (%s held, limit %s): Celery is not keeping up; spilling what "
                 "Redis sends to a spool file in %s so that Redis is still drained",
-                _mb(self.held_bytes),
-                _mb(self.max_buffer_bytes),
+                megabytes(self.held_bytes),
+                megabytes(self.max_buffer_bytes),
                 self._spool.directory,
             )
         self._spilled += len(messages)
@@ -345,7 +351,7 @@ class Bridge:
                 "back to memory",
                 self._spilled,
                 time.monotonic() - self._spill_started,
-                _mb(spool.peak_bytes),
+                megabytes(spool.peak_bytes),
             )
 
     def _group(self, messages: Iterable[Message]) -> None:
@@ -354,6 +360,8 @@ class Bridge:
         for raw_channel, data, received, receipt in messages:
             channel = raw_channel.decode("utf-8", "replace")
             try:
+                if receipt is not None and receipt.problem:
+                    raise Rejection(receipt.problem)
                 task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
                 item: list[Any] = [channel, text, received]
             except Rejection as exc:
@@ -439,18 +447,21 @@ class Bridge:
             counts.batches,
             counts.dead_letters,
             len(self._buffer),
-            _mb(max(self.held_bytes, 0)),
+            megabytes(max(self.held_bytes, 0)),
             spooled,
         )
         if not final:
             self._counts = Counts()
 
 
-def _mb(size: int) -> str:
+def megabytes(size: int) -> str:
+    """A byte count for logs: ``12.3 MB`` (``16 KB`` below a megabyte)."""
+    if abs(size) < 1 << 20:
+        return f"{size / 1024:.0f} KB"
     return f"{size / (1 << 20):.1f} MB"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for logs."""
     if "@" not in url:
         return url

@@ -16,11 +16,13 @@ from bridge.relay import Bridge
 
 @dataclasses.dataclass
 class Recorder:
-    """A ``send`` that keeps every batch: it can fail its first calls, fail while told to,
-    and take ``seconds_per_event`` per event it is handed (a slow broker)."""
+    """A ``send`` that keeps every batch: it can fail its first calls, fail while told to
+    (every task, or only the task ``only``), and take ``seconds_per_event`` per event it
+    is handed (a slow broker)."""
 
     fail_first: int = 0
     failing: threading.Event = dataclasses.field(default_factory=threading.Event)
+    only: str | None = None
     seconds_per_event: float = 0.0
     batches: list[tuple[str, str, list[list[Any]], float]] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -29,7 +31,7 @@ class Recorder:
         if self.seconds_per_event:
             time.sleep(self.seconds_per_event * len(items))
         with self.lock:
-            if self.fail_first or self.failing.is_set():
+            if self.fail_first or (self.failing.is_set() and self.only in (None, task)):
                 self.fail_first = max(0, self.fail_first - 1)
                 raise ConnectionError("broker unavailable")
             self.batches.append((task, queue, list(items), time.monotonic()))
