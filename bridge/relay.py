@@ -198,9 +198,13 @@ class Bridge:
             self._reader_done.set()
             self._wake.set()
             sender.join()
-            if self._spool is not None:
-                self._spool.close()
+            self._close()
             self._log_counts(final=True)
+
+    def _close(self) -> None:
+        """Release what the bridge holds once the sender is done (the spool file)."""
+        if self._spool is not None:
+            self._spool.close()
 
     # ------------------------------------------------------------------ reader
 

@@ -145,6 +145,10 @@ class StreamBridge(Bridge):
                 self._subscribed.clear()
                 self._stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_BACKOFF_MAX)
+
+    def _close(self) -> None:
+        # After the sender's last acknowledgements, not when the reader stops.
+        super()._close()
         self._redis.close()
 
     def _discover(self) -> None:

@@ -92,6 +92,22 @@ def test_an_entry_is_acknowledged_only_after_its_batch_was_sent(
     assert sorted(ids(recorder)) == ["e0", "e1", "e2", "e3", "first"]
 
 
+def test_stopping_hands_over_and_acknowledges_everything_read(run_bridge, redis_client, stream_of):
+    orders = stream_of("order:created")
+    redis_client.xadd(orders, {"data": event(event_id="first")})  # ends the quiet spell
+    bridge, recorder = run_bridge(
+        kind=StreamBridge, bridge_batch_size=10_000, bridge_flush_ms=60_000, stream_consumer="c1"
+    )
+    wait_for(recorder.items, timeout=5, what="the first event")
+    for n in range(50):
+        redis_client.xadd(orders, {"data": event(event_id=f"e{n}")})
+    wait_for(lambda: bridge.received == 51, timeout=5, what="every entry read")
+    assert len(recorder.items()) == 1 and pending(redis_client, orders) == {"c1": 50}
+    bridge.stop()
+    wait_for(lambda: len(recorder.items()) == 51, timeout=10, what="the hand-over on stop")
+    wait_for(lambda: not pending(redis_client, orders), timeout=5, what="the acknowledgements")
+
+
 def test_bad_entries_are_dead_letters_acknowledged_once_the_dead_letter_task_has_them(
     run_bridge, redis_client, stream_of
 ):
