@@ -16,6 +16,8 @@ from bridge.relay import MESSAGE_OVERHEAD, Bridge
 from tests.bridge.conftest import Recorder
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.fault
+
 #: Pub/sub output buffer at which Redis closes a subscriber (hard limit, default config).
 PUBSUB_HARD_LIMIT = 32 << 20
 

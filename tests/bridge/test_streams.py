@@ -72,6 +72,7 @@ def test_entries_are_routed_like_pubsub_and_acknowledged_once_sent(
     wait_for(lambda: "o3" in ids(recorder), timeout=5, what="an entry added later")
 
 
+@pytest.mark.fault
 def test_an_entry_is_acknowledged_only_after_its_batch_was_sent(
     run_bridge, redis_client, stream_of
 ):
@@ -108,6 +109,7 @@ def test_stopping_hands_over_and_acknowledges_everything_read(run_bridge, redis_
     wait_for(lambda: not pending(redis_client, orders), timeout=5, what="the acknowledgements")
 
 
+@pytest.mark.fault
 def test_bad_entries_are_dead_letters_acknowledged_once_the_dead_letter_task_has_them(
     run_bridge, redis_client, stream_of
 ):
@@ -142,6 +144,7 @@ def test_bad_entries_are_dead_letters_acknowledged_once_the_dead_letter_task_has
     assert bridge.totals.dead_letters == 3
 
 
+@pytest.mark.fault
 def test_a_stopped_bridge_leaves_what_it_could_not_send_pending_and_another_claims_it(
     run_bridge, redis_client, stream_of
 ):
@@ -164,6 +167,7 @@ def test_a_stopped_bridge_leaves_what_it_could_not_send_pending_and_another_clai
     assert second.claimed == 20
 
 
+@pytest.mark.fault
 def test_a_full_buffer_stops_the_reads_and_the_entries_wait_in_redis(
     run_bridge, redis_client, stream_of
 ):
