@@ -30,10 +30,10 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: workers fell behind (benchmarks/pipeline.py); 50 ms gives ~15 per task.
 DEFAULT_BRIDGE_FLUSH_MS = 50.0
 #: Bytes the bridge holds in memory, read and not yet handed to Celery (channel and
-#: payload plus 256 bytes of Python objects per message; RSS grows ~1.15x that).
-#: Past it, the pub/sub bridge spills to a file and the stream bridge stops reading
-#: until there is room. 128 MiB (~110,000 events) keeps the bridge within the 300 MB
-#: of issue 4's target (benchmarks/backpressure.py).
+#: payload plus 256 bytes of Python objects per message; measured RSS growth up to
+#: ~1.35x that). Past it, the pub/sub bridge spills to a file and the stream bridge
+#: stops reading until there is room. 128 MiB (~130,000 simulated events) keeps the
+#: bridge within the 300 MB of issue 4's target (benchmarks/backpressure.py).
 DEFAULT_BRIDGE_MAX_BUFFER_BYTES = 128 * 1024 * 1024
 #: What the bridge reads: Redis pub/sub (at-most-once) or Redis Streams (durable).
 BRIDGE_INPUTS = ("pubsub", "stream")
