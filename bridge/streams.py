@@ -12,7 +12,7 @@ category, the task and the dead letters are exactly those of pub/sub.
 An entry is acknowledged (``XACK``) only after the sender's ``send`` returned for
 the batch that carries it, dead letters included. A bridge that dies leaves its
 entries pending; every bridge, when it starts and then every half
-``STREAM_CLAIM_IDLE_MS`` (at most every 10 s), takes over the entries that have
+``STREAM_CLAIM_IDLE_MS`` (and at least every 10 s), takes over the entries that have
 been pending longer than that (``XAUTOCLAIM``) and sends them. An entry can thus
 be sent twice (a bridge killed after ``send`` and before ``XACK``, or one that
 was only slow); ingestion is idempotent, so it counts once.
