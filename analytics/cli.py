@@ -113,23 +113,51 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("--pattern", help="Channel pattern to psubscribe (default EVENT_CHANNEL_PATTERN).")
+@click.option(
+    "--input",
+    "source",
+    type=click.Choice(["pubsub", "stream"]),
+    help="What to read: Redis pub/sub channels or Redis Streams (default BRIDGE_INPUT, "
+    "else pubsub).",
+)
+@click.option(
+    "--pattern",
+    help="Channel pattern to psubscribe, or stream names to read (default EVENT_CHANNEL_PATTERN).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Events per Celery message at most.")
 @click.option(
     "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
 )
-def bridge(pattern: str | None, batch_size: int | None, flush_ms: float | None) -> None:
-    """Relay events from Redis pub/sub to the Celery queues of their category.
+def bridge(
+    source: str | None, pattern: str | None, batch_size: int | None, flush_ms: float | None
+) -> None:
+    """Relay events from Redis to the Celery queues of their category.
 
     Reads as fast as Redis sends, groups events by type and sends each group as
     one task message when it reaches --batch-size or waited --flush-ms. Survives
     Redis restarts; SIGTERM or Ctrl-C stops it after everything read is handed over.
+
+    \b
+    --input pubsub (default): PSUBSCRIBE the pattern. At-most-once: what is
+      published while no bridge is subscribed is lost (run two bridges).
+    --input stream: read every stream whose name matches the pattern (SCAN,
+      again every 5 s) in consumer group STREAM_GROUP (default analytics), the
+      event's JSON in the entry's field `data` (or `payload`). Durable: an entry
+      is acknowledged only once Celery accepted its batch; a dead bridge's
+      entries are claimed by another after STREAM_CLAIM_IDLE_MS (default 30000).
+
+    Memory holds at most BRIDGE_MAX_BUFFER_BYTES (default 128 MiB) of events
+    not yet sent; past it pub/sub spills to a file in BRIDGE_SPOOL_DIR (Redis is
+    still drained) and the stream input stops reading until Celery catches up.
     """
     from bridge.relay import Bridge, celery_sender
+    from bridge.streams import StreamBridge
 
     _setup_logging()
     settings = _settings()
     overrides: dict[str, Any] = {}
+    if source:
+        overrides["bridge_input"] = source
     if pattern:
         if "*" not in pattern:
             raise click.BadParameter("needs a '*' where the category goes", param_hint="--pattern")
@@ -139,7 +167,8 @@ def bridge(pattern: str | None, batch_size: int | None, flush_ms: float | None) 
     if flush_ms is not None:
         overrides["bridge_flush_ms"] = flush_ms
     settings = dataclasses.replace(settings, **overrides)
-    relay = Bridge(settings, celery_sender())
+    kind = StreamBridge if settings.bridge_input == "stream" else Bridge
+    relay = kind(settings, celery_sender())
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(
@@ -256,11 +285,21 @@ def channel_for(settings: Settings, event_type: str) -> str:
     help="Publish the text as it is, even if it is not a valid event (needs --channel); "
     "for testing how the pipeline treats bad input.",
 )
-def publish(event_json: str | None, path: str | None, channel: str | None, raw: bool) -> None:
+@click.option(
+    "--stream",
+    "to_stream",
+    is_flag=True,
+    help="XADD each event to the stream named like its channel, in the field `data`, "
+    "instead of PUBLISH (for `analytics bridge --input stream`).",
+)
+def publish(
+    event_json: str | None, path: str | None, channel: str | None, raw: bool, to_stream: bool
+) -> None:
     """Publish events on Redis pub/sub, exactly as a Rust service would.
 
     With no option it publishes the seed document's test event:
     order.created for tenant "test-tenant", order "test-order", 99.99.
+    With --stream it adds them to Redis Streams instead.
     """
     settings = _settings()
     if event_json and path:
@@ -272,12 +311,20 @@ def publish(event_json: str | None, path: str | None, channel: str | None, raw: 
     else:
         lines = [event_json or orjson.dumps(SEED_TEST_EVENT).decode()]
     client = _redis(settings)
+
+    def emit(target: str, text: str) -> Any:
+        if to_stream:
+            return client.xadd(target, {"data": text})
+        return client.publish(target, text)
+
+    verb = "added" if to_stream else "published"
     if raw:
         if not channel:
             raise click.UsageError("--raw needs --channel")
         for line in lines:
-            client.publish(channel, line.rstrip("\n"))
-        click.echo(f"published {len(lines)} raw message(s) on {channel}")
+            emit(channel, line.rstrip("\n"))
+        place = f"to stream {channel}" if to_stream else f"on {channel}"
+        click.echo(f"{verb} {len(lines)} raw message(s) {place}")
         return
     sent = 0
     for number, line in enumerate(lines, 1):
@@ -289,18 +336,18 @@ def publish(event_json: str | None, path: str | None, channel: str | None, raw: 
         if not channel and not isinstance(event_type, str):
             raise click.ClickException(f"line {number} has no event_type; pass --channel")
         target = channel or channel_for(settings, str(event_type))
-        receivers = client.publish(target, line.strip())
+        reply = emit(target, line.strip())
         sent += 1
-        if len(lines) == 1:
-            click.echo(
-                f"published {event_type} on {target} ({receivers} subscriber(s) received it)"
-            )
-            if receivers == 0:
+        if len(lines) == 1 and to_stream:
+            click.echo(f"added {event_type} to stream {target} (entry {reply.decode()})")
+        elif len(lines) == 1:
+            click.echo(f"published {event_type} on {target} ({reply} subscriber(s) received it)")
+            if reply == 0:
                 click.echo(
                     "warning: nobody is subscribed; is `analytics bridge` running?", err=True
                 )
     if len(lines) > 1:
-        click.echo(f"published {sent} events")
+        click.echo(f"{verb} {sent} events")
 
 
 @main.command()
@@ -781,6 +828,7 @@ def deadletters_replay(ids: tuple[int, ...], everything: bool) -> None:
             None if everything else list(ids),
             Context.from_settings(settings),
             max_bytes=settings.max_payload_bytes,
+            max_depth=settings.max_json_depth,
             pii_salt=settings.pii_salt,
         )
     click.echo(

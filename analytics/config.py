@@ -19,6 +19,9 @@ DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 DEFAULT_CURRENCY = "USD"
 #: Largest message the bridge parses; anything bigger is a dead letter.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: JSON nested deeper than this is a dead letter, found from the bytes before parsing
+#: (an event of the contract nests 4 levels: envelope, data, items, item).
+DEFAULT_MAX_JSON_DEPTH = 32
 #: The bridge hands a group to Celery when it holds this many events ...
 DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: ... or when its oldest event has waited this long, whichever comes first (an
@@ -26,6 +29,21 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: however small: at 10 ms, 1,000 events/s became tasks of ~3 events and the
 #: workers fell behind (benchmarks/pipeline.py); 50 ms gives ~15 per task.
 DEFAULT_BRIDGE_FLUSH_MS = 50.0
+#: Bytes the bridge holds in memory, read and not yet handed to Celery (channel and
+#: payload plus 256 bytes of Python objects per message; measured RSS growth up to
+#: ~1.35x that). Past it, the pub/sub bridge spills to a file and the stream bridge
+#: stops reading until there is room. 128 MiB (~130,000 simulated events) keeps the
+#: bridge within the 300 MB of issue 4's target (benchmarks/backpressure.py).
+DEFAULT_BRIDGE_MAX_BUFFER_BYTES = 128 * 1024 * 1024
+#: What the bridge reads: Redis pub/sub (at-most-once) or Redis Streams (durable).
+BRIDGE_INPUTS = ("pubsub", "stream")
+DEFAULT_BRIDGE_INPUT = "pubsub"
+#: The consumer group every stream bridge reads in (one group: each entry to one bridge).
+DEFAULT_STREAM_GROUP = "analytics"
+#: A stream entry read and not acknowledged for this long is taken over (XAUTOCLAIM)
+#: by another bridge: its reader died. Well above the time an entry normally waits
+#: for its batch to be sent (BRIDGE_FLUSH_MS plus one send).
+DEFAULT_STREAM_CLAIM_IDLE_MS = 30_000
 #: Seconds between the bridge's per-category count log lines.
 DEFAULT_BRIDGE_LOG_INTERVAL = 10.0
 #: Seconds before Redis redelivers a message a worker took and never acknowledged.
@@ -90,9 +108,18 @@ class Settings:
     pii_salt: str | None = field(default=None, repr=False)
     default_currency: str = DEFAULT_CURRENCY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
+    bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
+    #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
+    bridge_spool_dir: str = ""
+    bridge_input: str = DEFAULT_BRIDGE_INPUT
+    stream_group: str = DEFAULT_STREAM_GROUP
+    #: This bridge's name in the consumer group; empty: ``<hostname>-<pid>``.
+    stream_consumer: str = ""
+    stream_claim_idle_ms: int = DEFAULT_STREAM_CLAIM_IDLE_MS
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     task_max_retries: int = DEFAULT_TASK_MAX_RETRIES
     payment_alert_min_payments: int = DEFAULT_PAYMENT_ALERT_MIN_PAYMENTS
@@ -135,6 +162,11 @@ class Settings:
             value = env.get(name)
             if value and "://" not in value:
                 raise ConfigError(f"{name}={value!r} is not a URL (e.g. redis://localhost:6379/0)")
+        bridge_input = (env.get("BRIDGE_INPUT") or DEFAULT_BRIDGE_INPUT).lower()
+        if bridge_input not in BRIDGE_INPUTS:
+            raise ConfigError(
+                f"BRIDGE_INPUT={bridge_input!r} is not one of {', '.join(BRIDGE_INPUTS)}"
+            )
         currency = (env.get("DEFAULT_CURRENCY") or DEFAULT_CURRENCY).upper()
         if len(currency) != 3 or not currency.isalpha():
             raise ConfigError(f"DEFAULT_CURRENCY={currency!r} is not a 3-letter currency code")
@@ -146,11 +178,20 @@ class Settings:
             pii_salt=env.get("PII_SALT") or None,
             default_currency=currency,
             max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            max_json_depth=_int(env, "MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),
+            bridge_max_buffer_bytes=_int(
+                env, "BRIDGE_MAX_BUFFER_BYTES", DEFAULT_BRIDGE_MAX_BUFFER_BYTES
+            ),
+            bridge_spool_dir=env.get("BRIDGE_SPOOL_DIR") or "",
+            bridge_input=bridge_input,
+            stream_group=env.get("STREAM_GROUP") or DEFAULT_STREAM_GROUP,
+            stream_consumer=env.get("STREAM_CONSUMER") or "",
+            stream_claim_idle_ms=_int(env, "STREAM_CLAIM_IDLE_MS", DEFAULT_STREAM_CLAIM_IDLE_MS),
             visibility_timeout=_int(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),
             task_max_retries=_int(env, "TASK_MAX_RETRIES", DEFAULT_TASK_MAX_RETRIES, minimum=0),
             payment_alert_min_payments=_int(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from analytics.config import DEFAULT_MAX_JSON_DEPTH
 from analytics.errors import InvalidEvent
 from analytics.events import parse
 from analytics.ingest import Context, apply_events
@@ -53,6 +54,7 @@ def replay(
     ctx: Context,
     *,
     max_bytes: int,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
     pii_salt: str | None = None,
 ) -> ReplayResult:
     """Re-run dead letters (these ids, or every one not yet replayed) through validation.
@@ -74,6 +76,7 @@ def replay(
                 channel=letter.channel,
                 received_at=letter.received_at,
                 max_bytes=max_bytes,
+                max_depth=max_depth,
                 pii_salt=pii_salt,
             )
         except InvalidEvent as exc:

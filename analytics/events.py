@@ -24,7 +24,9 @@ import orjson
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, post_load, validate
 
 from analytics.compiled import loader_for
+from analytics.config import DEFAULT_MAX_JSON_DEPTH
 from analytics.errors import DuplicateRegistration, InvalidEvent
+from analytics.limits import depth_problem
 
 ID_MAX_LENGTH = 128
 #: Keys whose values are personal data, hashed when ``PII_SALT`` is set.
@@ -631,11 +633,19 @@ def _scrub_typed(typed: Any, salt: str) -> Any:
     return replace(typed, **changes) if changes else typed
 
 
-def decode(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
-    """Bytes to a JSON object, or InvalidEvent saying what is wrong with them."""
+def decode(
+    raw: bytes | str, max_bytes: int, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> dict[str, Any]:
+    """Bytes to a JSON object, or InvalidEvent saying what is wrong with them.
+
+    Size and nesting depth are checked on the bytes, before anything is parsed.
+    """
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > max_bytes:
         raise InvalidEvent(f"payload is {size} bytes, over the limit of {max_bytes}")
+    too_deep = depth_problem(raw, max_depth)
+    if too_deep is not None:
+        raise InvalidEvent(too_deep)
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -663,6 +673,7 @@ def parse(
     channel: str,
     received_at: datetime,
     max_bytes: int,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
     pii_salt: str | None = None,
 ) -> Event:
     """Validate one published message into an :class:`Event`, or raise InvalidEvent.
@@ -672,7 +683,7 @@ def parse(
     dead letter to replay after a fix instead of sinking its whole batch.
     """
     try:
-        return _parse(raw, channel, received_at, max_bytes, pii_salt)
+        return _parse(raw, channel, received_at, max_bytes, max_depth, pii_salt)
     except InvalidEvent:
         raise
     except Exception as exc:
@@ -684,9 +695,10 @@ def _parse(
     channel: str,
     received_at: datetime,
     max_bytes: int,
+    max_depth: int,
     pii_salt: str | None,
 ) -> Event:
-    document = decode(raw, max_bytes)
+    document = decode(raw, max_bytes, max_depth)
     claimed = {
         key: value[:ID_MAX_LENGTH] if isinstance(value, str) else None
         for key, value in (

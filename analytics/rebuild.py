@@ -91,6 +91,7 @@ def stored_events(session: Session, tenant: str, chunk: int = 1000) -> Iterator[
                     channel=row.channel,
                     received_at=row.received_at,
                     max_bytes=NO_LIMIT,
+                    max_depth=NO_LIMIT,
                 ),
                 # The stored id is authoritative (a derived id hashed the unscrubbed payload).
                 event_id=row.event_id,

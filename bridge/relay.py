@@ -8,6 +8,12 @@ when it holds ``batch_size`` events or its oldest event has waited ``flush_ms``,
 whichever comes first, so a lone event goes out at once and a burst goes out in
 large batches. It parses no more than routing needs (the event type); the
 workers validate. Nothing here opens a database connection.
+
+Memory is bounded: when Celery cannot take events as fast as they come, what is
+read and not yet sent is held up to ``BRIDGE_MAX_BUFFER_BYTES``; past that the
+pub/sub reader goes on draining Redis into a disk spool (``bridge/spool.py``),
+read back in order as Celery catches up, and the stream reader
+(``bridge/streams.py``) simply stops reading: its entries wait in Redis.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from analytics.config import Settings
+from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings
+from analytics.limits import depth_problem
+from bridge.spool import Message, Spool
 from bridge.subscriber import Subscription, SubscriptionLost
 from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, route_for
 
@@ -36,6 +44,9 @@ Send = Callable[[str, str, list[list[Any]]], None]
 RECONNECT_BACKOFF_MAX = 5.0
 #: The sender polls at least this often for due groups and the stop signal.
 IDLE_WAIT = 0.2
+#: Bytes counted for each buffered message on top of its channel and payload: the
+#: Python objects that carry it (bytes and str headers, tuple, list, float).
+MESSAGE_OVERHEAD = 256
 
 
 class Rejection(Exception):
@@ -48,10 +59,19 @@ def category_of(channel: str, prefix: str) -> str:
     return rest.split(":", 1)[0]
 
 
-def route(channel: str, data: bytes, prefix: str, max_bytes: int) -> tuple[str, str, str]:
+def route(
+    channel: str,
+    data: bytes,
+    prefix: str,
+    max_bytes: int,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> tuple[str, str, str]:
     """``(task, queue, text)`` for a message, or Rejection saying why it cannot be routed."""
     if len(data) > max_bytes:
         raise Rejection(f"payload is {len(data)} bytes, over the limit of {max_bytes}")
+    too_deep = depth_problem(data, max_depth)
+    if too_deep is not None:
+        raise Rejection(too_deep)
     if not category_of(channel, prefix):
         raise Rejection(f"channel {channel!r} names no category after {prefix!r}")
     try:
@@ -74,10 +94,15 @@ def route(channel: str, data: bytes, prefix: str, max_bytes: int) -> tuple[str, 
 
 @dataclass
 class Group:
-    """Events waiting for the same task."""
+    """Events waiting for the same task, with what each one weighs and how to acknowledge it."""
 
     queue: str
     items: list[list[Any]] = field(default_factory=list)
+    #: Bytes each item holds in the buffer (kept in step with ``items``).
+    sizes: list[int] = field(default_factory=list)
+    #: What the source needs back for each item once it is sent: None for pub/sub, a
+    #: ``bridge.streams.Receipt`` for a stream entry.
+    receipts: list[Any] = field(default_factory=list)
     since: float = 0.0
 
 
@@ -91,7 +116,18 @@ class Counts:
 
 
 class Bridge:
-    """Reads ``settings.event_channel_pattern`` and hands events to their Celery tasks."""
+    """Reads ``settings.event_channel_pattern`` and hands events to their Celery tasks.
+
+    This class reads Redis pub/sub; :class:`bridge.streams.StreamBridge` reads
+    Redis Streams into the same buffer and sender. Everything read and not yet
+    handed over is held in memory up to ``bridge_max_buffer_bytes`` (channel and
+    payload bytes plus :data:`MESSAGE_OVERHEAD` each); past it, the pub/sub reader
+    spills to a :class:`~bridge.spool.Spool` file so that it never stops draining
+    Redis, and the stream reader stops reading until there is room.
+    """
+
+    #: Whether what was read can be left unacknowledged for another bridge to take.
+    durable = False
 
     def __init__(self, settings: Settings, send: Send):
         self.settings = settings
@@ -99,7 +135,19 @@ class Bridge:
         self.prefix = settings.channel_prefix
         self.batch_size = settings.bridge_batch_size
         self.flush_after = settings.bridge_flush_ms / 1000.0
-        self._buffer: collections.deque[tuple[bytes, bytes, float]] = collections.deque()
+        self.max_buffer_bytes = settings.bridge_max_buffer_bytes
+        self._buffer: collections.deque[Message] = collections.deque()
+        # Held bytes = in + loaded - out; each counter has one writer thread.
+        self._bytes_in = 0  # reader: put in memory
+        self._bytes_loaded = 0  # sender: read back from the spool
+        self._bytes_out = 0  # sender: handed over (or, durable and stopping, let go)
+        self._peak_in = self._peak_loaded = 0
+        self._spool: Spool | None = None
+        self._spool_failed = False
+        self._spilled = 0
+        #: Messages the reader took from Redis since the bridge started.
+        self.received = 0
+        self._spill_started = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reader_done = threading.Event()
@@ -120,7 +168,26 @@ class Bridge:
 
     @property
     def subscribed(self) -> threading.Event:
+        """Set while the reader is connected and reading."""
         return self._subscribed
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes read and not yet handed to Celery, in memory (the spool not included)."""
+        return self._bytes_in + self._bytes_loaded - self._bytes_out
+
+    @property
+    def peak_held_bytes(self) -> int:
+        return max(self._peak_in, self._peak_loaded)
+
+    @property
+    def spilled(self) -> int:
+        """Messages that went through the disk spool since the bridge started."""
+        return self._spilled
+
+    @property
+    def spool_peak_bytes(self) -> int:
+        return self._spool.peak_bytes if self._spool is not None else 0
 
     def run(self) -> None:
         sender = threading.Thread(target=self._send_loop, name="bridge-sender", daemon=True)
@@ -131,7 +198,13 @@ class Bridge:
             self._reader_done.set()
             self._wake.set()
             sender.join()
+            self._close()
             self._log_counts(final=True)
+
+    def _close(self) -> None:
+        """Release what the bridge holds once the sender is done (the spool file)."""
+        if self._spool is not None:
+            self._spool.close()
 
     # ------------------------------------------------------------------ reader
 
@@ -139,7 +212,6 @@ class Bridge:
         pattern = self.settings.event_channel_pattern
         lost_at: float | None = None
         delay = 0.1
-        buffer, wake, batch_size = self._buffer, self._wake, self.batch_size
         subscription: Subscription | None = None
         while not self._stop.is_set():
             if subscription is None:
@@ -154,7 +226,7 @@ class Bridge:
                     continue
                 delay = 0.1
                 if lost_at is None:
-                    log.info("subscribed to %s on %s", pattern, _safe_url(self.settings.redis_url))
+                    log.info("subscribed to %s on %s", pattern, safe_url(self.settings.redis_url))
                 else:
                     log.warning(
                         "resubscribed to %s after a gap of %.2fs: events published in the gap "
@@ -166,10 +238,13 @@ class Bridge:
                 self._subscribed.set()
             try:
                 received = time.time()
+                messages: list[Message] = []
+                size = 0
                 for channel, data in subscription.read():
-                    buffer.append((channel, data, received))
-                if len(buffer) >= batch_size:
-                    wake.set()
+                    messages.append((channel, data, received, None))
+                    size += len(channel) + len(data)
+                if messages:
+                    self._hold(messages, size + len(messages) * MESSAGE_OVERHEAD)
             except (SubscriptionLost, OSError) as exc:
                 log.warning("lost the Redis connection (%s); reconnecting", exc)
                 self._subscribed.clear()
@@ -178,6 +253,58 @@ class Bridge:
                 lost_at = time.monotonic()
         if subscription is not None:
             subscription.close()
+
+    def _hold(self, messages: list[Message], size: int) -> None:
+        """Keep what the reader read: in memory while there is room, else in the spool.
+
+        Once spilling, everything goes to the spool until the sender has read it all
+        back, so that messages keep their order.
+        """
+        spool = self._spool
+        spilling = spool is not None and spool.active
+        if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(messages):
+            self.received += len(messages)
+            return
+        self._keep(messages, size)
+
+    def _keep(self, messages: list[Message], size: int) -> None:
+        """Put messages in the in-memory buffer for the sender (``size``: their bytes)."""
+        self.received += len(messages)
+        self._buffer.extend(messages)
+        self._bytes_in += size
+        self._peak_in = max(self._peak_in, self.held_bytes)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    def _spill(self, messages: list[Message]) -> bool:
+        """Append to the spool; False when there is no usable spool (then memory it is)."""
+        if self._spool_failed:
+            return False
+        try:
+            if self._spool is None:
+                self._spool = Spool(self.settings.bridge_spool_dir or None)
+            starting = not self._spool.active
+            self._spool.append(messages)
+        except OSError as exc:
+            self._spool_failed = True
+            log.error(
+                "cannot write the spool in %s (%s): holding everything in memory, past "
+                "BRIDGE_MAX_BUFFER_BYTES",
+                self.settings.bridge_spool_dir or "the temporary directory",
+                exc,
+            )
+            return False
+        if starting:
+            self._spill_started = time.monotonic()
+            log.warning(
+                "buffer full (%s held, limit %s): Celery is not keeping up; spilling what "
+                "Redis sends to a spool file in %s so that Redis is still drained",
+                megabytes(self.held_bytes),
+                megabytes(self.max_buffer_bytes),
+                self._spool.directory,
+            )
+        self._spilled += len(messages)
+        return True
 
     # ------------------------------------------------------------------ sender
 
@@ -193,11 +320,14 @@ class Bridge:
             if now - last_log >= self.settings.bridge_log_interval:
                 self._log_counts()
                 last_log = now
-            if finishing and not self._buffer and not self._groups:
+            if finishing and not self._buffer and not self._groups and not self._spooling():
                 return
 
+    def _spooling(self) -> bool:
+        return self._spool is not None and self._spool.active
+
     def _next_wait(self) -> float:
-        if self._buffer:
+        if self._buffer or (self._spooling() and self.held_bytes < self.max_buffer_bytes):
             return 0.0
         if not self._groups:
             return IDLE_WAIT
@@ -205,15 +335,40 @@ class Bridge:
         return max(0.0, oldest + self.flush_after - time.monotonic())
 
     def _drain(self) -> None:
-        buffer, groups, now = self._buffer, self._groups, time.monotonic()
-        max_bytes = self.settings.max_payload_bytes
-        while buffer:
-            raw_channel, data, received = buffer.popleft()
+        """Group what the reader buffered, then what the spool holds while there is room."""
+        buffer = self._buffer
+        self._group(buffer.popleft() for _ in range(len(buffer)))
+        spool = self._spool
+        if spool is None or not spool.active:
+            return
+        room = self.max_buffer_bytes - self.held_bytes
+        if room > 0:
+            messages = spool.take(room, MESSAGE_OVERHEAD)
+            self._bytes_loaded += sum(
+                len(channel) + len(data) + MESSAGE_OVERHEAD for channel, data, _, _ in messages
+            )
+            self._peak_loaded = max(self._peak_loaded, self.held_bytes)
+            self._group(messages)
+        if spool.finish_if_empty():
+            log.warning(
+                "caught up: %d messages went through the spool in %.1fs (file peaked at %s); "
+                "back to memory",
+                self._spilled,
+                time.monotonic() - self._spill_started,
+                megabytes(spool.peak_bytes),
+            )
+
+    def _group(self, messages: Iterable[Message]) -> None:
+        groups, now = self._groups, time.monotonic()
+        max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
+        for raw_channel, data, received, receipt in messages:
             channel = raw_channel.decode("utf-8", "replace")
             if "\x00" in channel:  # no text column can hold it; like bad UTF-8, replaced
                 channel = channel.replace("\x00", "\ufffd")
             try:
-                task, queue, text = route(channel, data, self.prefix, max_bytes)
+                if receipt is not None and receipt.problem:
+                    raise Rejection(receipt.problem)
+                task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
                 item: list[Any] = [channel, text, received]
             except Rejection as exc:
                 task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
@@ -226,6 +381,8 @@ class Bridge:
                 quiet = received - self._last_received >= self.flush_after
                 group = groups[task] = Group(queue=queue, since=now - quiet * self.flush_after)
             group.items.append(item)
+            group.sizes.append(len(raw_channel) + len(data) + MESSAGE_OVERHEAD)
+            group.receipts.append(receipt)
             self._last_received = received
 
     def _flush(self, force: bool) -> None:
@@ -233,47 +390,84 @@ class Bridge:
         for task in list(self._groups):
             group = self._groups[task]
             while len(group.items) >= self.batch_size:
-                self._send(task, group, group.items[: self.batch_size])
+                self._send(task, group, self.batch_size)
             if group.items and (force or now - group.since >= self.flush_after):
-                self._send(task, group, group.items)
+                self._send(task, group, len(group.items))
             if not group.items:
                 self._groups.pop(task, None)
 
-    def _send(self, task: str, group: Group, items: list[list[Any]]) -> None:
-        sent = len(items)
+    def _send(self, task: str, group: Group, count: int) -> None:
+        """Hand the group's first ``count`` items to Celery, then acknowledge them."""
+        items = group.items[:count]
+        handed_over = True
         while True:
             try:
                 self.send(task, group.queue, items)
                 break
             except Exception as exc:
+                if self.durable and self._stop.is_set():
+                    # Unacknowledged, they stay pending in Redis for the next bridge.
+                    log.warning(
+                        "could not hand %d events to %s (%s) while stopping: leaving them "
+                        "unacknowledged for another bridge to claim",
+                        count,
+                        task,
+                        exc,
+                    )
+                    handed_over = False
+                    break
                 # Keep the batch: a broker outage must not lose what was read.
-                log.error("could not hand %d events to %s (%s); retrying", len(items), task, exc)
+                log.error("could not hand %d events to %s (%s); retrying", count, task, exc)
                 time.sleep(0.5)
-        del group.items[:sent]
+        receipts = group.receipts[:count]
+        self._bytes_out += sum(group.sizes[:count])
+        del group.items[:count], group.sizes[:count], group.receipts[:count]
         group.since = time.monotonic()
+        if handed_over:
+            self._acknowledge(receipts)
+        else:
+            self._release(receipts)
+            return
         for counts in (self._counts, self.totals):
             counts.batches += 1
             if task == DEADLETTER_TASK:
-                counts.dead_letters += sent
+                counts.dead_letters += count
             else:
-                counts.forwarded[group.queue] += sent
+                counts.forwarded[group.queue] += count
+
+    def _acknowledge(self, receipts: list[Any]) -> None:
+        """Tell the source that these messages are with Celery (pub/sub: nothing to tell)."""
+
+    def _release(self, receipts: list[Any]) -> None:
+        """Tell the source that these messages were let go without being handed over."""
 
     def _log_counts(self, final: bool = False) -> None:
         counts = self.totals if final else self._counts
         parts = " ".join(f"{queue}={n}" for queue, n in sorted(counts.forwarded.items()))
+        spool = self._spool
+        spooled = f", {spool.pending} spooled on disk" if spool is not None and spool.active else ""
         log.info(
-            "%s: forwarded %s (%d batches), dead letters %d, buffered %d",
+            "%s: forwarded %s (%d batches), dead letters %d, buffered %d (%s held%s)",
             "total" if final else "last interval",
             parts or "nothing",
             counts.batches,
             counts.dead_letters,
             len(self._buffer),
+            megabytes(max(self.held_bytes, 0)),
+            spooled,
         )
         if not final:
             self._counts = Counts()
 
 
-def _safe_url(url: str) -> str:
+def megabytes(size: int) -> str:
+    """A byte count for logs: ``12.3 MB`` (``16 KB`` below a megabyte)."""
+    if abs(size) < 1 << 20:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / (1 << 20):.1f} MB"
+
+
+def safe_url(url: str) -> str:
     """The URL without its password, for logs."""
     if "@" not in url:
         return url

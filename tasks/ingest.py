@@ -65,6 +65,7 @@ def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Reje
                     channel=channel,
                     received_at=received,
                     max_bytes=settings.max_payload_bytes,
+                    max_depth=settings.max_json_depth,
                     pii_salt=settings.pii_salt,
                 )
             )

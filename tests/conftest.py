@@ -272,9 +272,11 @@ def start_worker(
 def start_bridge(
     start_process: Callable[..., Process], pipeline_env: dict[str, str]
 ) -> Callable[..., Process]:
-    def start(*extra: str, env: dict[str, str] | None = None) -> Process:
+    def start(
+        *extra: str, env: dict[str, str] | None = None, ready: str = "subscribed to"
+    ) -> Process:
         bridge = start_process("bridge", ["bridge", *extra], env or pipeline_env)
-        bridge.wait_for_output("subscribed to")
+        bridge.wait_for_output(ready)
         return bridge
 
     return start

@@ -125,6 +125,24 @@ def test_publish_sends_the_seed_test_event_on_its_channel(listener, redis_url, c
     }
 
 
+def test_publish_stream_adds_the_event_to_the_stream_of_its_channel(
+    redis_client, redis_url, channel_prefix
+):
+    env = {"REDIS_URL": redis_url, "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*"}
+    stream = f"{channel_prefix}:order:created"
+    try:
+        result = run("publish", "--stream", env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"added order.created to stream {stream} (entry " in result.stdout
+        [(_, fields)] = redis_client.xrange(stream)
+        assert orjson.loads(fields[b"data"])["tenant_id"] == "test-tenant"
+        result = run("publish", "--stream", "--raw", "--channel", stream, "--event", "{", env=env)
+        assert result.stdout.strip() == f"added 1 raw message(s) to stream {stream}"
+        assert redis_client.xrange(stream)[-1][1] == {b"data": b"{"}
+    finally:
+        redis_client.delete(stream)
+
+
 def test_publish_warns_when_nobody_listens(redis_url, channel_prefix):
     env = {"REDIS_URL": redis_url, "EVENT_CHANNEL_PATTERN": f"{channel_prefix}-nobody:*"}
     result = run("publish", env=env)

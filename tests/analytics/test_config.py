@@ -39,6 +39,9 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
         ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
         ({"BEAT_LOCK_TIMEOUT": "1"}, "must be at least 5"),
+        ({"BRIDGE_INPUT": "kafka"}, "is not one of pubsub, stream"),
+        ({"MAX_JSON_DEPTH": "0"}, "must be at least 1"),
+        ({"BRIDGE_MAX_BUFFER_BYTES": "lots"}, "is not an integer"),
     ],
 )
 def test_malformed_settings_are_refused_with_the_variable_named(env, message):
@@ -69,3 +72,32 @@ def test_beat_renews_its_lock_five_times_per_timeout():
     assert Settings.from_env({}).beat_lock_timeout == 30
     assert Settings.from_env({}).beat_max_interval == 6
     assert Settings.from_env({"BEAT_LOCK_TIMEOUT": "10"}).beat_max_interval == 2
+
+
+def test_bridge_input_and_its_limits_have_defaults_and_can_be_set():
+    settings = Settings.from_env({})
+    assert (settings.bridge_input, settings.stream_group, settings.stream_consumer) == (
+        "pubsub",
+        "analytics",
+        "",
+    )
+    assert settings.stream_claim_idle_ms == 30_000
+    assert settings.bridge_max_buffer_bytes == 128 * 1024 * 1024
+    assert settings.max_json_depth == 32
+    settings = Settings.from_env(
+        {
+            "BRIDGE_INPUT": "Stream",
+            "STREAM_GROUP": "g",
+            "STREAM_CONSUMER": "bridge-1",
+            "STREAM_CLAIM_IDLE_MS": "500",
+            "BRIDGE_MAX_BUFFER_BYTES": "1048576",
+            "BRIDGE_SPOOL_DIR": "/var/spool/analytics",
+            "MAX_JSON_DEPTH": "8",
+        }
+    )
+    assert settings.bridge_input == "stream"
+    assert (settings.stream_group, settings.stream_consumer) == ("g", "bridge-1")
+    assert settings.stream_claim_idle_ms == 500
+    assert settings.bridge_max_buffer_bytes == 1 << 20
+    assert settings.bridge_spool_dir == "/var/spool/analytics"
+    assert settings.max_json_depth == 8

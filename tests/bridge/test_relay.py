@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 from analytics.config import Settings
-from bridge.relay import Bridge, Rejection, route
+from bridge.relay import Rejection, route
 from tasks.queues import DEADLETTER_TASK, UNKNOWN_EVENT_TASK
+from tests.bridge.conftest import Recorder
 from tests.conftest import wait_for
 
 PREFIX = "events:"
@@ -64,54 +62,6 @@ def test_events_are_routed_to_the_task_of_their_type(channel, event_type, task, 
 def test_messages_that_cannot_be_routed_are_rejected_with_a_reason(channel, data, message):
     with pytest.raises(Rejection, match=message):
         route(channel, data, PREFIX, LIMIT)
-
-
-@dataclasses.dataclass
-class Recorder:
-    """A ``send`` that keeps every batch, optionally failing the first calls."""
-
-    fail_first: int = 0
-    batches: list[tuple[str, str, list[list[Any]], float]] = dataclasses.field(default_factory=list)
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
-        with self.lock:
-            if self.fail_first:
-                self.fail_first -= 1
-                raise ConnectionError("broker unavailable")
-            self.batches.append((task, queue, list(items), time.monotonic()))
-
-    def items(self, task: str | None = None) -> list[list[Any]]:
-        with self.lock:
-            return [item for t, _, items, _ in self.batches if task in (None, t) for item in items]
-
-
-@pytest.fixture
-def run_bridge(
-    redis_url: str, channel_prefix: str
-) -> Iterator[Callable[..., tuple[Bridge, Recorder]]]:
-    running: list[tuple[Bridge, threading.Thread]] = []
-
-    def start(recorder: Recorder | None = None, **overrides: Any) -> tuple[Bridge, Recorder]:
-        settings = dataclasses.replace(
-            Settings.from_env({}),
-            redis_url=redis_url,
-            event_channel_pattern=f"{channel_prefix}:*",
-            **overrides,
-        )
-        recorder = recorder or Recorder()
-        bridge = Bridge(settings, recorder)
-        thread = threading.Thread(target=bridge.run, daemon=True)
-        thread.start()
-        running.append((bridge, thread))
-        assert bridge.subscribed.wait(10), "bridge did not subscribe"
-        return bridge, recorder
-
-    yield start
-    for bridge, thread in running:
-        bridge.stop()
-        thread.join(10)
-        assert not thread.is_alive(), "bridge thread did not stop"
 
 
 def test_a_lone_event_is_forwarded_without_waiting_for_a_full_batch(

@@ -180,6 +180,13 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
         b'{"event_type": "order.created", "pad": "' + b"x" * (1024 * 1024) + b'"}',
         "over the limit",
     ),
+    "nested too deep": (
+        b'{"event_type": "order.created", "tenant_id": "t", "data": '
+        + b"[" * 40
+        + b"]" * 40
+        + b"}",
+        "JSON nested deeper than the limit of 32 levels",
+    ),
 }
 
 

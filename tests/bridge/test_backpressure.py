@@ -1,0 +1,132 @@
+"""Backpressure in the pub/sub bridge: a slow broker bounds its memory and costs no event.
+
+Real Redis pub/sub on this test's channels; the bridge runs in a thread and its
+``send`` is slowed down on purpose (a broker that takes N events a second).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from analytics import bench
+from bridge.relay import MESSAGE_OVERHEAD, Bridge
+from tests.bridge.conftest import Recorder
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.fault
+
+#: Pub/sub output buffer at which Redis closes a subscriber (hard limit, default config).
+PUBSUB_HARD_LIMIT = 32 << 20
+
+
+@pytest.fixture(scope="module")
+def events() -> bench.Stream:
+    """20,000 events of the simulator's mix (~720 bytes each); channels set per test."""
+    return bench.build_stream(bench.simulate(20_000, seed=5), channel_prefix="unused")
+
+
+def on_channels(stream: bench.Stream, prefix: str) -> bench.Stream:
+    channels = [prefix + channel.removeprefix("unused") for channel in stream.channels]
+    return bench.Stream(
+        stream.run_id, stream.key, stream.tenants, channels, stream.payloads, stream.expected
+    )
+
+
+def received_ids(recorder: Recorder, stream: bench.Stream) -> dict[str, list[int]]:
+    """Per task, the stream positions of the events handed over, in the order sent."""
+    by_task: dict[str, list[int]] = {}
+    with recorder.lock:
+        batches = list(recorder.batches)
+    for task, _, items, _ in batches:
+        for item in items:
+            index = stream.index_of(orjson.loads(item[1])["event_id"])
+            assert index is not None
+            by_task.setdefault(task, []).append(index)
+    return by_task
+
+
+def test_a_slow_broker_fills_memory_to_the_limit_then_the_spool_and_nothing_is_lost(
+    run_bridge, redis_client, channel_prefix, events
+):
+    stream = on_channels(events, channel_prefix)
+    limit = 2 << 20
+    slow = Recorder(seconds_per_event=1 / 5_000)
+    bridge, recorder = run_bridge(
+        slow, bridge_max_buffer_bytes=limit, bridge_batch_size=200, bridge_flush_ms=20
+    )
+    with bench.ClientWatch(redis_client, bridge.client_name, interval=0.02) as watch:
+        published = bench.publish(redis_client, stream, rate=0)
+        published_in = published.finished - published.started
+        wait_for(
+            lambda: len(recorder.items()) >= len(stream), timeout=60, what="every event handed over"
+        )
+        drained_in = time.time() - published.started
+    by_task = received_ids(recorder, stream)
+    handed_over = sorted(index for indexes in by_task.values() for index in indexes)
+    largest = max(map(len, stream.payloads)) + max(map(len, stream.channels)) + MESSAGE_OVERHEAD
+    print(
+        f"\ninjected: {len(stream):,} events ({stream.size_bytes / 1e6:.1f} MB) published in "
+        f"{published_in:.2f}s ({published.rate:,.0f}/s) to a bridge whose broker takes 5,000/s, "
+        f"memory limit {limit / 2**20:.0f} MiB\n"
+        f"counted: {len(handed_over):,} handed over in {drained_in:.2f}s; peak held "
+        f"{bridge.peak_held_bytes / 2**20:.2f} MiB; {bridge.spilled:,} messages through the "
+        f"spool (file peak {bridge.spool_peak_bytes / 2**20:.1f} MiB); Redis output buffer "
+        f"peak {watch.max_omem / 1024:.0f} KiB; connection ids seen {watch.ids}"
+    )
+    assert published.unreceived == 0
+    assert handed_over == list(range(len(stream))), "lost or duplicated events"
+    for task, indexes in by_task.items():
+        assert indexes == sorted(indexes), f"{task}: events out of order"
+    assert bridge.spilled > 0, "the test did not make the bridge spill"
+    assert bridge.peak_held_bytes <= limit + largest
+    assert not watch.disconnected
+    assert watch.max_omem < PUBSUB_HARD_LIMIT
+
+
+def test_stopping_while_spilled_hands_over_the_spool_too(
+    run_bridge, redis_client, channel_prefix, events
+):
+    stream = on_channels(events, channel_prefix)
+    part = bench.Stream(
+        stream.run_id,
+        stream.key,
+        stream.tenants,
+        stream.channels[:5_000],
+        stream.payloads[:5_000],
+        stream.expected,
+    )
+    bridge, recorder = run_bridge(
+        Recorder(seconds_per_event=1 / 5_000),
+        bridge_max_buffer_bytes=256 << 10,
+        bridge_batch_size=500,
+        bridge_flush_ms=20,
+    )
+    assert bench.publish(redis_client, part, rate=0).unreceived == 0
+    wait_for(lambda: bridge.received == 5_000, timeout=10, what="every event read")
+    assert bridge.spilled > 0 and len(recorder.items()) < 5_000
+    bridge.stop()
+    wait_for(lambda: len(recorder.items()) == 5_000, timeout=30, what="the spool handed over")
+    assert sorted(i for ids in received_ids(recorder, part).values() for i in ids) == list(
+        range(5_000)
+    )
+
+
+def test_the_buffer_limit_is_counted_in_bytes_held_until_sent(run_bridge, redis_client):
+    """A bridge whose broker is down holds what it read, up to its limit, in memory."""
+    recorder = Recorder()
+    recorder.failing.set()
+    bridge: Bridge
+    bridge, _ = run_bridge(recorder, bridge_max_buffer_bytes=1 << 30, bridge_flush_ms=5)
+    assert bridge.held_bytes == 0
+    channel = bridge.settings.channel_prefix + "order:created"
+    payload = orjson.dumps({"event_type": "order.created", "tenant_id": "t", "pad": "x" * 1000})
+    for _ in range(10):
+        redis_client.publish(channel, payload)
+    expected = 10 * (len(channel) + len(payload) + MESSAGE_OVERHEAD)
+    wait_for(lambda: bridge.held_bytes == expected, timeout=10, what="ten events held")
+    recorder.failing.clear()
+    wait_for(lambda: len(recorder.items()) == 10, timeout=10, what="the retried batch")
+    wait_for(lambda: bridge.held_bytes == 0, timeout=5, what="the buffer to empty")
