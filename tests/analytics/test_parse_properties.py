@@ -89,5 +89,7 @@ def test_deep_nesting_with_a_pii_salt_is_rejected_not_crashed():
     assert rejected is not None
     assert rejected.summary == "JSON nested deeper than the limit of 32 levels"
     # With the depth limit raised past it, the walk's own failure is still caught.
+    # (orjson's depth limit or Python's, whichever the walk meets first).
     rejected = check(raw, "salt", max_depth=10_000)
-    assert rejected is not None and "Recursion limit" in rejected.summary
+    assert rejected is not None
+    assert "Recursion limit" in rejected.summary or "RecursionError" in rejected.summary
