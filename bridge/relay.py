@@ -477,7 +477,6 @@ def safe_url(url: str) -> str:
 
 def celery_sender(app: Any = None) -> Send:
     """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
-    from tasks.app import BATCH_COMPRESSION
     from tasks.app import app as default_app
 
     app = app or default_app
@@ -490,7 +489,6 @@ def celery_sender(app: Any = None) -> Send:
             task,
             args=[items],
             queue=queue,
-            compression=BATCH_COMPRESSION,
             argsrepr=f"[<{len(items)} events>]",
         )
 

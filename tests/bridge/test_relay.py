@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from analytics.config import Settings
 from bridge.relay import Rejection, route
 from tasks.queues import DEADLETTER_TASK, UNKNOWN_EVENT_TASK
 from tests.bridge.conftest import Recorder
@@ -184,40 +183,6 @@ def test_the_bridge_resubscribes_after_its_connection_is_killed(
         timeout=5,
         what="an event published after the reconnect",
     )
-
-
-def test_batches_go_to_the_broker_compressed_with_a_short_repr(redis_url, redis_client):
-    import uuid
-
-    import zstandard
-    from kombu.utils.json import loads as kombu_loads
-
-    from bridge.relay import celery_sender
-    from tasks.app import make_app
-
-    app = make_app(Settings(celery_broker_url=redis_url, celery_result_backend=redis_url))
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    items = [
-        ["events:order:created", f'{{"event_type": "order.created", "n": {n}}}', 1.5]
-        for n in range(300)
-    ]
-    try:
-        celery_sender(app)("order.created", queue, items)
-        (raw,) = redis_client.lrange(queue, 0, -1)
-    finally:
-        redis_client.delete(queue)
-        app.close()
-    message = kombu_loads(raw)
-    headers = message["headers"]
-    assert message["content-type"] == "application/json"
-    assert headers["compression"] == "application/zstd"
-    assert headers["argsrepr"] == "[<300 events>]"
-    body = (
-        zstandard.ZstdDecompressor().decompressobj().decompress(base64.b64decode(message["body"]))
-    )
-    assert orjson.loads(body)[0] == [items]
-    # A tenth of the uncompressed body, or less.
-    assert len(body) > 10 * len(base64.b64decode(message["body"]))
 
 
 def test_task_arguments_are_shown_as_a_count_not_as_the_events(monkeypatch):
