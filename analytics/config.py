@@ -140,6 +140,14 @@ class Settings:
         return min(10.0, max(1.0, self.visibility_timeout / 4))
 
     @property
+    def ledger_resend_after(self) -> float:
+        """Seconds after which the bridge re-sends a batch no worker finished (tasks/ledger.py).
+
+        Twice the visibility timeout: by then Redis's own redelivery has had its turn.
+        """
+        return 2.0 * self.visibility_timeout
+
+    @property
     def beat_max_interval(self) -> float:
         """Beat's longest sleep: it renews its lock, or a standby tries to take it, this often."""
         return self.beat_lock_timeout / 5

@@ -25,13 +25,14 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings
+from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings, get_settings
 from analytics.limits import depth_problem
 from bridge.spool import Message, Spool
 from bridge.subscriber import Subscription, SubscriptionLost
@@ -309,7 +310,7 @@ class Bridge:
     # ------------------------------------------------------------------ sender
 
     def _send_loop(self) -> None:
-        last_log = time.monotonic()
+        last_log = last_sweep = time.monotonic()
         while True:
             self._wake.wait(self._next_wait())
             self._wake.clear()
@@ -320,8 +321,21 @@ class Bridge:
             if now - last_log >= self.settings.bridge_log_interval:
                 self._log_counts()
                 last_log = now
+            if now - last_sweep >= self.settings.restore_interval:
+                self._sweep_ledger()
+                last_sweep = now
             if finishing and not self._buffer and not self._groups and not self._spooling():
                 return
+
+    def _sweep_ledger(self) -> None:
+        """Re-send what workers lost (a ``send`` with a delivery ledger has ``sweep``)."""
+        sweep = getattr(self.send, "sweep", None)
+        if sweep is None:
+            return
+        try:
+            sweep()
+        except Exception as exc:  # Redis away: the next sweep tries again
+            log.warning("could not sweep the delivery ledger (%s)", exc)
 
     def _spooling(self) -> bool:
         return self._spool is not None and self._spool.active
@@ -475,21 +489,50 @@ def safe_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-def celery_sender(app: Any = None) -> Send:
-    """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
-    from tasks.app import app as default_app
+class CelerySender:
+    """Hands batches to the Celery app by task name, each recorded in the delivery ledger first.
 
-    app = app or default_app
+    :meth:`sweep` re-sends the ledger's overdue batches (see :mod:`tasks.ledger`).
+    """
 
-    def send(task: str, queue: str, items: list[list[Any]]) -> None:
+    def __init__(self, app: Any = None, settings: Settings | None = None):
+        from tasks.app import app as default_app
+        from tasks.ledger import Ledger, ledger_url
+
+        self.app = app or default_app
+        settings = settings or get_settings()
+        self.resend_after = settings.ledger_resend_after
+        self.ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
+
+    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+        task_id = str(uuid.uuid4())
+        self.ledger.record(task_id, task, queue, items)
+        self._send(task_id, task, queue, items)
+
+    def _send(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
         # argsrepr is what logs, Flower and `celery inspect` show of a task's
         # arguments; by default the first 1 KB of the events, e-mail addresses and
         # all, computed on every send.
-        app.send_task(
-            task,
-            args=[items],
-            queue=queue,
-            argsrepr=f"[<{len(items)} events>]",
+        self.app.send_task(
+            task, args=[items], queue=queue, task_id=task_id, argsrepr=f"[<{len(items)} events>]"
         )
 
-    return send
+    def sweep(self) -> int:
+        """Re-send the batches no worker finished in time; how many were re-sent."""
+        overdue = self.ledger.overdue(self.resend_after)
+        for task_id, task, queue, items in overdue:
+            log.warning(
+                "re-sending batch %s of %d events to %s: not done %.0fs after it was sent "
+                "and its queue is empty (lost by a worker)",
+                task_id,
+                len(items),
+                task,
+                self.resend_after,
+            )
+            self._send(task_id, task, queue, items)
+        return len(overdue)
+
+
+def celery_sender(app: Any = None) -> CelerySender:
+    """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
+    return CelerySender(app)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from celery import Task
+from celery.exceptions import Retry
 from celery.signals import worker_process_init
 
 from analytics.config import get_settings
@@ -25,6 +26,7 @@ from analytics.errors import InvalidEvent
 from analytics.events import Event, parse
 from analytics.ingest import BatchResult, Context, Rejected, apply_events, record_dead_letters
 from tasks.app import app
+from tasks.ledger import Ledger, ledger_url
 from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK
 
 log = logging.getLogger(__name__)
@@ -170,9 +172,37 @@ def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     return {"dead_letters": len(rejected)}
 
 
+_ledger: Ledger | None = None
+
+
+def _done(task_id: str | None) -> None:
+    """Strike a finished batch from the delivery ledger, so the bridge never re-sends it."""
+    global _ledger
+    if not task_id:
+        return
+    try:
+        if _ledger is None:
+            settings = get_settings()
+            _ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
+        _ledger.done(task_id)
+    except Exception as exc:  # the batch may be re-sent: it will count once
+        log.warning("could not strike batch %s from the delivery ledger (%s)", task_id, exc)
+
+
 def _register(name: str, body: Any) -> Task:
     def run(self: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
-        return body(self, items)
+        try:
+            result = body(self, items)
+        except Retry:
+            raise
+        except Exception as exc:
+            # A batch that failed for good is not re-sent; one that ran out of
+            # retries while the database was away stays in the ledger for later.
+            if not is_transient(exc):
+                _done(self.request.id)
+            raise
+        _done(self.request.id)
+        return result
 
     run.__name__ = run.__qualname__ = name.replace(".", "_")
     run.__doc__ = body.__doc__

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from analytics.config import Settings
 from bridge.relay import Rejection, route
 from tasks.queues import DEADLETTER_TASK, UNKNOWN_EVENT_TASK
 from tests.bridge.conftest import Recorder
@@ -185,14 +186,56 @@ def test_the_bridge_resubscribes_after_its_connection_is_killed(
     )
 
 
-def test_task_arguments_are_shown_as_a_count_not_as_the_events(monkeypatch):
-    # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
-    from bridge.relay import celery_sender
-    from tasks.app import app
+class FakeApp:
+    """Records what would be sent to Celery."""
 
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: sent.append(kwargs))
-    event = orjson.dumps({"event_type": "user.registered", "data": {"email": "a@b.example"}})
-    celery_sender()("user.registered", "user", [["events:user:registered", event, 0.0]] * 3)
-    assert sent[0]["argsrepr"] == "[<3 events>]"
-    assert sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_task(self, name: str, **options: Any) -> None:
+        self.sent.append({"name": name, **options})
+
+
+def ledger_settings(redis_url: str, visibility: int = 90) -> Settings:
+    return Settings(redis_url=redis_url, celery_broker_url=redis_url, visibility_timeout=visibility)
+
+
+def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_broker):
+    # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
+    from bridge.relay import CelerySender
+
+    app = FakeApp()
+    event = orjson.dumps(
+        {"event_type": "user.registered", "data": {"email": "a@b.example"}}
+    ).decode()
+    CelerySender(app, ledger_settings(redis_url))(
+        "user.registered", "user", [["events:user:registered", event, 0.0]] * 3
+    )
+    assert app.sent[0]["argsrepr"] == "[<3 events>]"
+    assert app.sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
+
+
+def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_empty(
+    redis_url, redis_client, fresh_broker
+):
+    from bridge.relay import CelerySender
+
+    app = FakeApp()
+    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))  # re-send after 2 s
+    items = [["events:order:created", '{"event_type": "order.created"}', 1.0]]
+    sender("order.created", "order", items)
+    sender("order.updated", "order", items)
+    lost, finished = app.sent[0]["task_id"], app.sent[1]["task_id"]
+    sender.ledger.done(finished)  # a worker finished this one; the other was lost
+    assert sender.sweep() == 0  # not overdue yet
+    time.sleep(2.1)
+    redis_client.rpush("order", b"a message still queued")
+    assert sender.sweep() == 0  # overdue, but its queue holds messages: not re-sent
+    redis_client.delete("order")
+    time.sleep(2.1)
+    assert sender.sweep() == 1
+    assert (app.sent[-1]["name"], app.sent[-1]["task_id"]) == ("order.created", lost)
+    assert app.sent[-1]["args"] == [items] and app.sent[-1]["queue"] == "order"
+    # A second bridge sweeping at the same moment does not re-send it again.
+    assert CelerySender(FakeApp(), ledger_settings(redis_url, visibility=1)).sweep() == 0
+    assert sender.ledger.pending() == 1

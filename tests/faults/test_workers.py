@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -17,6 +18,7 @@ from tests.conftest import wait_for
 from tests.faults.helpers import (
     Publisher,
     assert_exact,
+    batch_of,
     broker_backlog,
     held_batches,
     log,
@@ -38,7 +40,9 @@ def test_a_worker_killed_with_sigkill_mid_stream_loses_nothing_and_its_batches_c
 ):
     env = {**pipeline_env, "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY)}
     worker = start_worker(env=env)
-    start_bridge()
+    # The bridge re-sends a batch the kill took off its queue before kombu recorded it
+    # (see the next-but-two test) after twice the visibility timeout.
+    start_bridge(env=env)
     publisher = Publisher(redis_url, stream).start()
     publisher.wait_sent(0.4)
     wait_for(lambda: redis_client.hlen("unacked"), timeout=10, what="the worker to hold a batch")
@@ -147,3 +151,31 @@ def test_a_batch_that_outlives_the_visibility_timeout_is_delivered_twice_and_cou
         stored = sorted(result["stored"] for seen, result in done if seen == task_id)
         assert len(stored) >= 2
         assert stored == [0] * (len(stored) - 1) + [len(first[task_id])]
+
+
+def test_a_batch_taken_off_its_queue_by_a_worker_that_died_at_once_is_re_sent_by_the_bridge(
+    pg, start_worker, start_bridge, pipeline_env, redis_url, redis_client, stream
+):
+    # kombu's Redis transport BRPOPs a message and records it as unacknowledged only
+    # afterwards: a worker killed in between loses it, and no visibility timeout
+    # brings it back. Here the test is that worker: it pops a batch and drops it.
+    env = {**pipeline_env, "CELERY_VISIBILITY_TIMEOUT": "2"}  # re-sent after 4 s
+    start_bridge(env=env)
+    publish_stream = Publisher(redis_url, stream).start()
+    publish_stream.join()
+    wait_for(lambda: redis_client.llen("order") >= 5, timeout=30, what="batches queued")
+    raw = redis_client.rpop("order")  # the oldest, as BRPOP takes it
+    message = orjson.loads(raw)
+    lost = batch_of(message)
+    lost_at = time.monotonic()
+    log(
+        f"injected: batch {message['headers']['id']} of {len(lost)} events taken off its "
+        f"queue and never recorded as unacknowledged (a worker killed right after BRPOP)"
+    )
+    assert redis_client.hlen("unacked") == 0
+    worker = start_worker(env=env)
+    settle(pg, stream, redis_client)
+    log(f"the bridge re-sent it; settled {time.monotonic() - lost_at:.1f}s after the loss")
+    assert message["headers"]["id"] in {task_id for task_id, _ in results(worker)}
+    assert_exact(pg, stream)
+    assert redis_client.zcard("analytics:ledger:sent") == 0  # every batch struck off
