@@ -165,8 +165,14 @@ def upsert_many(
     """
     if not rows:
         return
+
+    def with_returning(insert: Callable[[Any], Any]) -> Any:
+        stmt = build(insert)
+        return stmt.returning(next(iter(stmt.table.primary_key.columns)))
+
+    upsert = statement(session, ("upsert", key), with_returning)
     if order_by and len(rows) >= COPY_MIN_ROWS and _dialect(session) == "postgresql":
-        table = build(insert_for(session)).table
+        table = upsert.table
         staging, names = copy_to_staging(session, table, rows)
 
         def from_staging(insert: Callable[[Any], Any]) -> Any:
@@ -176,12 +182,7 @@ def upsert_many(
 
         session.execute(statement(session, ("upsert-copy", key, tuple(names)), from_staging))
         return
-
-    def with_returning(insert: Callable[[Any], Any]) -> Any:
-        stmt = build(insert)
-        return stmt.returning(next(iter(stmt.table.primary_key.columns)))
-
-    session.execute(statement(session, ("upsert", key), with_returning), rows).all()
+    session.execute(upsert, rows).all()
 
 
 def _c_order(table: Table, source: Any, name: str) -> Any:
