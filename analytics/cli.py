@@ -150,7 +150,7 @@ def bridge(
     not yet sent; past it pub/sub spills to a file in BRIDGE_SPOOL_DIR (Redis is
     still drained) and the stream input stops reading until Celery catches up.
     """
-    from bridge.relay import Bridge, celery_sender
+    from bridge.relay import Bridge, CelerySender
     from bridge.streams import StreamBridge
 
     _setup_logging()
@@ -168,7 +168,7 @@ def bridge(
         overrides["bridge_flush_ms"] = flush_ms
     settings = dataclasses.replace(settings, **overrides)
     kind = StreamBridge if settings.bridge_input == "stream" else Bridge
-    relay = kind(settings, celery_sender())
+    relay = kind(settings, CelerySender(settings=settings))
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(

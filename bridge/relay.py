@@ -531,8 +531,3 @@ class CelerySender:
             )
             self._send(task_id, task, queue, items)
         return len(overdue)
-
-
-def celery_sender(app: Any = None) -> CelerySender:
-    """A ``send`` that hands batches to the Celery app (default: the project's) by task name."""
-    return CelerySender(app)
