@@ -42,13 +42,6 @@ from analytics.ingest import Context, apply_events  # noqa: E402
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def backend_cpu(pid: int) -> float:
-    """User + system CPU seconds of a PostgreSQL backend."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def batches_of(stream: bench.Stream, size: int) -> list[list[list[Any]]]:
@@ -111,11 +104,11 @@ def main() -> int:
                 t0 = time.process_time()
                 events, _ = decode_batch(batch)
                 t1 = time.process_time()
-                b0 = backend_cpu(pid)
+                b0 = bench.cpu_seconds([pid])
                 with sessions.begin() as session:
                     apply_events(session, events, ctx)
                 t2 = time.process_time()
-                stages["postgres backend"] += backend_cpu(pid) - b0
+                stages["postgres backend"] += bench.cpu_seconds([pid]) - b0
                 if profiler:
                     profiler.disable()
                 stages["parse"] += t1 - t0
