@@ -28,7 +28,7 @@ from analytics import events as ev
 from analytics import rollups
 from analytics.config import Settings
 from analytics.db import insert_new, statement, upsert_many
-from analytics.errors import DuplicateRegistration
+from analytics.errors import DuplicateRegistration, InvalidEvent
 from analytics.events import Event
 from analytics.models import (
     Alert,
@@ -973,6 +973,19 @@ class Rejected:
     messages: Any = None
     tenant_id: str | None = None
     event_type: str | None = None
+
+    @classmethod
+    def of(cls, channel: str, raw: bytes, received_at: datetime, exc: InvalidEvent) -> Rejected:
+        """The dead letter of a message :func:`analytics.events.parse` refused."""
+        return cls(
+            channel,
+            raw,
+            received_at,
+            exc.summary,
+            exc.messages,
+            tenant_id=exc.tenant_id,
+            event_type=exc.event_type,
+        )
 
 
 def record_dead_letters(

@@ -94,15 +94,7 @@ class NaiveConsumer:
             self._dead_letter(Rejected(channel, data, received, f"invalid JSON: {exc}"))
             return
         except InvalidEvent as exc:
-            rejected = Rejected(
-                channel,
-                data,
-                received,
-                exc.summary,
-                exc.messages,
-                tenant_id=exc.tenant_id,
-                event_type=exc.event_type,
-            )
+            rejected = Rejected.of(channel, data, received, exc)
             self._dead_letter(rejected)
             return
         try:

@@ -73,17 +73,7 @@ def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Reje
             )
         except InvalidEvent as exc:
             raw = payload.encode() if isinstance(payload, str) else bytes(payload)
-            rejected.append(
-                Rejected(
-                    channel,
-                    raw,
-                    received,
-                    exc.summary,
-                    exc.messages,
-                    tenant_id=exc.tenant_id,
-                    event_type=exc.event_type,
-                )
-            )
+            rejected.append(Rejected.of(channel, raw, received, exc))
     return events, rejected
 
 
