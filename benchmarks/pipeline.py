@@ -103,20 +103,27 @@ def cpu_breakdown(
     pipeline: set[int],
     postgres: set[int],
     redis_pid: int,
+    roles: dict[int, str] | None = None,
 ) -> tuple[dict[str, float], str]:
     """Where the machine's CPU went during a run, in cores (CPU seconds / wall seconds).
 
     ``pipeline``: bridge, workers and this publisher; ``postgres``: the backends of
     this run's database; ``other_cores``: every other process (other databases'
     backends, other people's jobs); ``unattributed``: kernel time (interrupts,
-    network), steal and processes that came and went within the run.
+    network), steal and processes that came and went within the run. ``roles``
+    names pipeline processes (bridge, worker main, worker pool, benchmark); each
+    role's share is reported too, as ``<role>_cores`` (not added to the total).
     """
     groups = {"pipeline_cores": 0.0, "postgres_cores": 0.0, "redis_cores": 0.0, "other_cores": 0.0}
+    shares: dict[str, float] = {}
     others: dict[str, float] = {}
     for pid, (name, seconds) in after.items():
         used = seconds - before.get(pid, (name, 0.0))[1]
         if pid in pipeline:
             groups["pipeline_cores"] += used
+            if roles and pid in roles:
+                key = f"{roles[pid].replace(' ', '_')}_cores"
+                shares[key] = shares.get(key, 0.0) + used
         elif pid in postgres:
             groups["postgres_cores"] += used
         elif pid == redis_pid:
@@ -128,6 +135,7 @@ def cpu_breakdown(
     cpu = {key: value * scale for key, value in groups.items()}
     cpu["machine_busy_cores"] = busy * scale
     cpu["unattributed_cores"] = max(0.0, busy - sum(groups.values())) * scale
+    cpu.update({key: value * scale for key, value in sorted(shares.items())})
     top = sorted(others.items(), key=lambda item: -item[1])[:3]
     described = ", ".join(
         f"{name} {used * scale:.2f}" for name, used in top if used * scale >= 0.01
@@ -191,6 +199,11 @@ class Plan:
     #: Events of the baseline run; 0: the same stream as the sustained runs.
     baseline_events: int = 0
     quick: bool = False
+    #: The phases to run (all of PHASES by default).
+    phases: tuple[str, ...] = ()
+
+
+PHASES = ("sustained", "latency", "burst", "scaled", "baseline")
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -223,6 +236,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
+    plan.phases = tuple(args.only or PHASES)
     return plan
 
 
@@ -576,7 +590,14 @@ class Benchmark:
             for match in TASK_DONE.findall(output)
         )
         pg_pids |= set(self._pg_backends(engine))
-        pipeline_pids = {os.getpid(), *(pid for p in watched for pid in p.tree())}
+        roles = {os.getpid(): "benchmark"}
+        for proc in watched:
+            for pid in proc.tree():
+                if proc is self.bridge:
+                    roles[pid] = "bridge"
+                else:
+                    roles[pid] = "worker main" if pid == proc.pid else "worker pool"
+        pipeline_pids = set(roles)
         cpu, other_top = cpu_breakdown(
             procs_before,
             procs_after,
@@ -585,6 +606,7 @@ class Benchmark:
             pipeline=pipeline_pids,
             postgres=pg_pids,
             redis_pid=int(self.results.machine.get("redis_pid") or 0),
+            roles=roles,
         )
         for proc in watched:
             proc.sample_rss()
@@ -763,34 +785,47 @@ class Benchmark:
 
     def run(self) -> Results:
         plan = self.plan
+        phases = plan.phases or PHASES
         started = time.monotonic()
         self.setup()
-        say(f"simulating {plan.events:,} + {plan.burst_events:,} + latency events")
+        say(f"simulating events for {', '.join(phases)}")
         envelopes = bench.simulate(plan.events, plan.tenants, seed=1)
-        latency_events = bench.simulate(
-            max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=2
-        )
-        burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
         self.start_pipeline(plan.workers)
-        self.results.sustained = self.sustained(envelopes, f"sustained ({plan.workers} proc)")
-        self.results.latency = self.pipeline_run(
-            f"latency at {plan.latency_rate:,.0f}/s", latency_events, plan.latency_rate, poll=0.05
-        )
-        self.results.burst = self.pipeline_run(
-            f"burst of {plan.burst_events:,}", burst_events, plan.burst_rate
-        )
+        if "sustained" in phases:
+            self.results.sustained = self.sustained(envelopes, f"sustained ({plan.workers} proc)")
+        else:
+            self.warm_up(envelopes)
+        if "latency" in phases:
+            latency_events = bench.simulate(
+                max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=2
+            )
+            self.results.latency = self.pipeline_run(
+                f"latency at {plan.latency_rate:,.0f}/s",
+                latency_events,
+                plan.latency_rate,
+                poll=0.05,
+            )
+        if "burst" in phases:
+            burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
+            self.results.burst = self.pipeline_run(
+                f"burst of {plan.burst_events:,}", burst_events, plan.burst_rate
+            )
         assert self.bridge is not None
         self._record_rss(self.bridge)
         self.stop_worker()
-        self.start_pipeline(plan.scale_workers)
-        self.results.scaled = self.sustained(envelopes, f"sustained ({plan.scale_workers} proc)")
-        self.stop_worker()
+        if "scaled" in phases:
+            self.start_pipeline(plan.scale_workers)
+            self.results.scaled = self.sustained(
+                envelopes, f"sustained ({plan.scale_workers} proc)"
+            )
+            self.stop_worker()
         self._record_rss(self.bridge)
         self._stop(self.bridge)
-        count = plan.baseline_events or plan.events
-        self.results.baseline = self.baseline(
-            envelopes if count == plan.events else bench.simulate(count, plan.tenants, seed=1)
-        )
+        if "baseline" in phases:
+            count = plan.baseline_events or plan.events
+            self.results.baseline = self.baseline(
+                envelopes if count == plan.events else bench.simulate(count, plan.tenants, seed=1)
+            )
         self.results.seconds = time.monotonic() - started
         return self.results
 
@@ -830,6 +865,10 @@ def disconnects_of(runs: list[Run]) -> str:
     return ", ".join(one(run) for run in runs)
 
 
+def cpu_of(run: Run) -> str:
+    return ", ".join(f"{key.removesuffix('_cores')} {value:.2f}" for key, value in run.cpu.items())
+
+
 def median_of(runs: list[Run]) -> float:
     values = [r.throughput for r in runs if not math.isnan(r.throughput)]
     return statistics.median(values) if values else math.nan
@@ -856,19 +895,20 @@ def table(results: Results) -> tuple[str, bool]:
         else ""
     )
     lossy = "" if all_exact else f"; {sum(not r.ok for r in sustained)} run(s) not exact"
-    target(
-        f"sustained throughput, {plan.workers} worker procs (median of {len(sustained)})",
-        f"{fmt_rate(med)} ({spread}){lossy}",
-        f">= {TARGET_THROUGHPUT:,.0f} ev/s, exact",
-        med >= TARGET_THROUGHPUT and all_exact,
-    )
-    info(
-        "  offered / achieved publish rate",
-        ", ".join(f"{r.offered_rate:,.0f}/{r.publish_rate:,.0f}" for r in sustained),
-    )
-    info("  aggregates per run", ", ".join(r.verdict for r in sustained))
-    info("  bridge disconnected by Redis", disconnects_of(sustained))
-    info("  worker tasks per run (events/task, mean task time)", tasks_of(sustained))
+    if sustained:
+        target(
+            f"sustained throughput, {plan.workers} worker procs (median of {len(sustained)})",
+            f"{fmt_rate(med)} ({spread}){lossy}",
+            f">= {TARGET_THROUGHPUT:,.0f} ev/s, exact",
+            med >= TARGET_THROUGHPUT and all_exact,
+        )
+        info(
+            "  offered / achieved publish rate",
+            ", ".join(f"{r.offered_rate:,.0f}/{r.publish_rate:,.0f}" for r in sustained),
+        )
+        info("  aggregates per run", ", ".join(r.verdict for r in sustained))
+        info("  bridge disconnected by Redis", disconnects_of(sustained))
+        info("  worker tasks per run (events/task, mean task time)", tasks_of(sustained))
     base = results.baseline
     if base is not None:
         ratio = med / base.throughput if base.throughput else math.nan
@@ -900,6 +940,7 @@ def table(results: Results) -> tuple[str, bool]:
             "written but not yet committed at one poll",
         )
         info("  worker tasks (events/task, mean task time)", tasks_of([lat]))
+        info("  CPU during the latency run, in cores", cpu_of(lat))
     burst = results.burst
     if burst is not None:
         reached = burst.publish_rate >= 0.95 * burst.offered_rate
@@ -970,17 +1011,14 @@ def table(results: Results) -> tuple[str, bool]:
         )
         complete = sorted((r for r in sustained if r.ok), key=lambda r: r.throughput)
         typical = complete[len(complete) // 2] if complete else every[0]
-        info(
-            f"  CPU during {typical.label}, in cores",
-            ", ".join(
-                f"{key.removesuffix('_cores')} {value:.2f}" for key, value in typical.cpu.items()
-            ),
-        )
+        info(f"  CPU during {typical.label}, in cores", cpu_of(typical))
     passed = all(r[3] != "FAIL" for r in rows)
     widths = [
         max(len(r[i]) for r in [("measure", "measured", "target", ""), *rows]) for i in range(3)
     ]
     quick = " (--quick: scaled down, not the issue's targets)" if plan.quick else ""
+    if plan.phases and set(plan.phases) != set(PHASES):
+        quick += f" (only {', '.join(plan.phases)}: not the full verdict)"
     head = (
         f"Pipeline benchmark{quick}: {results.machine.get('cores')} cores, "
         f"Python {results.machine.get('python')}, "
@@ -1070,6 +1108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tenants", type=int, help="tenants in the stream (3)")
     parser.add_argument("--timeout", type=float, help="longest wait for one run's events (s)")
     parser.add_argument("--stall", type=float, help="give up on a run stuck this long (s)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PHASES,
+        help="run only these phases (default: all); a partial run is not the full verdict",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument(
         "--postgres-url",
