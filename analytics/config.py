@@ -29,6 +29,12 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: however small: at 10 ms, 1,000 events/s became tasks of ~3 events and the
 #: workers fell behind (benchmarks/pipeline.py); 50 ms gives ~15 per task.
 DEFAULT_BRIDGE_FLUSH_MS = 50.0
+#: While the workers are behind (messages wait in a group's queue on a Redis broker),
+#: a partial batch is held up to this long instead: sending it would only put one
+#: more small task, with its few ms of fixed cost, behind the others. Fewer, larger
+#: tasks let the workers catch up (1,000 events/s beside a CPU hog: p99 1.5 s at a
+#: fixed 50 ms, see README "Performance"). Never below BRIDGE_FLUSH_MS.
+DEFAULT_BRIDGE_MAX_HOLD_MS = 250.0
 #: Bytes the bridge holds in memory, read and not yet handed to Celery (channel and
 #: payload plus 256 bytes of Python objects per message; measured RSS growth up to
 #: ~1.35x that). Past it, the pub/sub bridge spills to a file and the stream bridge
@@ -111,6 +117,7 @@ class Settings:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
+    bridge_max_hold_ms: float = DEFAULT_BRIDGE_MAX_HOLD_MS
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
     bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
     #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
@@ -189,6 +196,7 @@ class Settings:
             max_json_depth=_int(env, "MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
+            bridge_max_hold_ms=_float(env, "BRIDGE_MAX_HOLD_MS", DEFAULT_BRIDGE_MAX_HOLD_MS),
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),

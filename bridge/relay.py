@@ -6,8 +6,10 @@ passes its pub/sub buffer limit, and everything published after that is lost.
 The sender groups what was read by event type and sends each group to its task
 when it holds ``batch_size`` events or its oldest event has waited ``flush_ms``,
 whichever comes first, so a lone event goes out at once and a burst goes out in
-large batches. It parses no more than routing needs (the event type); the
-workers validate. Nothing here opens a database connection.
+large batches. While the workers are behind (messages wait in the group's queue),
+a partial batch waits longer, up to ``max_hold_ms``: a task's cost is mostly
+fixed, so fewer and larger tasks are how the workers catch up. It parses no more
+than routing needs (the event type); the workers validate. Nothing here opens a database connection.
 
 Memory is bounded: when Celery cannot take events as fast as they come, what is
 read and not yet sent is held up to ``BRIDGE_MAX_BUFFER_BYTES``; past that the
@@ -105,6 +107,11 @@ class Group:
     #: ``bridge.streams.Receipt`` for a stream entry.
     receipts: list[Any] = field(default_factory=list)
     since: float = 0.0
+    #: Not sent before this (monotonic), because its queue had a backlog.
+    held_until: float = 0.0
+
+    def due(self, flush_after: float) -> float:
+        return max(self.since + flush_after, self.held_until)
 
 
 @dataclass
@@ -114,6 +121,8 @@ class Counts:
     forwarded: collections.Counter[str] = field(default_factory=collections.Counter)
     dead_letters: int = 0
     batches: int = 0
+    #: Partial batches held past the flush time because their queue had a backlog.
+    held: int = 0
 
 
 class Bridge:
@@ -136,6 +145,11 @@ class Bridge:
         self.prefix = settings.channel_prefix
         self.batch_size = settings.bridge_batch_size
         self.flush_after = settings.bridge_flush_ms / 1000.0
+        self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
+        #: Queues seen with messages waiting, and when they were looked at.
+        self._busy: frozenset[str] = frozenset()
+        self._busy_at = -1e9
+        self._queues: set[str] = set()
         self.max_buffer_bytes = settings.bridge_max_buffer_bytes
         self._buffer: collections.deque[Message] = collections.deque()
         # Held bytes = in + loaded - out; each counter has one writer thread.
@@ -345,8 +359,8 @@ class Bridge:
             return 0.0
         if not self._groups:
             return IDLE_WAIT
-        oldest = min(group.since for group in self._groups.values())
-        return max(0.0, oldest + self.flush_after - time.monotonic())
+        due = min(group.due(self.flush_after) for group in self._groups.values())
+        return max(0.0, due - time.monotonic())
 
     def _drain(self) -> None:
         """Group what the reader buffered, then what the spool holds while there is room."""
@@ -405,10 +419,40 @@ class Bridge:
             group = self._groups[task]
             while len(group.items) >= self.batch_size:
                 self._send(task, group, self.batch_size)
-            if group.items and (force or now - group.since >= self.flush_after):
+            if group.items and (force or now >= group.due(self.flush_after)):
+                if not force and self._hold_back(group, now):
+                    continue
                 self._send(task, group, len(group.items))
             if not group.items:
                 self._groups.pop(task, None)
+
+    def _hold_back(self, group: Group, now: float) -> bool:
+        """Whether a due partial batch should wait for more events: its queue has a backlog."""
+        limit = group.since + self.max_hold
+        self._queues.add(group.queue)
+        if now >= limit or group.queue not in self._busy_queues(now):
+            return False
+        group.held_until = min(limit, now + self.flush_after)
+        self._counts.held += 1
+        self.totals.held += 1
+        return True
+
+    def _busy_queues(self, now: float) -> frozenset[str]:
+        """The queues with messages no worker has taken yet, looked up at most every flush/2."""
+        backlog = getattr(self.send, "backlog", None)
+        if backlog is None or self.max_hold <= self.flush_after:
+            return frozenset()
+        if now - self._busy_at >= self.flush_after / 2:
+            self._busy_at = now
+            queues = {group.queue for group in self._groups.values()}
+            try:
+                self._busy = frozenset(
+                    q for q, waiting in backlog(sorted(queues)).items() if waiting
+                )
+            except Exception as exc:  # the broker away: send as if idle (send will retry)
+                log.debug("could not read the queues' backlog (%s)", exc)
+                self._busy = frozenset()
+        return self._busy
 
     def _send(self, task: str, group: Group, count: int) -> None:
         """Hand the group's first ``count`` items to Celery, then acknowledge them."""
@@ -437,6 +481,7 @@ class Bridge:
         self._bytes_out += sum(group.sizes[:count])
         del group.items[:count], group.sizes[:count], group.receipts[:count]
         group.since = time.monotonic()
+        group.held_until = 0.0
         if handed_over:
             self._acknowledge(receipts)
         else:
@@ -460,8 +505,11 @@ class Bridge:
         parts = " ".join(f"{queue}={n}" for queue, n in sorted(counts.forwarded.items()))
         spool = self._spool
         spooled = f", {spool.pending} spooled on disk" if spool is not None and spool.active else ""
+        waited = (
+            f"; {counts.held} times a partial batch waited for a busy queue" if counts.held else ""
+        )
         log.info(
-            "%s: forwarded %s (%d batches), dead letters %d, buffered %d (%s held%s)",
+            "%s: forwarded %s (%d batches), dead letters %d, buffered %d (%s held%s)%s",
             "total" if final else "last interval",
             parts or "nothing",
             counts.batches,
@@ -469,6 +517,7 @@ class Bridge:
             len(self._buffer),
             megabytes(max(self.held_bytes, 0)),
             spooled,
+            waited,
         )
         if not final:
             self._counts = Counts()
@@ -503,6 +552,11 @@ class CelerySender:
         settings = settings or get_settings()
         self.resend_after = settings.ledger_resend_after
         self.ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
+        #: Queue lengths are read from the broker when it is Redis (a kombu queue is
+        #: a list named like it); with another broker, batches are never held.
+        self._broker_is_redis = settings.celery_broker_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        )
 
     def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
         task_id = str(uuid.uuid4())
@@ -516,6 +570,12 @@ class CelerySender:
         self.app.send_task(
             task, args=[items], queue=queue, task_id=task_id, argsrepr=f"[<{len(items)} events>]"
         )
+
+    def backlog(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each queue that no worker has taken yet."""
+        if not self._broker_is_redis:
+            return {}
+        return self.ledger.waiting(queues)
 
     def sweep(self) -> int:
         """Re-send the batches no worker finished in time; how many were re-sent."""

@@ -61,6 +61,13 @@ class Ledger:
         pipe.zrem(SENT_KEY, task_id)
         pipe.execute()
 
+    def waiting(self, queues: list[str]) -> dict[str, int]:
+        """The length of each Celery queue in this Redis (messages no worker has taken)."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)
+        return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
+
     def pending(self) -> int:
         return int(self.client.zcard(SENT_KEY))
 

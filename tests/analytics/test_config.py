@@ -37,6 +37,7 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_BATCH_SIZE": "many"}, "is not an integer"),
         ({"BRIDGE_BATCH_SIZE": "0"}, "must be at least 1"),
         ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
+        ({"BRIDGE_MAX_HOLD_MS": "soon"}, "is not a number"),
         ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
         ({"BEAT_LOCK_TIMEOUT": "1"}, "must be at least 5"),
         ({"BRIDGE_INPUT": "kafka"}, "is not one of pubsub, stream"),
@@ -48,6 +49,11 @@ def test_malformed_settings_are_refused_with_the_variable_named(env, message):
     with pytest.raises(ConfigError, match=message) as info:
         Settings.from_env(env)
     assert next(iter(env)) in str(info.value)
+
+
+def test_the_bridge_holds_partial_batches_for_a_busy_queue_up_to_its_setting():
+    assert Settings.from_env({}).bridge_max_hold_ms == 250.0
+    assert Settings.from_env({"BRIDGE_MAX_HOLD_MS": "0"}).bridge_max_hold_ms == 0.0
 
 
 def test_pii_salt_is_not_shown_in_repr():

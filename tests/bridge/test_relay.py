@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from typing import Any
 
@@ -239,3 +240,79 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
     # A second bridge sweeping at the same moment does not re-send it again.
     assert CelerySender(FakeApp(), ledger_settings(redis_url, visibility=1)).sweep() == 0
     assert sender.ledger.pending() == 1
+
+
+def test_the_sender_reads_the_backlog_of_each_queue_from_a_redis_broker(
+    redis_url, redis_client, fresh_broker
+):
+    from bridge.relay import CelerySender
+
+    sender = CelerySender(FakeApp(), ledger_settings(redis_url))
+    redis_client.rpush("order", b"one", b"two")
+    assert sender.backlog(["order", "user"]) == {"order": 2, "user": 0}
+    amqp = dataclasses.replace(ledger_settings(redis_url), celery_broker_url="amqp://localhost//")
+    assert CelerySender(FakeApp(), amqp).backlog(["order"]) == {}  # never held
+
+
+@dataclasses.dataclass
+class BusyRecorder(Recorder):
+    """A recorder whose broker reports a backlog on the queues in ``busy``."""
+
+    busy: set[str] = dataclasses.field(default_factory=set)
+
+    def backlog(self, queues: list[str]) -> dict[str, int]:
+        return {queue: 3 if queue in self.busy else 0 for queue in queues}
+
+
+def _sent_after(recorder: Recorder, task: str, published: float) -> float:
+    wait_for(lambda: recorder.items(task), timeout=10, what=f"a batch of {task}")
+    return next(sent for t, _, _, sent in recorder.batches if t == task) - published
+
+
+def test_a_partial_batch_waits_for_more_events_while_its_queue_has_a_backlog(
+    run_bridge, redis_client, channel_prefix
+):
+    recorder = BusyRecorder(busy={"order"})
+    _, recorder = run_bridge(
+        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=800
+    )
+    published = time.monotonic()
+    redis_client.publish(f"{channel_prefix}:user:logged_in", event("user.logged_in"))
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
+    time.sleep(0.3)
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o2"))
+    # The idle queue's event goes at the flush time, the busy one's waits up to the hold.
+    assert _sent_after(recorder, "user.logged_in", published) < 0.4
+    held = _sent_after(recorder, "order.created", published)
+    assert 0.7 < held < 2.0, held
+    assert [orjson.loads(i[1])["event_id"] for i in recorder.items("order.created")] == [
+        "o1",
+        "o2",
+    ]
+
+
+def test_a_held_batch_goes_as_soon_as_its_queue_drains(run_bridge, redis_client, channel_prefix):
+    recorder = BusyRecorder(busy={"order"})
+    bridge, recorder = run_bridge(
+        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=5_000
+    )
+    published = time.monotonic()
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
+    wait_for(lambda: bridge.totals.held, timeout=5, what="the batch to be held")
+    time.sleep(0.3)
+    assert not recorder.items()
+    recorder.busy.clear()
+    assert _sent_after(recorder, "order.created", published) < 1.5
+    assert bridge.totals.held >= 1
+
+
+def test_without_a_longer_hold_a_busy_queue_changes_nothing(
+    run_bridge, redis_client, channel_prefix
+):
+    recorder = BusyRecorder(busy={"order"})
+    _, recorder = run_bridge(
+        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=0
+    )
+    published = time.monotonic()
+    redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
+    assert _sent_after(recorder, "order.created", published) < 0.5
