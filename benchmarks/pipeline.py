@@ -25,6 +25,8 @@ phases so each starts from the same empty store):
    publish -> ``stored_at`` p50/p90/p99/max. ``stored_at`` is stamped by the
    worker as it writes a batch, before the commit; the database is polled every
    50 ms during this phase to estimate how long rows waited for their commit;
+   then ("contended") the same beside ``--hogs`` (1) busy-loop processes, as on
+   a slower or shared machine (reported, not a target);
 3. burst: ``--burst-events`` (200,000) at ``--burst-rate`` (40,000/s), while
    ``CLIENT LIST`` is sampled every 100 ms for the bridge's output buffer; loss,
    disconnects (client id changed or gone, the Redis log, PUBLISH answered 0,
@@ -41,6 +43,9 @@ events per task and task time) and where the machine's CPU went, including
 unrelated processes, so a run disturbed by other load says so.
 
 Then it prints one table: each target, the value measured and PASS or FAIL.
+``--only`` runs some of the phases (sustained, latency, contended, burst,
+scaled, baseline; the pipeline is warmed up first either way); its table says
+that it is not the full verdict.
 ``--quick`` scales everything down (under two minutes) to check the machinery;
 its figures are not the issue's targets and the table says so. Progress goes to
 stderr, the table to stdout. Exit status 0 when every target passed, 1 when one
@@ -199,11 +204,13 @@ class Plan:
     #: Events of the baseline run; 0: the same stream as the sustained runs.
     baseline_events: int = 0
     quick: bool = False
+    #: Busy-loop processes beside the pipeline in the contended latency run.
+    hogs: int = 1
     #: The phases to run (all of PHASES by default).
     phases: tuple[str, ...] = ()
 
 
-PHASES = ("sustained", "latency", "burst", "scaled", "baseline")
+PHASES = ("sustained", "latency", "contended", "burst", "scaled", "baseline")
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -232,6 +239,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "timeout",
         "stall",
         "baseline_events",
+        "hogs",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -362,6 +370,8 @@ class Results:
     machine: dict[str, Any]
     sustained: list[Run] = field(default_factory=list)
     latency: Run | None = None
+    #: The latency run again beside busy-loop processes (``--hogs``).
+    contended: Run | None = None
     burst: Run | None = None
     scaled: list[Run] = field(default_factory=list)
     baseline: Run | None = None
@@ -736,6 +746,17 @@ class Benchmark:
         self.truncate(self.engine)
         return run
 
+    @contextlib.contextmanager
+    def hogs(self, count: int) -> Iterator[None]:
+        """``count`` processes that burn a core each: a slower or shared machine."""
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+        try:
+            yield
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+
     def warm_up(self, envelopes: list[dict[str, Any]]) -> None:
         run = self.pipeline_run("warm-up", envelopes[: self.plan.warmup], 2_000.0, quiet=True)
         say(f"warm-up: {run.events} events, {run.exactness}")
@@ -805,6 +826,17 @@ class Benchmark:
                 plan.latency_rate,
                 poll=0.05,
             )
+        if "contended" in phases and plan.hogs > 0:
+            contended_events = bench.simulate(
+                max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=4
+            )
+            with self.hogs(plan.hogs):
+                self.results.contended = self.pipeline_run(
+                    f"latency at {plan.latency_rate:,.0f}/s beside {plan.hogs} busy loop(s)",
+                    contended_events,
+                    plan.latency_rate,
+                    poll=0.05,
+                )
         if "burst" in phases:
             burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
             self.results.burst = self.pipeline_run(
@@ -941,6 +973,14 @@ def table(results: Results) -> tuple[str, bool]:
         )
         info("  worker tasks (events/task, mean task time)", tasks_of([lat]))
         info("  CPU during the latency run, in cores", cpu_of(lat))
+    hogged = results.contended
+    if hogged is not None:
+        info(
+            f"  {hogged.label} (a slower machine)",
+            f"p99 {fmt_ms(hogged.latency['p99'])} (p50 {fmt_ms(hogged.latency['p50'])}), "
+            f"{hogged.verdict}; {tasks_of([hogged])}; busy loops "
+            f"{hogged.cpu.get('other_cores', 0.0):.2f} cores",
+        )
     burst = results.burst
     if burst is not None:
         reached = burst.publish_rate >= 0.95 * burst.offered_rate
@@ -994,7 +1034,11 @@ def table(results: Results) -> tuple[str, bool]:
         info("  aggregates per run", ", ".join(r.verdict for r in scaled))
         info("  bridge disconnected by Redis", disconnects_of(scaled))
         info("  worker tasks per run (events/task, mean task time)", tasks_of(scaled))
-    every = [*sustained, *scaled, *(r for r in (lat, burst, base) if r is not None)]
+    every = [
+        *sustained,
+        *scaled,
+        *(r for r in (lat, results.contended, burst, base) if r is not None),
+    ]
     target(
         "aggregates exact in every run",
         f"{sum(r.ok for r in every)}/{len(every)} runs exact",
@@ -1002,7 +1046,8 @@ def table(results: Results) -> tuple[str, bool]:
         bool(every) and all(r.ok for r in every),
     )
     if every:
-        busiest = max(every, key=lambda r: r.cpu.get("other_cores", 0.0))
+        undisturbed = [r for r in every if r is not results.contended] or every
+        busiest = max(undisturbed, key=lambda r: r.cpu.get("other_cores", 0.0))
         info(
             "load from unrelated processes during runs",
             f"CPU up to {busiest.cpu.get('other_cores', 0.0):.2f} of "
@@ -1071,6 +1116,7 @@ def load_results(path: Path) -> Results:
         machine=data["machine"],
         sustained=runs(data["sustained"]),
         latency=run(data["latency"]),
+        contended=run(data.get("contended")),
         burst=run(data["burst"]),
         scaled=runs(data["scaled"]),
         baseline=run(data["baseline"]),
@@ -1106,6 +1152,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst-rate", type=float, help="rate of the burst (40,000/s)")
     parser.add_argument("--repeats", type=int, help="runs per throughput figure (3)")
     parser.add_argument("--tenants", type=int, help="tenants in the stream (3)")
+    parser.add_argument(
+        "--hogs",
+        type=int,
+        help="busy-loop processes beside the pipeline in the contended latency run (1)",
+    )
     parser.add_argument("--timeout", type=float, help="longest wait for one run's events (s)")
     parser.add_argument("--stall", type=float, help="give up on a run stuck this long (s)")
     parser.add_argument(

@@ -69,6 +69,16 @@ def test_a_partial_run_reports_only_its_phases_and_says_it_is_partial() -> None:
     assert "only latency: not the full verdict" in report
     assert "sustained throughput" not in report
     assert "bridge 0.14" in report
+    assert "busy loop" not in report
+    results.contended = _run(
+        "latency at 1,000/s beside 1 busy loop(s)",
+        latency={"p99": 0.75, "p50": 0.1, "p90": 0.2, "max": 1.0},
+        cpu={"other_cores": 0.98},
+    )
+    report, passed = pipeline.table(results)
+    assert passed  # reported, not a target
+    assert "beside 1 busy loop(s) (a slower machine)" in report and "p99 750 ms" in report
+    assert "busy loops 0.98 cores" in report
     results.latency = _run(
         "latency at 1,000/s", latency={"p99": 0.9, "p50": 0.1, "p90": 0.2, "max": 1.0}
     )
