@@ -9,6 +9,7 @@ fail under CI and skip elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -197,6 +198,19 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def kill(self) -> None:
+        """Kill the process and everything it started, at once: the test is over, and a
+        warm shutdown takes a worker ~3 s. The broker DB and the tables are emptied after."""
+        from analytics.bench import process_tree
+
+        for pid in process_tree(self.popen.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+        self._log.close()
+
     def stop(self, timeout: float = 30.0) -> int:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -239,7 +253,7 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 
     yield start
     for process in reversed(started):
-        process.stop()
+        process.kill()
 
 
 @pytest.fixture
