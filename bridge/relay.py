@@ -545,8 +545,11 @@ class CelerySender:
     """
 
     def __init__(self, app: Any = None, settings: Settings | None = None):
+        from tasks.app import BATCH_COMPRESSION
         from tasks.app import app as default_app
         from tasks.ledger import Ledger, ledger_url
+
+        self.compression = BATCH_COMPRESSION
 
         self.app = app or default_app
         settings = settings or get_settings()
@@ -568,7 +571,12 @@ class CelerySender:
         # arguments; by default the first 1 KB of the events, e-mail addresses and
         # all, computed on every send.
         self.app.send_task(
-            task, args=[items], queue=queue, task_id=task_id, argsrepr=f"[<{len(items)} events>]"
+            task,
+            args=[items],
+            queue=queue,
+            task_id=task_id,
+            argsrepr=f"[<{len(items)} events>]",
+            compression=self.compression,
         )
 
     def backlog(self, queues: list[str]) -> dict[str, int]:

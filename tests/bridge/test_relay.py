@@ -201,6 +201,38 @@ def ledger_settings(redis_url: str, visibility: int = 90) -> Settings:
     return Settings(redis_url=redis_url, celery_broker_url=redis_url, visibility_timeout=visibility)
 
 
+def test_batches_go_to_the_broker_compressed_with_a_short_repr(
+    redis_url, redis_client, fresh_broker
+):
+    import zstandard
+    from kombu.utils.json import loads as kombu_loads
+
+    from bridge.relay import CelerySender
+    from tasks.app import make_app
+
+    app = make_app(dataclasses.replace(ledger_settings(redis_url), celery_result_backend=redis_url))
+    items = [
+        ["events:order:created", f'{{"event_type": "order.created", "n": {n}}}', 1.5]
+        for n in range(300)
+    ]
+    try:
+        CelerySender(app, ledger_settings(redis_url))("order.created", "order", items)
+        (raw,) = redis_client.lrange("order", 0, -1)
+    finally:
+        app.close()
+    message = kombu_loads(raw)
+    headers = message["headers"]
+    assert message["content-type"] == "application/json"
+    assert headers["compression"] == "application/zstd"
+    assert headers["argsrepr"] == "[<300 events>]"
+    body = (
+        zstandard.ZstdDecompressor().decompressobj().decompress(base64.b64decode(message["body"]))
+    )
+    assert orjson.loads(body)[0] == [items]
+    # A tenth of the uncompressed body, or less.
+    assert len(body) > 10 * len(base64.b64decode(message["body"]))
+
+
 def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_broker):
     # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
     from bridge.relay import CelerySender
