@@ -31,8 +31,10 @@ phases so each starts from the same empty store):
    ``CLIENT LIST`` is sampled every 100 ms for the bridge's output buffer; loss,
    disconnects (client id changed or gone, the Redis log, PUBLISH answered 0,
    the bridge's "resubscribed" line) and the bridge's peak RSS;
-4. the same sustained runs with ``--scale-workers`` (4) worker processes; it
-   passes when their median is not below the slowest run with ``--workers``;
+4. the same sustained runs with ``--scale-workers`` (4) worker processes, each
+   paired with a run with ``--workers`` (2) at the same moment (they alternate,
+   each with a fresh worker, so drift weighs on both alike); it passes when the
+   median with 4 is not below the slowest of the paired runs with 2;
 5. the baseline: ``benchmarks/naive_consumer.py`` (the seed's single-process
    consumer, one transaction per event) on the same stream, published as fast
    as it can take without its output buffer passing 8 MB (so it loses nothing
@@ -374,6 +376,8 @@ class Results:
     contended: Run | None = None
     burst: Run | None = None
     scaled: list[Run] = field(default_factory=list)
+    #: Runs with ``workers`` processes, each interleaved with one of ``scaled``.
+    paired: list[Run] = field(default_factory=list)
     baseline: Run | None = None
     rss: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -517,9 +521,10 @@ class Benchmark:
             f"(--concurrency {workers})"
         )
 
-    def stop_worker(self) -> None:
+    def stop_worker(self, record: bool = True) -> None:
         if self.worker is not None:
-            self._record_rss(self.worker)
+            if record:
+                self._record_rss(self.worker)
             self._stop(self.worker)
             self.worker = None
 
@@ -770,6 +775,31 @@ class Benchmark:
             for n in range(self.plan.repeats)
         ]
 
+    def scaling(self, envelopes: list[dict[str, Any]]) -> tuple[list[Run], list[Run]]:
+        """Runs with ``scale_workers`` processes, each beside one with ``workers``.
+
+        The two settings alternate (2, 4, then 4, 2, ...), each with a fresh worker and
+        a warm-up, so that a drift of the machine over the phase (other load, the
+        database's checkpoints) weighs on both alike.
+        """
+        plan = self.plan
+        scaled: list[Run] = []
+        paired: list[Run] = []
+        for n in range(plan.repeats):
+            order = [(plan.workers, paired), (plan.scale_workers, scaled)]
+            for workers, runs in order[:: 1 if n % 2 == 0 else -1]:
+                self.start_pipeline(workers)
+                self.warm_up(envelopes)
+                runs.append(
+                    self.pipeline_run(
+                        f"sustained ({workers} proc) {n + 1}/{plan.repeats} of the pairs",
+                        envelopes,
+                        plan.sustained_rate,
+                    )
+                )
+                self.stop_worker(record=workers == plan.scale_workers and n == 0)
+        return scaled, paired
+
     def baseline(self, envelopes: list[dict[str, Any]]) -> Run:
         env = self.env(self.naive_url, self.naive_prefix)
         naive = self.start("naive-consumer", [sys.executable, str(NAIVE_CONSUMER)], env)
@@ -846,11 +876,7 @@ class Benchmark:
         self._record_rss(self.bridge)
         self.stop_worker()
         if "scaled" in phases:
-            self.start_pipeline(plan.scale_workers)
-            self.results.scaled = self.sustained(
-                envelopes, f"sustained ({plan.scale_workers} proc)"
-            )
-            self.stop_worker()
+            self.results.scaled, self.results.paired = self.scaling(envelopes)
         self._record_rss(self.bridge)
         self._stop(self.bridge)
         if "baseline" in phases:
@@ -1022,21 +1048,36 @@ def table(results: Results) -> tuple[str, bool]:
             if all(r.ok for r in scaled)
             else f"; {sum(not r.ok for r in scaled)} run(s) not exact"
         )
-        floor = min(r.throughput for r in sustained) if sustained else math.nan
+        # Against the runs interleaved with them when there are (same moment, same drift).
+        paired = results.paired or sustained
+        pmed = median_of(paired)
+        floor = min(r.throughput for r in paired) if paired else math.nan
+        against = (
+            f"{plan.workers}-proc runs interleaved with them: median {fmt_rate(pmed)}"
+            if results.paired
+            else f"{fmt_rate(med)}"
+        )
         target(
             f"{plan.scale_workers} worker procs instead of {plan.workers} (median of "
             f"{len(scaled)})",
             f"{fmt_rate(smed)} (min {min(r.throughput for r in scaled):,.0f}, max "
-            f"{max(r.throughput for r in scaled):,.0f}) vs {fmt_rate(med)}{scaled_lossy}",
+            f"{max(r.throughput for r in scaled):,.0f}) vs {against}{scaled_lossy}",
             f"not lower: median >= slowest {plan.workers}-proc run ({floor:,.0f})",
-            smed >= floor and all(r.ok for r in scaled),
+            smed >= floor and all(r.ok for r in scaled) and all(r.ok for r in paired),
         )
+        if results.paired:
+            info(
+                f"  the interleaved {plan.workers}-proc runs",
+                ", ".join(f"{r.throughput:,.0f}" for r in results.paired)
+                + f" ev/s; {', '.join(r.verdict for r in results.paired)}",
+            )
         info("  aggregates per run", ", ".join(r.verdict for r in scaled))
         info("  bridge disconnected by Redis", disconnects_of(scaled))
         info("  worker tasks per run (events/task, mean task time)", tasks_of(scaled))
     every = [
         *sustained,
         *scaled,
+        *results.paired,
         *(r for r in (lat, results.contended, burst, base) if r is not None),
     ]
     target(
@@ -1119,6 +1160,7 @@ def load_results(path: Path) -> Results:
         contended=run(data.get("contended")),
         burst=run(data["burst"]),
         scaled=runs(data["scaled"]),
+        paired=runs(data.get("paired", [])),
         baseline=run(data["baseline"]),
         rss=data["rss"],
         errors=data["errors"],

@@ -85,3 +85,21 @@ def test_a_partial_run_reports_only_its_phases_and_says_it_is_partial() -> None:
     report, passed = pipeline.table(results)
     assert not passed and "FAIL" in report
     assert math.isnan(pipeline.median_of([]))
+
+
+def test_more_processes_are_judged_against_the_runs_interleaved_with_them() -> None:
+    plan = pipeline.Plan(phases=("sustained", "scaled"))
+    results = pipeline.Results(plan=plan, machine={"cores": 2})
+    results.sustained = [_run("2 proc", throughput=t) for t in (13_000.0, 13_100.0, 13_200.0)]
+    results.scaled = [_run("4 proc", throughput=t) for t in (11_900.0, 12_000.0, 12_100.0)]
+    results.paired = [_run("2 proc paired", throughput=t) for t in (11_950.0, 12_300.0, 12_500.0)]
+    report, passed = pipeline.table(results)
+    assert passed, report
+    assert "interleaved with them: median 12,300" in report
+    # Slower than every run beside it: it fails.
+    results.paired = [_run("2 proc paired", throughput=t) for t in (12_050.0, 12_300.0, 12_500.0)]
+    report, passed = pipeline.table(results)
+    assert not passed
+    # Without interleaved runs, the first phase's runs are the reference.
+    results.paired = []
+    assert not pipeline.table(results)[1]
