@@ -265,6 +265,18 @@ def chunk_size(rate: float) -> int:
     return max(1, min(MAX_CHUNK, round(rate * CHUNK_SECONDS)))
 
 
+def _publish_commands(channels: list[str], payloads: list[bytes]) -> bytes:
+    """``PUBLISH channel payload`` for each pair, in Redis's wire format, as one buffer."""
+    parts = []
+    for channel, payload in zip(channels, payloads, strict=True):
+        name = channel.encode()
+        parts.append(
+            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+            % (len(name), name, len(payload), payload)
+        )
+    return b"".join(parts)
+
+
 def publish(
     client: Any,
     stream: Stream,
@@ -277,8 +289,9 @@ def publish(
 ) -> Published:
     """Publish the stream in order at ``rate`` events/s (0: as fast as possible).
 
-    Each chunk goes in one pipeline round trip; its events' publish time is the
-    moment just before the round trip (so a latency includes the publish itself).
+    Each chunk goes in one round trip (its commands encoded beforehand); its
+    events' publish time is the moment just before the round trip (so a latency
+    includes the publish itself).
     ``hold()`` is asked before each chunk and publishing waits while it is true
     (backpressure, e.g. while a slow subscriber's output buffer is large).
     ``progress(published, elapsed)`` is called every ``progress_every`` seconds.
@@ -286,34 +299,49 @@ def publish(
     total = len(stream)
     size = chunk or chunk_size(rate)
     sent_at = array("d", bytes(8 * total))
-    channels, payloads = stream.channels, stream.payloads
-    pipe = client.pipeline(transaction=False)
+    # The PUBLISH commands are encoded before the clock starts: redis-py's pipeline
+    # spends ~11 us an event building and parsing them, CPU that producers spend on
+    # their own machines and that here would be taken from the pipeline measured
+    # (written as one buffer: ~1.4 us an event).
+    packed = [
+        _publish_commands(
+            stream.channels[index : index + size], stream.payloads[index : index + size]
+        )
+        for index in range(0, total, size)
+    ]
+    connection = client.connection_pool.get_connection()
     started = time.time()
     origin = last_report = time.monotonic()
     missed: list[int] = []
     held = 0.0
     index = 0
-    while index < total:
-        if hold is not None and hold():
-            waiting = time.monotonic()
-            while hold():
-                time.sleep(0.005)
-            held += time.monotonic() - waiting
-        if rate > 0:
-            ahead = origin + index / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-        end = min(total, index + size)
-        for position in range(index, end):
-            pipe.publish(channels[position], payloads[position])
-        now = time.time()
-        replies = pipe.execute()
-        sent_at[index:end] = array("d", [now]) * (end - index)
-        missed += [index + offset for offset, reply in enumerate(replies) if reply == 0]
-        index = end
-        if progress is not None and time.monotonic() - last_report >= progress_every:
-            last_report = time.monotonic()
-            progress(index, last_report - origin)
+    try:
+        for commands in packed:
+            if hold is not None and hold():
+                waiting = time.monotonic()
+                while hold():
+                    time.sleep(0.005)
+                held += time.monotonic() - waiting
+            if rate > 0:
+                ahead = origin + index / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            end = min(total, index + size)
+            now = time.time()
+            connection.send_packed_command([commands], check_health=False)
+            replies = [connection.read_response() for _ in range(end - index)]
+            sent_at[index:end] = array("d", [now]) * (end - index)
+            missed += [index + offset for offset, reply in enumerate(replies) if reply == 0]
+            index = end
+            if progress is not None and time.monotonic() - last_report >= progress_every:
+                last_report = time.monotonic()
+                progress(index, last_report - origin)
+    except BaseException:
+        # Replies may be left unread: the connection cannot be used again.
+        connection.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(connection)
     return Published(sent_at, started, time.time(), len(missed), held, missed)
 
 
