@@ -348,3 +348,23 @@ def test_without_a_longer_hold_a_busy_queue_changes_nothing(
     published = time.monotonic()
     redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
     assert _sent_after(recorder, "order.created", published) < 0.5
+
+
+def test_the_ledger_keeps_batches_compressed_and_still_reads_plain_ones(
+    redis_url, redis_client, fresh_broker
+):
+    from tasks.ledger import BATCHES_KEY, SENT_KEY, Ledger
+
+    ledger = Ledger(redis_url)
+    items = [["events:order:created", '{"event_type": "order.created", "n": 1}', 1.5]] * 200
+    ledger.record("compressed", "order.created", "order", items)
+    stored = redis_client.hget(BATCHES_KEY, "compressed")
+    assert len(stored) * 10 < len(orjson.dumps(["order.created", "order", items]))
+    # An entry written by an older bridge: plain JSON.
+    redis_client.hset(BATCHES_KEY, "plain", orjson.dumps(["order.updated", "order", items[:1]]))
+    redis_client.zadd(SENT_KEY, {"plain": time.time()})
+    due = {task_id: rest for task_id, *rest in ledger.overdue(older_than=-1)}
+    assert due == {
+        "compressed": ["order.created", "order", items],
+        "plain": ["order.updated", "order", items[:1]],
+    }
