@@ -17,6 +17,12 @@ been pending longer than that (``XAUTOCLAIM``) and sends them. An entry can thus
 be sent twice (a bridge killed after ``send`` and before ``XACK``, or one that
 was only slow); ingestion is idempotent, so it counts once.
 
+Each bridge joins the group under its own consumer name (``<hostname>-<pid>`` by
+default), so every restart adds one. A consumer with nothing pending and idle for
+ten times ``STREAM_CLAIM_IDLE_MS`` is removed from the group (checked at most
+once a minute), atomically: a consumer that still holds an entry is never
+removed, since that would drop the entry's pending record.
+
 Backpressure is natural here: while the buffer holds ``BRIDGE_MAX_BUFFER_BYTES``
 the reader stops calling ``XREADGROUP`` and the entries wait in Redis.
 """
@@ -47,6 +53,28 @@ BLOCK_MS = 500
 DATA_FIELDS = (b"data", b"payload")
 #: Longest pause between two XAUTOCLAIM rounds.
 CLAIM_EVERY_MAX = 10.0
+#: A consumer with nothing pending, idle this many times STREAM_CLAIM_IDLE_MS, is removed.
+FORGET_AFTER_CLAIM_IDLES = 10
+#: Seconds between two looks for such consumers.
+FORGET_EVERY = 60.0
+
+#: Remove the consumers of group ARGV[1] on stream KEYS[1], other than ARGV[2], that
+#: hold no pending entry and were idle ARGV[3] ms or more; return their names. In
+#: one script, so that no entry can be delivered to one between the check and the
+#: removal (XGROUP DELCONSUMER drops a consumer's pending entries with it).
+_FORGET = """
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['name'] ~= ARGV[2] and tonumber(field['pending']) == 0
+      and tonumber(field['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    table.insert(removed, field['name'])
+  end
+end
+return removed
+"""
 
 
 class Receipt(NamedTuple):
@@ -83,6 +111,10 @@ class StreamBridge(Bridge):
         # The raw reply, so that a claim pages with its cursor (redis-py's parser drops
         # the cursor of a JUSTID claim).
         self._redis.set_response_callback("XAUTOCLAIM", lambda response, **_: response)
+        self._forget = self._redis.register_script(_FORGET)
+        self._next_forget = 0.0
+        #: Consumers of the group this bridge removed (idle, nothing pending).
+        self.forgotten: list[str] = []
 
     # ------------------------------------------------------------------ reader
 
@@ -221,6 +253,25 @@ class StreamBridge(Bridge):
                 claimed,
                 self.claim_idle_ms,
             )
+        if time.monotonic() >= self._next_forget:
+            self._next_forget = time.monotonic() + FORGET_EVERY
+            self._forget_idle_consumers()
+
+    def _forget_idle_consumers(self) -> None:
+        """Remove consumers of stopped bridges: nothing pending, idle for long."""
+        idle_ms = FORGET_AFTER_CLAIM_IDLES * self.claim_idle_ms
+        for stream in self.streams:
+            names = self._forget(keys=[stream], args=[self.group, self.consumer, idle_ms])
+            for raw in names:
+                name = raw.decode("utf-8", "replace")
+                self.forgotten.append(name)
+                log.info(
+                    "removed consumer %s from group %s on %s: nothing pending, idle over %d ms",
+                    name,
+                    self.group,
+                    stream.decode("utf-8", "replace"),
+                    idle_ms,
+                )
 
     def _take(
         self, stream: bytes, entries: list[tuple[bytes, dict[bytes, bytes]]], received: float

@@ -207,3 +207,37 @@ def test_a_stream_created_after_the_start_is_found(run_bridge, redis_client, str
     redis_client.xadd(stream_of("inventory:restocked"), {"data": event("inventory.restocked")})
     wait_for(recorder.items, timeout=5, what="the event on a new stream")
     assert recorder.batches[0][:2] == ("inventory.restocked", "inventory")
+
+
+def test_consumers_of_stopped_bridges_are_removed_once_idle_with_nothing_pending(
+    run_bridge, redis_client, stream_of, monkeypatch
+):
+    monkeypatch.setattr(streams, "FORGET_EVERY", 0.1)
+    # Idle 0.005 x the claim time (60 s): 300 ms; entries are claimed after 60 s only.
+    monkeypatch.setattr(streams, "FORGET_AFTER_CLAIM_IDLES", 0.005)
+    orders = stream_of("order:created")
+    redis_client.xgroup_create(orders, GROUP, id="0", mkstream=True)
+    for n in range(3):
+        redis_client.xadd(orders, {"data": event(event_id=f"e{n}")})
+    # Two bridges gone: "done" read an entry and acknowledged it, "holding" read one
+    # and never did (its entry waits to be claimed).
+    for consumer in ("done", "holding"):
+        redis_client.xreadgroup(GROUP, consumer, {orders: ">"}, count=1)
+    done_id = redis_client.xpending_range(orders, GROUP, "-", "+", 10, consumername="done")
+    redis_client.xack(orders, GROUP, done_id[0]["message_id"])
+    bridge, recorder = run_bridge(
+        kind=StreamBridge,
+        bridge_flush_ms=5,
+        stream_consumer="live",
+        stream_claim_idle_ms=60_000,
+    )
+    bridge.claim_every = 0.1
+    wait_for(lambda: len(recorder.items()) == 1, timeout=5, what="the unread entry")
+    # Once idle long enough, only the consumer with nothing pending goes; the one
+    # holding an entry stays until the entry is claimed.
+    wait_for(lambda: bridge.forgotten, timeout=5, what="a consumer removed")
+    assert bridge.forgotten == ["done"]
+    remaining = {
+        c["name"].decode(): c["pending"] for c in redis_client.xinfo_consumers(orders, GROUP)
+    }
+    assert remaining["holding"] == 1 and "done" not in remaining
