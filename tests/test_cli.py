@@ -56,6 +56,12 @@ def test_every_command_explains_itself(command):
     assert len(main.commands[command].help or "") > 40
 
 
+def test_the_bridge_help_names_its_batching_settings():
+    output = " ".join(CliRunner().invoke(main, ["bridge", "--help"]).output.split())
+    for setting in ("--batch-size", "--flush-ms", "BRIDGE_MAX_HOLD_MS", "BRIDGE_MAX_BUFFER_BYTES"):
+        assert setting in output
+
+
 def test_an_unknown_queue_is_refused_in_one_line():
     result = run("worker", "-Q", "orders")
     assert result.returncode == 2
