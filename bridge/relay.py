@@ -9,7 +9,8 @@ whichever comes first, so a lone event goes out at once and a burst goes out in
 large batches. While the workers are behind (messages wait in the group's queue),
 a partial batch waits longer, up to ``max_hold_ms``: a task's cost is mostly
 fixed, so fewer and larger tasks are how the workers catch up. It parses no more
-than routing needs (the event type); the workers validate. Nothing here opens a database connection.
+than routing needs (the event type); the workers validate. Nothing here opens a
+database connection.
 
 Memory is bounded: when Celery cannot take events as fast as they come, what is
 read and not yet sent is held up to ``BRIDGE_MAX_BUFFER_BYTES``; past that the
@@ -149,7 +150,6 @@ class Bridge:
         #: Queues seen with messages waiting, and when they were looked at.
         self._busy: frozenset[str] = frozenset()
         self._busy_at = -1e9
-        self._queues: set[str] = set()
         self.max_buffer_bytes = settings.bridge_max_buffer_bytes
         self._buffer: collections.deque[Message] = collections.deque()
         # Held bytes = in + loaded - out; each counter has one writer thread.
@@ -429,7 +429,6 @@ class Bridge:
     def _hold_back(self, group: Group, now: float) -> bool:
         """Whether a due partial batch should wait for more events: its queue has a backlog."""
         limit = group.since + self.max_hold
-        self._queues.add(group.queue)
         if now >= limit or group.queue not in self._busy_queues(now):
             return False
         group.held_until = min(limit, now + self.flush_after)
