@@ -546,19 +546,16 @@ class CelerySender:
     def __init__(self, app: Any = None, settings: Settings | None = None):
         from tasks.app import BATCH_COMPRESSION
         from tasks.app import app as default_app
-        from tasks.ledger import Ledger, ledger_url
+        from tasks.ledger import Ledger, is_redis_url, ledger_url
 
         self.compression = BATCH_COMPRESSION
-
         self.app = app or default_app
         settings = settings or get_settings()
         self.resend_after = settings.ledger_resend_after
         self.ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
         #: Queue lengths are read from the broker when it is Redis (a kombu queue is
         #: a list named like it); with another broker, batches are never held.
-        self._broker_is_redis = settings.celery_broker_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        )
+        self._broker_is_redis = is_redis_url(settings.celery_broker_url)
 
     def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
         task_id = str(uuid.uuid4())

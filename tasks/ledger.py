@@ -43,9 +43,14 @@ return ids
 """
 
 
+def is_redis_url(url: str) -> bool:
+    """Whether a broker URL names a Redis server (whose queues are lists named like them)."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
 def ledger_url(broker_url: str, redis_url: str) -> str:
     """The broker's Redis when the broker is Redis (the ledger follows its messages)."""
-    return broker_url if broker_url.startswith(("redis://", "rediss://", "unix://")) else redis_url
+    return broker_url if is_redis_url(broker_url) else redis_url
 
 
 class Ledger:
