@@ -100,7 +100,7 @@ def one_at_a_time(session: Session, name: str) -> None:
     lock on the name's 64-bit hash. SQLite: nothing, since every transaction there
     begins with BEGIN IMMEDIATE and write transactions already run one at a time.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))
 
 
