@@ -296,6 +296,16 @@ class BusyRecorder(Recorder):
         return {queue: 3 if queue in self.busy else 0 for queue in queues}
 
 
+def _with_busy_order_queue(run_bridge: Any, hold_ms: float) -> tuple[Any, BusyRecorder]:
+    """A bridge flushing at 20 ms whose broker shows a backlog on the order queue."""
+    return run_bridge(
+        BusyRecorder(busy={"order"}),
+        bridge_batch_size=500,
+        bridge_flush_ms=20,
+        bridge_max_hold_ms=hold_ms,
+    )
+
+
 def _sent_after(recorder: Recorder, task: str, published: float) -> float:
     wait_for(lambda: recorder.items(task), timeout=10, what=f"a batch of {task}")
     return next(sent for t, _, _, sent in recorder.batches if t == task) - published
@@ -304,10 +314,7 @@ def _sent_after(recorder: Recorder, task: str, published: float) -> float:
 def test_a_partial_batch_waits_for_more_events_while_its_queue_has_a_backlog(
     run_bridge, redis_client, channel_prefix
 ):
-    recorder = BusyRecorder(busy={"order"})
-    _, recorder = run_bridge(
-        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=800
-    )
+    _, recorder = _with_busy_order_queue(run_bridge, 800)
     published = time.monotonic()
     redis_client.publish(f"{channel_prefix}:user:logged_in", event("user.logged_in"))
     redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
@@ -324,10 +331,7 @@ def test_a_partial_batch_waits_for_more_events_while_its_queue_has_a_backlog(
 
 
 def test_a_held_batch_goes_as_soon_as_its_queue_drains(run_bridge, redis_client, channel_prefix):
-    recorder = BusyRecorder(busy={"order"})
-    bridge, recorder = run_bridge(
-        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=5_000
-    )
+    bridge, recorder = _with_busy_order_queue(run_bridge, 5_000)
     published = time.monotonic()
     redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
     wait_for(lambda: bridge.totals.held, timeout=5, what="the batch to be held")
@@ -341,10 +345,7 @@ def test_a_held_batch_goes_as_soon_as_its_queue_drains(run_bridge, redis_client,
 def test_without_a_longer_hold_a_busy_queue_changes_nothing(
     run_bridge, redis_client, channel_prefix
 ):
-    recorder = BusyRecorder(busy={"order"})
-    _, recorder = run_bridge(
-        recorder, bridge_batch_size=500, bridge_flush_ms=20, bridge_max_hold_ms=0
-    )
+    _, recorder = _with_busy_order_queue(run_bridge, 0)
     published = time.monotonic()
     redis_client.publish(f"{channel_prefix}:order:created", event(event_id="o1"))
     assert _sent_after(recorder, "order.created", published) < 0.5

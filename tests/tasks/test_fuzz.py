@@ -126,6 +126,18 @@ def scalar(engine: Engine, stmt: Any) -> Any:
         return conn.execute(stmt).scalar_one()
 
 
+def _by_dimension(pg: Engine, tenant: str, metric: str, column: Any) -> dict[str, Any]:
+    """A counter metric's ``column`` summed per dimension, for one tenant."""
+    with pg.connect() as conn:
+        return dict(
+            conn.execute(
+                select(MetricCounter.dimension, func.sum(column))
+                .where(MetricCounter.tenant_id == tenant, MetricCounter.metric == metric)
+                .group_by(MetricCounter.dimension)
+            ).all()
+        )
+
+
 def test_arbitrary_input_on_every_channel_kills_nothing_and_each_non_event_is_one_dead_letter(
     pg, start_worker, start_bridge, redis_client, channel_prefix
 ):
@@ -185,21 +197,8 @@ def test_arbitrary_input_on_every_channel_kills_nothing_and_each_non_event_is_on
         assert sorted(expected_dead - letters) == [], "non-events without a dead letter"
         assert sorted(letters - expected_dead) == [], "dead letters of no non-event"
         assert stored() == len(valid)
-        with pg.connect() as conn:
-            counted = dict(
-                conn.execute(
-                    select(MetricCounter.dimension, func.sum(MetricCounter.count))
-                    .where(MetricCounter.tenant_id == tenant, MetricCounter.metric == "events")
-                    .group_by(MetricCounter.dimension)
-                ).all()
-            )
-            revenue = dict(
-                conn.execute(
-                    select(MetricCounter.dimension, func.sum(MetricCounter.total))
-                    .where(MetricCounter.tenant_id == tenant, MetricCounter.metric == "revenue")
-                    .group_by(MetricCounter.dimension)
-                ).all()
-            )
+        counted = _by_dimension(pg, tenant, "events", MetricCounter.count)
+        revenue = _by_dimension(pg, tenant, "revenue", MetricCounter.total)
         assert counted == dict(Counter(e["event_type"] for e in valid.values()))
         orders = [e["data"] for e in valid.values() if e["event_type"] == "order.created"]
         wanted: Counter[str] = Counter()
