@@ -751,6 +751,16 @@ class Benchmark:
         self.truncate(self.engine)
         return run
 
+    def latency_run(self, beside: str, seed: int) -> Run:
+        """``latency_seconds`` of events at ``latency_rate``, the database polled every 50 ms."""
+        plan = self.plan
+        events = bench.simulate(
+            max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=seed
+        )
+        return self.pipeline_run(
+            f"latency at {plan.latency_rate:,.0f}/s{beside}", events, plan.latency_rate, poll=0.05
+        )
+
     @contextlib.contextmanager
     def hogs(self, count: int) -> Iterator[None]:
         """``count`` processes that burn a core each: a slower or shared machine."""
@@ -847,25 +857,11 @@ class Benchmark:
         else:
             self.warm_up(envelopes)
         if "latency" in phases:
-            latency_events = bench.simulate(
-                max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=2
-            )
-            self.results.latency = self.pipeline_run(
-                f"latency at {plan.latency_rate:,.0f}/s",
-                latency_events,
-                plan.latency_rate,
-                poll=0.05,
-            )
+            self.results.latency = self.latency_run("", seed=2)
         if "contended" in phases and plan.hogs > 0:
-            contended_events = bench.simulate(
-                max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=4
-            )
             with self.hogs(plan.hogs):
-                self.results.contended = self.pipeline_run(
-                    f"latency at {plan.latency_rate:,.0f}/s beside {plan.hogs} busy loop(s)",
-                    contended_events,
-                    plan.latency_rate,
-                    poll=0.05,
+                self.results.contended = self.latency_run(
+                    f" beside {plan.hogs} busy loop(s)", seed=4
                 )
         if "burst" in phases:
             burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
