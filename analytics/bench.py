@@ -32,9 +32,11 @@ across hosts the clocks must be synchronised (NTP), or the figures include the s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
+import signal
 import threading
 import time
 import uuid
@@ -80,6 +82,7 @@ __all__ = [
     "cpu_seconds",
     "delete_tenants",
     "fetch_stored",
+    "kill_processes",
     "latency",
     "machine_cpu",
     "peak_rss",
@@ -829,6 +832,19 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         pending += children_of(current)
     return tree
+
+
+def kill_processes(pids: Iterable[int], group: int) -> None:
+    """SIGKILL each of ``pids`` still running, then every process of the group ``group``.
+
+    Pass the pids of a tree read before its parent exited: once the parent is gone,
+    its children are no longer found under it.
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def peak_rss(pid: int) -> int | None:

@@ -311,12 +311,7 @@ class Proc:
                     os.killpg(self.pid, signal.SIGKILL)
                 self.popen.wait()
         # Pool processes the parent left behind (killed parent) go too.
-        for pid in members:
-            if pid != self.pid and Path(f"/proc/{pid}").exists():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        bench.kill_processes((pid for pid in members if pid != self.pid), group=self.pid)
         self._log.close()
 
 

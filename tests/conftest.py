@@ -9,7 +9,6 @@ fail under CI and skip elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -201,13 +200,9 @@ class Process:
     def kill(self) -> None:
         """Kill the process and everything it started, at once: the test is over, and a
         warm shutdown takes a worker ~3 s. The broker DB and the tables are emptied after."""
-        from analytics.bench import process_tree
+        from analytics.bench import kill_processes, process_tree
 
-        for pid in process_tree(self.popen.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
+        kill_processes(process_tree(self.popen.pid), group=self.popen.pid)
         self.popen.wait()
         self._log.close()
 

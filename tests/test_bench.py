@@ -104,6 +104,34 @@ def test_peak_rss_of_a_process_tree_includes_its_children() -> None:
         child.wait()
 
 
+def test_killing_a_tree_kills_the_parent_and_its_children() -> None:
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)']); print('up', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == b"up"
+        tree = bench.process_tree(parent.pid)
+        assert len(tree) == 2
+        bench.kill_processes(tree, group=parent.pid)
+        assert parent.wait(timeout=10) == -9
+        import time
+
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in tree[1:]):
+            assert time.monotonic() < deadline, "the child outlived the kill"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 # ------------------------------------------------------------------ end to end
 
 
