@@ -16,12 +16,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from decimal import Decimal
+from importlib.metadata import version
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.utils import missing
 
 Loader = Callable[[Any], Any]
+
+#: The marshmallow major versions whose internals (``Schema._hooks``) this module
+#: reads; pyproject.toml pins the same range. marshmallow 3 keeps hooks in another
+#: layout, where reading them as below finds none and every event failed its
+#: ``post_load``: so an unsupported version fails at import, not per event.
+SUPPORTED_MARSHMALLOW = (4,)
+
+
+def _check_marshmallow(installed: str) -> None:
+    major = int(installed.split(".", 1)[0])
+    if major not in SUPPORTED_MARSHMALLOW:
+        raise ImportError(
+            f"marshmallow {installed} is installed; the compiled loaders support "
+            f"marshmallow {', '.join(map(str, SUPPORTED_MARSHMALLOW))}.x "
+            "(pip install 'marshmallow>=4,<5')"
+        )
+
+
+_check_marshmallow(version("marshmallow"))
 
 
 class Fallback(Exception):
@@ -56,7 +76,7 @@ def _within(low: Any, high: Any, measure: Callable[[Any], Any]) -> Callable[[Any
 
 def _converter(field: fields.Field) -> Loader:
     """A function from a present, non-null value to the loaded value, or Fallback."""
-    from analytics.events import Currency, Id, Timestamp, parse_timestamp
+    from analytics.events import Currency, Id, Quantity, Timestamp, parse_timestamp
 
     if isinstance(field, Id):
         return lambda v: v if type(v) is str and 0 < len(v) <= 128 else _fail()
@@ -87,6 +107,16 @@ def _converter(field: fields.Field) -> Loader:
             raise Fallback
 
         return decimal
+    if type(field) is Quantity:
+
+        def quantity(v: Any) -> int:
+            if type(v) is int:
+                return v
+            if type(v) is float and v.is_integer():
+                return int(v)
+            raise Fallback
+
+        return quantity
     if type(field) is fields.Integer:
         if field.strict:
             raise TypeError("strict Integer is not compiled")
@@ -177,6 +207,14 @@ def compile_schema(schema: Schema) -> Loader:
         if many or options.get("pass_original"):
             raise TypeError("post_load with many or pass_original is not compiled")
         hooks.append(getattr(schema, attr))
+    declared = _declared_hooks(type(schema), "post_load")
+    if len(hooks) != declared:
+        # Another layout of ``_hooks`` (another marshmallow): skipping a hook
+        # would silently change every event, so refuse to compile.
+        raise TypeError(
+            f"{type(schema).__name__} declares {declared} post_load hooks but "
+            f"{len(hooks)} were found in Schema._hooks: unsupported marshmallow layout"
+        )
     for tag in ("pre_load", "validates_schema", "validates"):
         if schema._hooks.get(tag):
             raise TypeError(f"{tag} hooks are not compiled")
@@ -209,6 +247,17 @@ def compile_schema(schema: Schema) -> Loader:
     exec(compile(source, f"<compiled {type(schema).__name__}>", "exec"), env)
     loader: Loader = env["load"]
     return loader
+
+
+def _declared_hooks(cls: type, tag: str) -> int:
+    """How many methods of ``cls`` (the most derived of each name) are ``tag`` hooks."""
+    names = {name for klass in cls.__mro__ for name in vars(klass)}
+    count = 0
+    for name in names:
+        hook_tags = getattr(getattr(cls, name, None), "__marshmallow_hook__", None)
+        if hook_tags and any(tag in str(key) for key in hook_tags):
+            count += 1
+    return count
 
 
 def loader_for(schema: Schema) -> Loader:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from analytics.errors import ConfigError
@@ -19,6 +20,15 @@ DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 DEFAULT_CURRENCY = "USD"
 #: Largest message the bridge parses; anything bigger is a dead letter.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: A dead letter keeps at most this many bytes of its message (and the size and
+#: SHA-256 of the whole): an oversized message must not travel whole through the
+#: broker nor be stored whole. 64 KiB holds any real event many times over.
+DEFAULT_DEAD_LETTER_KEEP_BYTES = 64 * 1024
+#: Events must be dated in [EVENT_TIME_MIN, EVENT_TIME_MAX) (UTC); others are dead
+#: letters. A date at either end of the calendar (year 1, year 9999) is garbage, and
+#: the day arithmetic of rollups (MAU looks 29 days back) cannot go past them.
+DEFAULT_EVENT_TIME_MIN = datetime(2000, 1, 1)
+DEFAULT_EVENT_TIME_MAX = datetime(2100, 1, 1)
 #: JSON nested deeper than this is a dead letter, found from the bytes before parsing
 #: (an event of the contract nests 4 levels: envelope, data, items, item).
 DEFAULT_MAX_JSON_DEPTH = 32
@@ -90,6 +100,19 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _time(env: Mapping[str, str], name: str, default: datetime) -> datetime:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an ISO 8601 date or time") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -103,9 +126,25 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs and reprs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+#: Settings whose values are URLs that may carry a password.
+_URL_FIELDS = ("redis_url", "celery_broker_url", "database_url", "celery_result_backend")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of every process, read from the environment by :func:`from_env`."""
+    """Every knob of every process, read from the environment by :func:`from_env`.
+
+    Its repr hides secrets (URL passwords, the PII salt): settings end up in logs
+    and tracebacks.
+    """
 
     redis_url: str = DEFAULT_REDIS_URL
     event_channel_pattern: str = DEFAULT_CHANNEL_PATTERN
@@ -115,6 +154,9 @@ class Settings:
     default_currency: str = DEFAULT_CURRENCY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    dead_letter_keep_bytes: int = DEFAULT_DEAD_LETTER_KEEP_BYTES
+    event_time_min: datetime = DEFAULT_EVENT_TIME_MIN
+    event_time_max: datetime = DEFAULT_EVENT_TIME_MAX
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_max_hold_ms: float = DEFAULT_BRIDGE_MAX_HOLD_MS
@@ -136,6 +178,17 @@ class Settings:
     beat_lock_timeout: float = DEFAULT_BEAT_LOCK_TIMEOUT
     beat_key_prefix: str = DEFAULT_BEAT_KEY_PREFIX
     celery_result_backend: str = DEFAULT_REDIS_URL
+
+    def __repr__(self) -> str:
+        shown = []
+        for item in fields(self):
+            if not item.repr:
+                continue
+            value = getattr(self, item.name)
+            if item.name in _URL_FIELDS:
+                value = safe_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def restore_interval(self) -> float:
@@ -185,6 +238,13 @@ class Settings:
         currency = (env.get("DEFAULT_CURRENCY") or DEFAULT_CURRENCY).upper()
         if len(currency) != 3 or not currency.isalpha():
             raise ConfigError(f"DEFAULT_CURRENCY={currency!r} is not a 3-letter currency code")
+        time_min = _time(env, "EVENT_TIME_MIN", DEFAULT_EVENT_TIME_MIN)
+        time_max = _time(env, "EVENT_TIME_MAX", DEFAULT_EVENT_TIME_MAX)
+        if time_min >= time_max or time_min.year < 2 or time_max.year > 9998:
+            raise ConfigError(
+                f"EVENT_TIME_MIN={time_min:%Y-%m-%d} must come before "
+                f"EVENT_TIME_MAX={time_max:%Y-%m-%d}, both between years 2 and 9998"
+            )
         return cls(
             redis_url=redis_url,
             event_channel_pattern=pattern,
@@ -194,6 +254,11 @@ class Settings:
             default_currency=currency,
             max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_json_depth=_int(env, "MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
+            dead_letter_keep_bytes=_int(
+                env, "DEAD_LETTER_KEEP_BYTES", DEFAULT_DEAD_LETTER_KEEP_BYTES
+            ),
+            event_time_min=time_min,
+            event_time_max=time_max,
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
             bridge_max_hold_ms=_float(env, "BRIDGE_MAX_HOLD_MS", DEFAULT_BRIDGE_MAX_HOLD_MS),

@@ -38,9 +38,14 @@ _engines: dict[str, Engine] = {}
 
 
 def make_engine(url: str) -> Engine:
-    """An engine configured for concurrent writers on either dialect."""
+    """An engine configured for concurrent writers on either dialect.
+
+    Neither engine puts statement parameters into its errors (``hide_parameters``).
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60}, json_serializer=_json)
+        engine = create_engine(
+            url, connect_args={"timeout": 60}, json_serializer=_json, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
@@ -60,8 +65,15 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # hide_parameters: a statement's parameters are event content (e-mail addresses
+    # among them); an error must not carry them into logs, Flower or dead letters.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=2, max_overflow=2, json_serializer=_json
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        json_serializer=_json,
+        hide_parameters=True,
     )
 
 
@@ -317,6 +329,32 @@ def _plain_formatter(python_type: type) -> Callable[[Any], str]:
     if python_type is str:
         return _copy_text
     return lambda value: _copy_text(str(value))
+
+
+#: PostgreSQL error classes that are the server's condition, not the statement's data:
+#: insufficient resources (disk full, out of memory), operator intervention, system
+#: errors (I/O) and configuration file errors.
+_SERVER_CONDITIONS = ("53", "57", "58", "F0")
+#: Undefined table, column, function or object: the schema is not what this code
+#: expects (a worker started before ``analytics migrate``).
+_SCHEMA_MISMATCH = ("42P01", "42703", "42883", "42704", "3F000")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failure is the environment's, not the batch's: retry it, never drop it.
+
+    Transient errors (:func:`is_transient`), a schema that is not migrated yet,
+    and the server's own conditions (disk full, shutting down) all pass when the
+    environment is mended; a batch that met them must come back, not be lost or
+    turned into dead letters. What is left (a value the database refuses, a
+    constraint) is about the data, and is the event's.
+    """
+    if is_transient(exc):
+        return True
+    code = getattr(getattr(exc, "orig", exc), "pgcode", None)
+    if not isinstance(code, str):
+        return False
+    return code.startswith(_SERVER_CONDITIONS) or code in _SCHEMA_MISMATCH
 
 
 def is_transient(exc: BaseException) -> bool:

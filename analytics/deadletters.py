@@ -61,7 +61,8 @@ def replay(
 
     A letter that now passes is applied like any event (so one that was already
     counted is not counted again) and marked replayed; one that still fails keeps
-    its place with the new reason.
+    its place with the new reason. A letter that kept only the first bytes of an
+    oversized message cannot pass, and stays as it is.
     """
     stmt = select(DeadLetter).where(DeadLetter.replayed_at.is_(None)).order_by(DeadLetter.id)
     if ids is not None:
@@ -70,6 +71,10 @@ def replay(
     result = ReplayResult(missing=tuple(sorted(set(ids or ()) - {letter.id for letter in letters})))
     now = datetime.now(UTC).replace(tzinfo=None)
     for letter in letters:
+        if letter.raw_size is not None and letter.raw_size > len(letter.raw):
+            # Only the first bytes were kept: the message itself is gone.
+            result.still_invalid += 1
+            continue
         try:
             event = parse(
                 bytes(letter.raw),
@@ -84,6 +89,11 @@ def replay(
             result.still_invalid += 1
             continue
         applied = apply_events(session, [event], ctx)
+        if applied.refused:
+            refusal = applied.refused[0][1]
+            letter.error, letter.messages = refusal.summary, refusal.messages
+            result.still_invalid += 1
+            continue
         result.ingested += applied.stored
         result.duplicates += applied.duplicates
         letter.replayed_at = now

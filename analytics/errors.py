@@ -26,7 +26,7 @@ class InvalidEvent(AnalyticsError):
     ) -> None:
         super().__init__(summary)
         self.summary = summary
-        self.messages = messages if messages is not None else {"_schema": [summary]}
+        self.messages = plain(messages) if messages is not None else {"_schema": [summary]}
         #: What the rejected document said it was, when it said so in readable form.
         self.tenant_id = tenant_id
         self.event_type = event_type
@@ -37,3 +37,19 @@ class InvalidEvent(AnalyticsError):
 
 class DuplicateRegistration(AnalyticsError):
     """An event type or handler was registered twice."""
+
+
+def plain(messages: Any) -> Any:
+    """Validation messages as JSON can hold them: every key a string, every leaf text.
+
+    marshmallow reports the errors of a list member under its integer index
+    (``{"items": {0: {...}}}``), which a JSON column refuses; a dead letter must be
+    storable whatever the validator returned.
+    """
+    if isinstance(messages, dict):
+        return {str(key): plain(value) for key, value in messages.items()}
+    if isinstance(messages, list | tuple):
+        return [plain(value) for value in messages]
+    if messages is None or isinstance(messages, str | int | float | bool):
+        return messages
+    return str(messages)

@@ -26,7 +26,7 @@ from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, post_
 from analytics.compiled import loader_for
 from analytics.config import DEFAULT_MAX_JSON_DEPTH
 from analytics.errors import DuplicateRegistration, InvalidEvent
-from analytics.limits import depth_problem
+from analytics.limits import MAX_AMOUNT, MAX_QUANTITY, depth_problem
 
 ID_MAX_LENGTH = 128
 #: Keys whose values are personal data, hashed when ``PII_SALT`` is set.
@@ -75,7 +75,8 @@ def parse_timestamp(value: str, error: Exception | None = None) -> datetime:
 
 
 def _money(**kwargs: Any) -> fields.Decimal:
-    return fields.Decimal(allow_nan=False, **kwargs)
+    """An amount from 0 to MAX_AMOUNT (see analytics.limits: counters sum them)."""
+    return fields.Decimal(allow_nan=False, validate=validate.Range(min=0, max=MAX_AMOUNT), **kwargs)
 
 
 def _text(**kwargs: Any) -> fields.String:
@@ -86,8 +87,29 @@ def _optional_id() -> Id:
     return Id(allow_none=True, load_default=None)
 
 
-def _count(**kwargs: Any) -> fields.Integer:
-    return fields.Integer(allow_none=True, load_default=None, **kwargs)
+class Quantity(fields.Integer):
+    """A whole number of units: 2 and 2.0 are 2; 2.5 is refused, never cut to 2."""
+
+    default_error_messages = {"fraction": "Not a whole number."}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("fraction")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _quantity(low: int = 0, **kwargs: Any) -> Quantity:
+    """Units from ``low`` (0, or -MAX_QUANTITY for a stock level) to MAX_QUANTITY."""
+    return Quantity(validate=validate.Range(min=low, max=MAX_QUANTITY), **kwargs)
+
+
+def _count(low: int = 0) -> Quantity:
+    return _quantity(low, allow_none=True, load_default=None)
+
+
+def _level() -> Quantity:
+    """A stock level: negative when backorders exceed what is on hand."""
+    return _count(low=-MAX_QUANTITY)
 
 
 class Currency(fields.String):
@@ -293,9 +315,7 @@ class UserLoggedInSchema(DataSchema):
 class UserLoggedOutSchema(DataSchema):
     target = UserLoggedOut
     user_id = _optional_id()
-    session_duration_seconds = _money(
-        allow_none=True, load_default=None, validate=validate.Range(min=0)
-    )
+    session_duration_seconds = _money(allow_none=True, load_default=None)
 
 
 class UserProfileUpdatedSchema(DataSchema):
@@ -316,7 +336,7 @@ class OrderItemSchema(Schema):
     product_id = Id(required=True)
     sku = _text()
     name = _text()
-    quantity = fields.Integer(load_default=1, validate=validate.Range(min=0))
+    quantity = _quantity(load_default=1)
     unit_price = _money(load_default=Decimal(0))
     total_price = _money(allow_none=True, load_default=None)
 
@@ -395,7 +415,7 @@ class PaymentRefundedSchema(DataSchema):
     target = PaymentRefunded
     payment_id = _optional_id()
     order_id = _optional_id()
-    refund_amount = _money(required=True, validate=validate.Range(min=0))
+    refund_amount = _money(required=True)
     refund_reason = _text()
 
 
@@ -408,7 +428,7 @@ class _InventorySchema(DataSchema):
 
 class InventoryLowStockSchema(_InventorySchema):
     target = InventoryLowStock
-    current_quantity = _count()
+    current_quantity = _level()
     reorder_point = _count()
 
 
@@ -420,13 +440,13 @@ class InventoryOutOfStockSchema(_InventorySchema):
 class InventoryRestockedSchema(_InventorySchema):
     target = InventoryRestocked
     quantity_added = _count()
-    new_quantity = _count()
+    new_quantity = _level()
 
 
 class InventoryAdjustedSchema(_InventorySchema):
     target = InventoryAdjusted
-    previous_quantity = _count()
-    new_quantity = _count()
+    previous_quantity = _level()
+    new_quantity = _level()
     adjustment_reason = _text()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,10 +27,17 @@ from sqlalchemy.orm import Session
 
 from analytics import events as ev
 from analytics import rollups
-from analytics.config import Settings
-from analytics.db import insert_new, statement, upsert_many
-from analytics.errors import DuplicateRegistration, InvalidEvent
+from analytics.config import (
+    DEFAULT_CURRENCY,
+    DEFAULT_DEAD_LETTER_KEEP_BYTES,
+    DEFAULT_EVENT_TIME_MAX,
+    DEFAULT_EVENT_TIME_MIN,
+    Settings,
+)
+from analytics.db import insert_new, is_retryable, statement, upsert_many
+from analytics.errors import DuplicateRegistration, InvalidEvent, plain
 from analytics.events import Event
+from analytics.limits import Bounded, bound
 from analytics.models import (
     Alert,
     Base,
@@ -47,7 +55,9 @@ from analytics.models import (
     UserCohort,
     UserSession,
 )
+from analytics.storable import Fit, fit_for, storable_channel
 
+log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 #: Stands for a place a login did not report.
 UNKNOWN_PLACE = "unknown"
@@ -211,13 +221,24 @@ Change: TypeAlias = Upsert | Append | OpenAlert | ResolveAlerts
 
 @dataclass(frozen=True)
 class Context:
-    """What handlers may know beyond the event: deployment defaults, never a database."""
+    """What handlers and the writer may know beyond the event: deployment settings, no database."""
 
-    default_currency: str = "USD"
+    default_currency: str = DEFAULT_CURRENCY
+    event_time_min: datetime = DEFAULT_EVENT_TIME_MIN
+    event_time_max: datetime = DEFAULT_EVENT_TIME_MAX
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
-        return cls(default_currency=settings.default_currency)
+        return cls(
+            default_currency=settings.default_currency,
+            event_time_min=settings.event_time_min,
+            event_time_max=settings.event_time_max,
+        )
+
+    @property
+    def fit(self) -> Fit:
+        """What the database can hold, with this deployment's event-time window."""
+        return fit_for(self.event_time_min, self.event_time_max)
 
 
 Handler = Callable[[Event, Context], list[Change]]
@@ -698,6 +719,41 @@ def changes_for(event: Event, ctx: Context) -> list[Change]:
     return changes
 
 
+def plan(event: Event, ctx: Context) -> list[Change]:
+    """The changes of one event, or InvalidEvent when a value would not fit its column.
+
+    Checked before anything of the batch is written (``analytics.storable``): a
+    value the database cannot hold makes its event a dead letter, not a failed batch.
+    """
+    fit = ctx.fit
+    why = fit.when_problem(event.timestamp)
+    if why is not None:
+        raise _refused(event, f"timestamp: {why}")
+    changes = changes_for(event, ctx)
+    for change in changes:
+        if isinstance(change, Upsert):
+            why = fit.problem(change.aggregate.model.__table__, change.values)
+        elif isinstance(change, Append):
+            why = fit.problem(change.model.__table__, change.values)
+        else:
+            continue
+        if why is not None:
+            raise _refused(event, f"value does not fit the database: {why}")
+    return changes
+
+
+def _refused(event: Event, why: str) -> InvalidEvent:
+    return InvalidEvent(why, tenant_id=event.tenant_id, event_type=event.event_type)
+
+
+@dataclass(slots=True)
+class Planned:
+    """An event that passed :func:`plan`, with the changes it makes."""
+
+    event: Event
+    changes: list[Change]
+
+
 # ------------------------------------------------------------------------ writer
 
 
@@ -881,11 +937,12 @@ def apply_alerts(session: Session, changes: Sequence[OpenAlert | ResolveAlerts])
 
 @dataclass
 class BatchResult:
-    """What one batch did: how many events were new, how many were already stored."""
+    """What one batch did: events new, already stored, and refused (a value did not fit)."""
 
     stored: int = 0
     duplicates: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    refused: list[tuple[Event, InvalidEvent]] = field(default_factory=list)
 
 
 def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
@@ -906,7 +963,7 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
             "occurred_at": e.timestamp,
             "received_at": e.received_at,
             "stored_at": stored_at,
-            "channel": e.channel,
+            "channel": storable_channel(e.channel),
             "response_time_ms": e.response_time_ms,
             "event_id_derived": e.event_id_derived,
             "timestamp_derived": e.timestamp_derived,
@@ -924,12 +981,37 @@ def _plain_insert(model: type[Base]) -> Callable[[Callable[[Any], Any]], Any]:
 
 
 def apply_events(session: Session, batch: Sequence[Event], ctx: Context) -> BatchResult:
-    """Store a batch and apply the changes of its new events, inside the caller's transaction."""
-    new_events = store_raw(session, batch)
+    """Store a batch and apply the changes of its new events, inside the caller's transaction.
+
+    Events :func:`plan` refuses are neither stored nor applied: they are returned in
+    ``refused`` for the caller to keep as dead letters.
+    """
+    planned: list[Planned] = []
+    refused: list[tuple[Event, InvalidEvent]] = []
+    for event in batch:
+        try:
+            planned.append(Planned(event, plan(event, ctx)))
+        except InvalidEvent as exc:
+            refused.append((event, exc))
+    result = apply_planned(session, planned)
+    result.refused = refused
+    return result
+
+
+def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
+    """Store planned events and apply the changes of those that were new."""
+    first: dict[tuple[str, str], Planned] = {}
+    for item in batch:
+        first.setdefault((item.event.tenant_id, item.event.event_id), item)
+    new_events = store_raw(session, [item.event for item in first.values()])
     result = BatchResult(stored=len(new_events), duplicates=len(batch) - len(new_events))
     for event in new_events:
         result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
-    apply_changes(session, new_events, ctx)
+    fresh = {(event.tenant_id, event.event_id) for event in new_events}
+    write_changes(
+        session,
+        (change for key, item in first.items() if key in fresh for change in item.changes),
+    )
     rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events})
     return result
 
@@ -941,19 +1023,29 @@ def apply_changes(
     keep: Callable[[Event, Change], bool] | None = None,
 ) -> None:
     """Apply what ``events`` change (only the changes ``keep`` accepts, when given)."""
+    write_changes(
+        session,
+        (
+            change
+            for event in events
+            for change in changes_for(event, ctx)
+            if keep is None or keep(event, change)
+        ),
+    )
+
+
+def write_changes(session: Session, changes: Iterable[Change]) -> None:
+    """Write changes: each table's rows merged and upserted at once, then alerts in time order."""
     upserts: dict[Aggregate, list[dict[str, Any]]] = {}
     appends: dict[type[Base], list[dict[str, Any]]] = {}
     alerts: list[OpenAlert | ResolveAlerts] = []
-    for event in events:
-        for change in changes_for(event, ctx):
-            if keep is not None and not keep(event, change):
-                continue
-            if isinstance(change, Upsert):
-                upserts.setdefault(change.aggregate, []).append(change.values)
-            elif isinstance(change, Append):
-                appends.setdefault(change.model, []).append(change.values)
-            else:
-                alerts.append(change)
+    for change in changes:
+        if isinstance(change, Upsert):
+            upserts.setdefault(change.aggregate, []).append(change.values)
+        elif isinstance(change, Append):
+            appends.setdefault(change.model, []).append(change.values)
+        else:
+            alerts.append(change)
     for aggregate in AGGREGATES:
         if aggregate in upserts:
             upsert_rows(session, aggregate, upserts[aggregate])
@@ -964,7 +1056,11 @@ def apply_changes(
 
 @dataclass(frozen=True)
 class Rejected:
-    """A message that failed validation, as it arrived."""
+    """A message that failed validation, as it arrived.
+
+    ``raw`` is the whole message, or, when ``size`` and ``sha256`` are given, only
+    its first bytes (the bridge forwards no more than a dead letter keeps).
+    """
 
     channel: str
     raw: bytes
@@ -973,6 +1069,8 @@ class Rejected:
     messages: Any = None
     tenant_id: str | None = None
     event_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
     @classmethod
     def of(cls, channel: str, raw: bytes, received_at: datetime, exc: InvalidEvent) -> Rejected:
@@ -987,39 +1085,93 @@ class Rejected:
             event_type=exc.event_type,
         )
 
+    def kept(self, keep: int, pii_salt: str | None) -> Bounded:
+        """What a dead letter keeps of the message: its first ``keep`` bytes, size and hash."""
+        if self.size is not None and self.sha256 is not None:
+            return Bounded(self.raw[:keep], self.size, self.sha256)
+        return bound(self.raw, keep, pii_salt)
+
+
+#: A dead letter's ``error`` is cut to this many characters in the fallback row.
+_FALLBACK_ERROR_CHARS = 1000
+
 
 def record_dead_letters(
-    session: Session, rejected: Sequence[Rejected], pii_salt: str | None = None
+    session: Session,
+    rejected: Sequence[Rejected],
+    pii_salt: str | None = None,
+    keep: int = DEFAULT_DEAD_LETTER_KEEP_BYTES,
 ) -> int:
-    """Keep rejected messages with their exact bytes and what was wrong with them.
+    """Keep rejected messages with their bytes (at most ``keep``) and what was wrong with them.
 
     The same bytes on the same channel are one dead letter (like an id-less event,
     whose derived id makes the same payload count once): a second bridge, or a
     redelivered task, adds nothing. With a ``pii_salt``, e-mail and IP values in
     the bytes are hashed first (``events.scrub_raw``), and the fingerprint is keyed
     with the salt so that it cannot confirm a guessed message either.
+
+    A dead letter must be writable whatever arrived: the rows are written inside a
+    savepoint, and if they fail (something in them the database refuses), each
+    message is written again as a minimal row (bytes, channel, reason). Only when
+    even that fails does the error reach the caller, whose batch is then retried.
     """
     if not rejected:
         return 0
+    rows = [_dead_letter_row(r, pii_salt, keep) for r in rejected]
+    try:
+        with session.begin_nested():
+            _insert_dead_letters(session, rows)
+    except Exception as exc:
+        if is_retryable(exc):
+            raise
+        log.exception("dead letters could not be written as they are; writing minimal rows")
+        with session.begin_nested():
+            _insert_dead_letters(session, [_minimal(row) for row in rows])
+    return len(rejected)
+
+
+def _dead_letter_row(r: Rejected, pii_salt: str | None, keep: int) -> dict[str, Any]:
+    kept = r.kept(keep, pii_salt)
+    if kept.truncated:
+        # The identity of a cut message is its whole: two that share their first
+        # bytes are two dead letters.
+        identity = f"{kept.size}:{kept.sha256}".encode()
+        error = f"{r.error} (kept the first {len(kept.head)} of {kept.size} bytes)"
+    else:
+        identity, error = kept.head, r.error
+    return {
+        "received_at": r.received_at,
+        "channel": storable_channel(r.channel),
+        "raw": ev.scrub_raw(kept.head, pii_salt) if pii_salt else kept.head,
+        "raw_size": kept.size,
+        "raw_sha256": kept.sha256,
+        "error": _storable(error),
+        "messages": plain(r.messages) if r.messages is not None else {"_schema": [r.error]},
+        "tenant_id": _storable(r.tenant_id),
+        "event_type": _storable(r.event_type),
+        "fingerprint": dead_letter_fingerprint(r.channel, identity, pii_salt),
+    }
+
+
+def _minimal(row: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter row with only what cannot fail: bytes, channel, a short reason."""
+    error = str(row["error"])[:_FALLBACK_ERROR_CHARS]
+    return {
+        **row,
+        "error": error,
+        "messages": {"_schema": [error]},
+        "tenant_id": None,
+        "event_type": None,
+    }
+
+
+def _insert_dead_letters(session: Session, rows: list[dict[str, Any]]) -> None:
     upsert_many(
         session,
         "dead-letters",
         lambda insert: insert(DeadLetter).on_conflict_do_nothing(index_elements=["fingerprint"]),
-        [
-            {
-                "received_at": r.received_at,
-                "channel": _storable(r.channel),
-                "raw": ev.scrub_raw(r.raw, pii_salt) if pii_salt else r.raw,
-                "error": _storable(r.error),
-                "messages": r.messages if r.messages is not None else {"_schema": [r.error]},
-                "tenant_id": _storable(r.tenant_id),
-                "event_type": _storable(r.event_type),
-                "fingerprint": dead_letter_fingerprint(r.channel, r.raw, pii_salt),
-            }
-            for r in rejected
-        ],
+        rows,
     )
-    return len(rejected)
 
 
 def _storable(text: str | None) -> str | None:

@@ -1,4 +1,9 @@
-"""Limits on a message checked before it is parsed: how deeply its JSON nests.
+"""Limits on what a message may be: its size and depth before parsing, its numbers after.
+
+Amounts and quantities are bounded so that the counters that sum them cannot
+overflow (:data:`MAX_AMOUNT`, :data:`MAX_QUANTITY`); an oversized message is kept
+as a dead letter by its first bytes, size and hash (:func:`bound`). The rest of
+this module is about nesting depth.
 
 A JSON parser builds every level of a document before anyone can look at it, and
 code that walks the result (PII scrubbing, schemas) recurses once per level: a
@@ -16,10 +21,50 @@ holds far fewer than the limit.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+from dataclasses import dataclass
 from itertools import accumulate
 
 from analytics.config import DEFAULT_MAX_JSON_DEPTH
+
+#: Largest money amount one event may carry; none may be negative (a refund is its
+#: own event, a discount is in the order's total). Amounts are summed as 64-bit
+#: counts of 1/10,000ths (analytics.models.Amount), ±9.2 x 10^14 units: one
+#: counter row (a tenant, hour and currency) holds 9,223 orders at this limit
+#: before it could overflow, and millions of real ones.
+MAX_AMOUNT = 10**11
+#: Largest quantity (units of an order line, units restocked, a stock level either
+#: side of zero: backorders make levels negative). Fractions are refused, not cut.
+MAX_QUANTITY = 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class Bounded:
+    """At most the first ``keep`` bytes of a message, with the size and hash of all of it."""
+
+    head: bytes
+    size: int
+    sha256: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.head)
+
+
+def bound(raw: bytes, keep: int, salt: str | None = None) -> Bounded:
+    """What a dead letter keeps of ``raw``: its first ``keep`` bytes, its size and hash.
+
+    With a ``salt`` (PII_SALT) the hash is keyed, so that it cannot confirm a
+    guessed message.
+    """
+    if salt:
+        digest = hmac.new(salt.encode(), raw, hashlib.sha256).hexdigest()
+    else:
+        digest = hashlib.sha256(raw).hexdigest()
+    return Bounded(raw[:keep], len(raw), digest)
+
 
 #: A JSON string literal: quote, then runs of plain characters or backslash escapes.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)

@@ -94,7 +94,12 @@ class StoredEvent(Base):
 
 
 class DeadLetter(Base):
-    """A message that could not be ingested, with its exact bytes, kept for listing and replay."""
+    """A message that could not be ingested, kept for listing and replay.
+
+    ``raw`` is the message's exact bytes, or only its first ``DEAD_LETTER_KEEP_BYTES``
+    when it was larger (``raw_size`` > ``len(raw)``); ``raw_size`` and ``raw_sha256``
+    always describe the whole message as it arrived.
+    """
 
     __tablename__ = "dead_letters"
     __table_args__ = (Index(None, "received_at"), Index(None, "fingerprint", unique=True))
@@ -111,6 +116,9 @@ class DeadLetter(Base):
     #: sha256 of channel and bytes: a message is one dead letter however many times it
     #: arrives (two bridges forward it twice; Celery may redeliver the task that records it).
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    raw_size: Mapped[int | None] = mapped_column(BigInteger)
+    #: Hex SHA-256 of the whole message (keyed with PII_SALT when it is set).
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class MetricCounter(Base):

@@ -15,6 +15,7 @@ up without anyone remembering to run a rollup.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,13 +26,26 @@ from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
-from analytics.db import insert_for, one_at_a_time, upsert_many
+from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
+
+log = logging.getLogger(__name__)
 
 #: The longest window: a day's activity counts in the MAU of this many days.
 MAU_DAYS = 30
 WAU_DAYS = 7
 WINDOWS = {"dau": 1, "wau": WAU_DAYS, "mau": MAU_DAYS}
+
+
+#: The days rollups can compute: the window arithmetic looks 30 days back and one
+#: day ahead, which must stay inside the calendar. Events are refused outside the
+#: configured event-time window (EVENT_TIME_MIN, EVENT_TIME_MAX) long before these.
+_EARLIEST = date.min + timedelta(days=MAU_DAYS + 1)
+_LATEST = date.max - timedelta(days=1)
+
+
+def _clamped(first: date, last: date) -> tuple[date, date]:
+    return max(first, _EARLIEST), min(last, _LATEST)
 
 
 def days(first: date, last: date) -> Iterable[date]:
@@ -47,6 +61,9 @@ def _midnight(day: date) -> datetime:
 
 def active_users(session: Session, tenant: str, first: date, last: date) -> int:
     """Recompute DAU, WAU and MAU of ``tenant`` for every day in ``[first, last]``."""
+    first, last = _clamped(first, last)
+    if first > last:
+        return 0
     since = first - timedelta(days=MAU_DAYS - 1)
     by_day: dict[date, set[str]] = defaultdict(set)
     day_of = func.date(UserActivity.hour)
@@ -125,7 +142,7 @@ def spans(dirty_days: Iterable[date], reach: int = MAU_DAYS) -> list[tuple[date,
     """The day ranges a set of changed days affects, overlapping ranges merged."""
     merged: list[tuple[date, date]] = []
     for day in sorted(set(dirty_days)):
-        end = day + timedelta(days=reach - 1)
+        end = day + timedelta(days=reach - 1) if day <= _LATEST - timedelta(days=reach) else _LATEST
         if merged and day <= merged[-1][1] + timedelta(days=1):
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
@@ -222,16 +239,27 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
     for t, day, _ in seen:
         by_tenant[t].append(day)
     recomputed = 0
+    failed: set[str] = set()
     for t, changed in by_tenant.items():
-        for first, last in spans(changed):
-            active_users(session, t, first, last)
-            recomputed += (last - first).days + 1
-        payment_alerts(session, t)
-    if seen:
+        # One tenant's failure must not stop every other tenant's refresh (beat
+        # runs this every few minutes for all of them): its days stay dirty.
+        try:
+            with session.begin_nested():
+                for first, last in spans(changed):
+                    active_users(session, t, first, last)
+                    recomputed += (last - first).days + 1
+                payment_alerts(session, t)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise
+            log.exception("rollups of tenant %r failed; its days stay dirty", t)
+            failed.add(t)
+    done = [tuple(row) for row in seen if row[0] not in failed]
+    if done:
         session.execute(
             delete(RollupDirtyDay).where(
                 tuple_(RollupDirtyDay.tenant_id, RollupDirtyDay.day, RollupDirtyDay.generation).in_(
-                    [tuple(row) for row in seen]
+                    done
                 )
             )
         )
@@ -240,6 +268,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
 
 def active_tenants(session: Session, first: date, last: date) -> list[str]:
     """Tenants with any user activity that counts in the windows of ``[first, last]``."""
+    first, last = _clamped(first, last)
     return list(
         session.execute(
             select(UserActivity.tenant_id)

@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings, get_settings
-from analytics.limits import depth_problem
+from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings, get_settings, safe_url
+from analytics.limits import bound, depth_problem
 from bridge.spool import Message, Spool
 from bridge.subscriber import Subscription, SubscriptionLost
 from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, route_for
@@ -94,6 +94,19 @@ def route(
         raise Rejection("invalid envelope: event_type: a non-empty string is required")
     task, queue = route_for(event_type)
     return task, queue, text
+
+
+def dead_letter_item(
+    channel: str, data: bytes, received: float, reason: str, settings: Settings
+) -> list[Any]:
+    """The item that hands a rejected message to the dead-letter task.
+
+    Only the first ``dead_letter_keep_bytes`` travel (base64), with the size and
+    SHA-256 of the whole: an oversized message must not cross the broker whole.
+    """
+    kept = bound(data, settings.dead_letter_keep_bytes, settings.pii_salt)
+    head = base64.b64encode(kept.head).decode()
+    return [channel, head, received, reason, kept.size, kept.sha256]
 
 
 @dataclass
@@ -400,7 +413,7 @@ class Bridge:
                 item: list[Any] = [channel, text, received]
             except Rejection as exc:
                 task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
-                item = [channel, base64.b64encode(data).decode(), received, str(exc)]
+                item = dead_letter_item(channel, data, received, str(exc), self.settings)
                 log.info("dead letter from %s: %s", channel, exc)
             group = groups.get(task)
             if group is None:
@@ -527,14 +540,6 @@ def megabytes(size: int) -> str:
     if abs(size) < 1 << 20:
         return f"{size / 1024:.0f} KB"
     return f"{size / (1 << 20):.1f} MB"
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 class CelerySender:

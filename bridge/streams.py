@@ -39,8 +39,8 @@ from typing import Any, NamedTuple
 import orjson
 import redis
 
-from analytics.config import Settings
-from bridge.relay import MESSAGE_OVERHEAD, RECONNECT_BACKOFF_MAX, Bridge, Send, megabytes, safe_url
+from analytics.config import Settings, safe_url
+from bridge.relay import MESSAGE_OVERHEAD, RECONNECT_BACKOFF_MAX, Bridge, Send, megabytes
 from bridge.spool import Message
 
 log = logging.getLogger("bridge")

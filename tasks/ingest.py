@@ -3,7 +3,12 @@
 Each task is thin: decode the batch, open one transaction, call the domain, and
 decide on retry. A batch message is a list of ``[channel, payload, received_at]``
 items (``received_at`` in epoch seconds); dead-letter items carry the payload in
-base64 and the bridge's error as a fourth element.
+base64 (at most ``DEAD_LETTER_KEEP_BYTES`` of it) and the bridge's error as a
+fourth element, then the whole message's size and SHA-256.
+
+No batch is struck off the delivery ledger unless every item in it ended stored,
+a duplicate or a dead letter: a failure that is the environment's is retried with
+backoff, and a batch out of retries is sent again by the bridge.
 """
 
 from __future__ import annotations
@@ -21,10 +26,18 @@ from celery.exceptions import Retry
 from celery.signals import worker_process_init
 
 from analytics.config import get_settings
-from analytics.db import dispose_engines, get_engine, is_transient, session_factory
+from analytics.db import dispose_engines, get_engine, is_retryable, session_factory
 from analytics.errors import InvalidEvent
 from analytics.events import Event, parse
-from analytics.ingest import BatchResult, Context, Rejected, apply_events, record_dead_letters
+from analytics.ingest import (
+    BatchResult,
+    Context,
+    Planned,
+    Rejected,
+    apply_planned,
+    plan,
+    record_dead_letters,
+)
 from tasks.app import app
 from tasks.ledger import Ledger, ledger_url
 from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK
@@ -48,10 +61,17 @@ def _received_at(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
 
 
-def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Rejected]]:
-    """Validate every item of a batch; the invalid ones become dead letters, never retries."""
+def decode_batch(
+    items: Sequence[Sequence[Any]], ctx: Context
+) -> tuple[list[Planned], list[Rejected]]:
+    """Validate and plan every item of a batch; the invalid ones become dead letters.
+
+    An item is invalid when it does not parse, or when a value it would write does
+    not fit its column (``analytics.ingest.plan``): either way it is kept with its
+    exact bytes and the reason, never retried.
+    """
     settings = get_settings()
-    events: list[Event] = []
+    planned: list[Planned] = []
     rejected: list[Rejected] = []
     # The bridge stamps everything it read at once with one time.
     times: dict[Any, datetime] = {}
@@ -61,33 +81,37 @@ def decode_batch(items: Sequence[Sequence[Any]]) -> tuple[list[Event], list[Reje
         if received is None:
             received = times[item[2]] = _received_at(item[2])
         try:
-            events.append(
-                parse(
-                    payload,
-                    channel=channel,
-                    received_at=received,
-                    max_bytes=settings.max_payload_bytes,
-                    max_depth=settings.max_json_depth,
-                    pii_salt=settings.pii_salt,
-                )
+            event = parse(
+                payload,
+                channel=channel,
+                received_at=received,
+                max_bytes=settings.max_payload_bytes,
+                max_depth=settings.max_json_depth,
+                pii_salt=settings.pii_salt,
             )
+            planned.append(Planned(event, plan(event, ctx)))
         except InvalidEvent as exc:
             raw = payload.encode() if isinstance(payload, str) else bytes(payload)
             rejected.append(Rejected.of(channel, raw, received, exc))
-    return events, rejected
+    return planned, rejected
 
 
-def _apply_one_by_one(events: list[Event], ctx: Context) -> tuple[BatchResult, list[Rejected]]:
-    """After an unexpected error, apply events alone so one bad event cannot sink the rest."""
+def _apply_one_by_one(planned: list[Planned]) -> tuple[BatchResult, list[Rejected]]:
+    """After an error that is the data's, apply events alone so one cannot sink the rest.
+
+    An event that fails alone becomes a dead letter with the error; an error that
+    is the environment's (``is_retryable``) is raised, and the batch comes back.
+    """
     total = BatchResult()
     failed: list[Rejected] = []
     sessions = session_factory(get_engine())
-    for event in events:
+    for item in planned:
+        event = item.event
         try:
             with sessions.begin() as session:
-                result = apply_events(session, [event], ctx)
+                result = apply_planned(session, [item])
         except Exception as exc:
-            if is_transient(exc):
+            if is_retryable(exc):
                 raise
             log.exception("event %s of type %s failed to apply", event.event_id, event.event_type)
             detail = "".join(traceback.format_exception_only(exc)).strip()
@@ -96,7 +120,7 @@ def _apply_one_by_one(events: list[Event], ctx: Context) -> tuple[BatchResult, l
                     event.channel,
                     _event_bytes(event),
                     event.received_at,
-                    f"handler error: {detail}",
+                    f"could not be written: {detail}",
                     tenant_id=event.tenant_id,
                     event_type=event.event_type,
                 )
@@ -111,54 +135,77 @@ def _event_bytes(event: Event) -> bytes:
     return orjson.dumps(event.payload)
 
 
+def _retry(task: Task, exc: Exception, size: int) -> Retry:
+    """Schedule the batch again with backoff: the environment, not the batch, failed."""
+    countdown = backoff(task.request.retries)
+    log.warning(
+        "batch of %d could not be stored now (%s: %s); retried in %ds (retry %d of %s)",
+        size,
+        type(exc).__name__,
+        str(exc).splitlines()[0] if str(exc) else "",
+        countdown,
+        task.request.retries + 1,
+        task.max_retries,
+    )
+    return task.retry(exc=exc, countdown=countdown)
+
+
 def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
-    """Validate, store and aggregate one batch in one transaction."""
+    """Validate, store and aggregate one batch in one transaction.
+
+    Every item ends stored, a duplicate, or a dead letter; if that cannot be made
+    true now (database away, schema not migrated, disk full) the batch is retried.
+    """
     settings = get_settings()
     ctx = Context.from_settings(settings)
-    events, rejected = decode_batch(items)
+    planned, rejected = decode_batch(items, ctx)
+    keep = settings.dead_letter_keep_bytes
     sessions = session_factory(get_engine())
     try:
         try:
             with sessions.begin() as session:
-                result = apply_events(session, events, ctx)
-                record_dead_letters(session, rejected, settings.pii_salt)
+                result = apply_planned(session, planned)
+                record_dead_letters(session, rejected, settings.pii_salt, keep)
         except Exception as exc:
-            if is_transient(exc):
+            if is_retryable(exc):
                 raise
-            log.exception("batch of %d failed; applying its events one by one", len(events))
-            result, failed = _apply_one_by_one(events, ctx)
+            log.exception("batch of %d failed; applying its events one by one", len(planned))
+            result, failed = _apply_one_by_one(planned)
             with sessions.begin() as session:
-                record_dead_letters(session, rejected + failed, settings.pii_salt)
+                record_dead_letters(session, rejected + failed, settings.pii_salt, keep)
             rejected += failed
     except Exception as exc:
-        if not is_transient(exc):
-            raise
-        countdown = backoff(task.request.retries)
-        log.warning(
-            "database unavailable (%s); batch of %d retried in %ds (retry %d of %s)",
-            type(exc).__name__,
-            len(items),
-            countdown,
-            task.request.retries + 1,
-            task.max_retries,
-        )
-        raise task.retry(exc=exc, countdown=countdown) from None
+        raise _retry(task, exc, len(items)) from None
     return {"stored": result.stored, "duplicates": result.duplicates, "dead_letters": len(rejected)}
 
 
 def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
-    """Store what the bridge rejected, with its exact bytes and the bridge's reason."""
-    rejected = [
-        Rejected(str(channel), base64.b64decode(raw), _received_at(received), str(error))
-        for channel, raw, received, error in items
-    ]
+    """Store what the bridge rejected, with its bytes (at most a dead letter's) and its reason.
+
+    An item is ``[channel, base64 bytes, received, reason]``, and when the bridge
+    cut the message, the whole message's ``size`` and ``sha256`` follow.
+    """
+    rejected = []
+    for channel, raw, received, error, *whole in items:
+        size, sha256 = (int(whole[0]), str(whole[1])) if len(whole) >= 2 else (None, None)
+        rejected.append(
+            Rejected(
+                str(channel),
+                base64.b64decode(raw),
+                _received_at(received),
+                str(error),
+                size=size,
+                sha256=sha256,
+            )
+        )
+    settings = get_settings()
     try:
         with session_factory(get_engine()).begin() as session:
-            record_dead_letters(session, rejected, get_settings().pii_salt)
+            record_dead_letters(
+                session, rejected, settings.pii_salt, settings.dead_letter_keep_bytes
+            )
     except Exception as exc:
-        if not is_transient(exc):
-            raise
-        raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from None
+        raise _retry(task, exc, len(items)) from None
     return {"dead_letters": len(rejected)}
 
 
@@ -185,11 +232,10 @@ def _register(name: str, body: Any) -> Task:
             result = body(self, items)
         except Retry:
             raise
-        except Exception as exc:
-            # A batch that failed for good is not re-sent; one that ran out of
-            # retries while the database was away stays in the ledger for later.
-            if not is_transient(exc):
-                _done(self.request.id)
+        except Exception:
+            # Out of retries: the batch stays in the delivery ledger, and the bridge
+            # sends it again later. Nothing is struck off that was not stored.
+            log.error("batch %s ran out of retries; the bridge will send it again", self.request.id)
             raise
         _done(self.request.id)
         return result

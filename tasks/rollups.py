@@ -14,7 +14,7 @@ from celery import Task
 
 from analytics import rollups
 from analytics.config import get_settings
-from analytics.db import get_engine, is_transient, session_factory
+from analytics.db import get_engine, is_retryable, session_factory
 from tasks.app import app
 from tasks.ingest import backoff
 from tasks.queues import (
@@ -36,7 +36,7 @@ def _in_transaction(task: Task, work: Any) -> Any:
         with session_factory(get_engine()).begin() as session:
             return work(session)
     except Exception as exc:
-        if not is_transient(exc):
+        if not is_retryable(exc):
             raise
         raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from None
 

@@ -116,3 +116,25 @@ def test_a_field_type_the_compiler_does_not_know_is_refused_when_compiling():
         compile_schema(WithEmail())
     with pytest.raises(TypeError, match="is not compiled"):
         loader_for(WithEmail())
+
+
+def test_an_unsupported_marshmallow_fails_at_import_not_per_event():
+    from analytics.compiled import _check_marshmallow
+
+    _check_marshmallow("4.4.0")
+    with pytest.raises(ImportError, match=r"marshmallow 3\.20\.1 is installed"):
+        _check_marshmallow("3.20.1")
+
+
+def test_a_hook_layout_the_loader_cannot_read_is_refused_at_compile_time():
+    from collections import defaultdict
+
+    from analytics.compiled import compile_schema
+    from analytics.events import OrderCreatedSchema
+
+    schema = OrderCreatedSchema()
+    # marshmallow 3 keyed hooks by (tag, many): reading them as marshmallow 4's
+    # finds none, and every post_load would be skipped.
+    schema._hooks = defaultdict(list, {("post_load", False): ["make"]})
+    with pytest.raises(TypeError, match="unsupported marshmallow layout"):
+        compile_schema(schema)

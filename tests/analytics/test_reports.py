@@ -363,3 +363,32 @@ def test_every_report_answers_an_empty_database_with_no_rows(engine):
     for name in REPORTS:
         assert report(engine, name) == [], name
     assert Base.metadata.tables  # the engine was migrated, not empty by accident
+
+
+def test_rollups_and_reports_work_at_both_ends_of_the_accepted_time_window(engine):
+    apply(engine, [seen("ann", "2000-01-01", hour=0), seen("bob", "2099-12-31", hour=23)])
+    assert report(engine, "dau") == [
+        {"date": "2000-01-01", "active_users": 1},
+        {"date": "2099-12-31", "active_users": 1},
+    ]
+    mau = report(engine, "mau", since=date(2100, 1, 29), until=date(2100, 1, 29))
+    assert mau == [{"date": "2100-01-29", "active_users": 1}]
+
+
+def test_a_refresh_over_days_at_the_ends_of_the_calendar_does_not_stop_other_tenants(engine):
+    from analytics.models import RollupDirtyDay, UserActivity
+
+    # Rows an older version could store (events dated year 1 and year 9999): the
+    # window arithmetic must not overflow, and every tenant's refresh goes on.
+    apply(engine, [seen("ann", "2024-03-01", tenant="tenant-b")])
+    with Session(engine) as session, session.begin():
+        for day, hour in (
+            (date(1, 1, 1), datetime(1, 1, 1)),
+            (date.max, datetime(9999, 12, 31, 23)),
+        ):
+            session.add(UserActivity(tenant_id="tenant-a", hour=hour, user_id="u", events=1))
+            session.add(RollupDirtyDay(tenant_id="tenant-a", day=day, generation=1))
+    with Session(engine) as session, session.begin():
+        rollups.refresh_dirty(session)
+        assert session.execute(select(RollupDirtyDay)).all() == []
+    assert report(engine, "dau", tenant="tenant-b") == [{"date": "2024-03-01", "active_users": 1}]

@@ -268,7 +268,7 @@ def test_a_batch_waits_for_an_unavailable_database_and_lands_once_it_is_back(
     url = postgres_url.rsplit("/", 1)[0] + "/" + name
     worker = start_worker(env={**pipeline_env, "DATABASE_URL": url})
     celery.send_task("order.created", args=[[item(order("late", 1))]], queue="order")
-    worker.wait_for_output("database unavailable (OperationalError)")
+    worker.wait_for_output("could not be stored now (OperationalError")
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -278,6 +278,37 @@ def test_a_batch_waits_for_an_unavailable_database_and_lands_once_it_is_back(
         wait_for(lambda: revenue(late, "late")[0] == 1, timeout=60, what="the retried batch")
         late.dispose()
         assert "retry 1 of 12" in worker.output()
+    finally:
+        worker.stop()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_a_worker_started_before_migrate_retries_its_batch_until_the_schema_is_there(
+    start_worker, pipeline_env, celery, postgres_url
+):
+    from sqlalchemy import create_engine, text
+
+    from analytics.cli import run_migrations
+    from tests.conftest import ADMIN_URL
+
+    name = f"unmigrated_{uuid.uuid4().hex[:8]}"
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    worker = start_worker(env={**pipeline_env, "DATABASE_URL": url})
+    try:
+        bad = item(b'{"not": "an event"}')
+        celery.send_task("order.created", args=[[item(order("early", 1)), bad]], queue="order")
+        # No table: the batch is the environment's problem, not the events'.
+        worker.wait_for_output("could not be stored now (ProgrammingError")
+        run_migrations(url)
+        late = create_engine(url)
+        wait_for(lambda: revenue(late, "early")[0] == 1, timeout=60, what="the retried batch")
+        assert count(late, DeadLetter) == 1
+        late.dispose()
     finally:
         worker.stop()
         with admin.connect() as conn:

@@ -1,0 +1,173 @@
+"""What the database can hold: every value an event would write, checked against its column.
+
+A value the schema accepts but a column cannot hold used to fail its whole
+batch's transaction (a ``failure_reason`` longer than ``String(255)``, an amount
+whose sum leaves a 64-bit integer, a date rollups cannot count back from). So
+the writer's rows are checked before anything is written, and an event with a
+value that does not fit becomes a dead letter saying which column and why.
+
+The limits are read from the models' own column types, never from a second list:
+a ``String(n)`` holds ``n`` characters, a ``BigInteger`` 64 bits, an ``Integer``
+32, an :class:`~analytics.models.Amount` 64 bits of 1/10,000ths, and every date
+and time column the accepted event-time window (``EVENT_TIME_MIN`` and
+``EVENT_TIME_MAX``). Change a column and its check changes with it.
+
+A channel is the one value that is shortened instead (:func:`storable_channel`):
+Redis sets no limit on a channel's length, and the event on it is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, DateTime, FromClause, Integer, String
+
+from analytics.models import AMOUNT_SCALE, Amount, StoredEvent
+
+#: Returns why a present (non-null) value does not fit its column, or None.
+Check = Callable[[Any], str | None]
+
+_INT64 = 2**63 - 1
+_INT32 = 2**31 - 1
+#: Hex digits of the channel's hash kept when a channel is shortened.
+_CHANNEL_HASH = 16
+CHANNEL_LENGTH: int = StoredEvent.__table__.c.channel.type.length  # type: ignore[attr-defined]
+
+
+def storable_channel(channel: str) -> str:
+    """The channel as a text column holds it: at most its length, and no NUL.
+
+    A longer channel keeps its beginning and ends with ``#`` and 16 hex digits of
+    the whole channel's SHA-256, so two long channels stay two. A NUL becomes
+    U+FFFD (a PostgreSQL text cannot hold one; a dead letter's bytes stay exact).
+    """
+    if "\x00" in channel:
+        channel = channel.replace("\x00", "\ufffd")
+    if len(channel) <= CHANNEL_LENGTH:
+        return channel
+    digest = hashlib.sha256(channel.encode("utf-8", "surrogatepass")).hexdigest()
+    return channel[: CHANNEL_LENGTH - _CHANNEL_HASH - 1] + "#" + digest[:_CHANNEL_HASH]
+
+
+#: Characters of a refused text shown in the reason, so a person can tell which field it was.
+_PREVIEW = 40
+
+
+def _text(length: int) -> Check:
+    def check(value: Any) -> str | None:
+        if len(value) <= length:
+            return None
+        return (
+            f"{value[:_PREVIEW]!r}... is {len(value)} characters, more than the {length} it holds"
+        )
+
+    return check
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        if low <= value <= high:
+            return None
+        return f"{value} is outside the range it holds ({low} to {high})"
+
+    return check
+
+
+def _amount() -> Check:
+    bound = Decimal(_INT64) / AMOUNT_SCALE
+
+    def check(value: Any) -> str | None:
+        if -bound <= value <= bound:
+            return None
+        return f"{value} is outside the range an amount column holds (±{bound})"
+
+    return check
+
+
+def _moment(low: datetime, high: datetime) -> Check:
+    def check(value: Any) -> str | None:
+        if low <= value < high:
+            return None
+        return (
+            f"{value.isoformat()} is outside the accepted event time window "
+            f"[{low.isoformat()}, {high.isoformat()}) (EVENT_TIME_MIN, EVENT_TIME_MAX)"
+        )
+
+    return check
+
+
+def _day(low: datetime, high: datetime) -> Check:
+    first, last = low.date(), high.date()
+
+    def check(value: Any) -> str | None:
+        if first <= value <= last:
+            return None
+        return (
+            f"{value.isoformat()} is outside the accepted event time window "
+            f"[{low.isoformat()}, {high.isoformat()}) (EVENT_TIME_MIN, EVENT_TIME_MAX)"
+        )
+
+    return check
+
+
+def _check_for(column_type: Any, low: datetime, high: datetime) -> Check | None:
+    if isinstance(column_type, Amount):
+        return _amount()
+    if isinstance(column_type, String):
+        return _text(column_type.length) if column_type.length else None
+    if isinstance(column_type, BigInteger):
+        return _integer(-_INT64 - 1, _INT64)
+    if isinstance(column_type, Integer):
+        return _integer(-_INT32 - 1, _INT32)
+    if isinstance(column_type, DateTime):
+        return _moment(low, high)
+    if isinstance(column_type, Date):
+        return _day(low, high)
+    return None
+
+
+class Fit:
+    """Checks rows against the columns of their table, for one event-time window."""
+
+    def __init__(self, time_min: datetime, time_max: datetime):
+        self.time_min, self.time_max = time_min, time_max
+        self._checks: dict[FromClause, tuple[tuple[str, Check], ...]] = {}
+
+    def checks(self, table: FromClause) -> tuple[tuple[str, Check], ...]:
+        """``(column, check)`` for every column of ``table`` with a limit, built once."""
+        found = self._checks.get(table)
+        if found is None:
+            pairs = []
+            for column in table.columns:
+                check = _check_for(column.type, self.time_min, self.time_max)
+                if check is not None:
+                    pairs.append((column.name, check))
+            found = self._checks[table] = tuple(pairs)
+        return found
+
+    def problem(self, table: FromClause, row: dict[str, Any]) -> str | None:
+        """Why ``row`` cannot be written to ``table``, or None when every value fits."""
+        for name, check in self.checks(table):
+            value = row.get(name)
+            if value is not None:
+                why = check(value)
+                if why is not None:
+                    return f"{table.description}.{name}: {why}"
+        return None
+
+    def when_problem(self, moment: datetime | date) -> str | None:
+        """Why an event's own time is refused, or None."""
+        if isinstance(moment, datetime):
+            return _moment(self.time_min, self.time_max)(moment)
+        return _day(self.time_min, self.time_max)(moment)
+
+
+@lru_cache(maxsize=8)
+def fit_for(time_min: datetime, time_max: datetime) -> Fit:
+    """The :class:`Fit` of a window, shared by every batch that uses it."""
+    return Fit(time_min, time_max)
