@@ -104,6 +104,8 @@ class NaiveConsumer:
             log.exception("event %s failed", event.event_id)
             self.errors += 1
             return
+        for _, refusal in result.refused:
+            self._dead_letter(Rejected.of(channel, data, received, refusal))
         self.stored += result.stored
         self.duplicates += result.duplicates
 

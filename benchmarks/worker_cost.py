@@ -5,13 +5,13 @@
 Builds the benchmark's realistic stream (all 15 types, 3 tenants), groups it by
 event type into batches of ``--batch`` as the bridge does, and runs each batch
 through the worker's own code (``tasks.ingest.decode_batch`` then
-``analytics.ingest.apply_events`` in one transaction) against a PostgreSQL
+``analytics.ingest.apply_planned`` in one transaction) against a PostgreSQL
 database of its own (created, migrated, dropped). For each stage it prints CPU
-microseconds per event: parsing and validation, the handlers, the writer's
-Python side, and the PostgreSQL backend's own CPU (read from /proc, so run it
-on the database's host). CPU time, not wall time, so other load on the machine
-disturbs the figures little. ``--profile`` writes a cProfile of the whole run,
-sorted by own time.
+microseconds per event: parsing, validation and planning (the handlers and
+the check of every row against its columns), the writer's Python side, and the
+PostgreSQL backend's own CPU (read from /proc, so run it on the database's host).
+CPU time, not wall time, so other load on the machine disturbs the figures little.
+``--profile`` writes a cProfile of the whole run, sorted by own time.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from analytics import bench  # noqa: E402
 from analytics.cli import run_migrations  # noqa: E402
 from analytics.db import make_engine, session_factory  # noqa: E402
-from analytics.ingest import Context, apply_events  # noqa: E402
+from analytics.ingest import Context, apply_planned  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -86,9 +86,9 @@ def main() -> int:
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         for batch in batches_of(warm, args.batch):
-            events, _ = decode_batch(batch)
+            planned, _ = decode_batch(batch, ctx)
             with sessions.begin() as session:
-                apply_events(session, events, ctx)
+                apply_planned(session, planned)
 
         profiler = cProfile.Profile() if args.profile else None
         runs: list[dict[str, float]] = []
@@ -96,22 +96,22 @@ def main() -> int:
         for _ in range(args.repeat):
             # The same events under new ids and tenants: every run inserts afresh.
             stream = bench.build_stream(envelopes[5_000:], channel_prefix="events")
-            stages = {"parse": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
+            stages = {"parse + plan": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
             wall_start = time.perf_counter()
             for batch in batches_of(stream, args.batch):
                 if profiler:
                     profiler.enable()
                 t0 = time.process_time()
-                events, _ = decode_batch(batch)
+                planned, _ = decode_batch(batch, ctx)
                 t1 = time.process_time()
                 b0 = bench.cpu_seconds([pid])
                 with sessions.begin() as session:
-                    apply_events(session, events, ctx)
+                    apply_planned(session, planned)
                 t2 = time.process_time()
                 stages["postgres backend"] += bench.cpu_seconds([pid]) - b0
                 if profiler:
                     profiler.disable()
-                stages["parse"] += t1 - t0
+                stages["parse + plan"] += t1 - t0
                 stages["apply (python)"] += t2 - t1
             stages["wall"] = time.perf_counter() - wall_start
             stages["total CPU"] = sum(v for k, v in stages.items() if k != "wall")
