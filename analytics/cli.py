@@ -180,7 +180,11 @@ def bridge(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    relay.run()
+    try:
+        relay.run()
+    except Exception as exc:
+        # Logged with its traceback by the bridge; exit non-zero for a supervisor to restart.
+        raise click.ClickException(f"the bridge failed: {describe(exc)}") from None
     log.info("bridge stopped")
 
 
