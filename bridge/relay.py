@@ -365,7 +365,9 @@ class Bridge:
             self._keep(messages, size, self._overflow)
             return
         spilling = self._spooling()
-        if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(messages):
+        if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(
+            messages, size
+        ):
             self.received += len(messages)
             return
         # The spool failed: behind what it holds, if anything (it rolled back this batch).
@@ -384,7 +386,7 @@ class Bridge:
         if len(queue) >= self.batch_size:
             self._wake.set()
 
-    def _spill(self, messages: list[Message]) -> bool:
+    def _spill(self, messages: list[Message], size: int) -> bool:
         """Append to the spool; False when there is no usable spool (then memory it is).
 
         After a failure the spool is left alone for :data:`SPOOL_RETRY_AFTER` seconds.
@@ -410,7 +412,7 @@ class Bridge:
                 "in %.0fs",
                 self.settings.bridge_spool_dir or "the temporary directory",
                 exc,
-                megabytes(self.held_bytes),
+                megabytes(self.held_bytes + size),
                 megabytes(self.max_buffer_bytes),
                 f", {spool.pending} still spooled" if spool is not None and spool.active else "",
                 SPOOL_RETRY_AFTER,
