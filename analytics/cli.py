@@ -150,7 +150,8 @@ def bridge(
 
     Memory holds at most BRIDGE_MAX_BUFFER_BYTES (default 128 MiB) of events
     not yet sent; past it pub/sub spills to a file in BRIDGE_SPOOL_DIR (Redis is
-    still drained) and the stream input stops reading until Celery catches up.
+    still drained; on a full disk, memory again, past the limit) and the stream
+    input stops reading until Celery catches up. Exits 1 if the bridge failed.
     """
     from bridge.relay import Bridge, CelerySender
     from bridge.streams import StreamBridge
@@ -180,7 +181,11 @@ def bridge(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    relay.run()
+    try:
+        relay.run()
+    except Exception as exc:
+        # Logged with its traceback by the bridge; exit non-zero for a supervisor to restart.
+        raise click.ClickException(f"the bridge failed: {describe(exc)}") from None
     log.info("bridge stopped")
 
 

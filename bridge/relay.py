@@ -16,7 +16,16 @@ Memory is bounded: when Celery cannot take events as fast as they come, what is
 read and not yet sent is held up to ``BRIDGE_MAX_BUFFER_BYTES``; past that the
 pub/sub reader goes on draining Redis into a disk spool (``bridge/spool.py``),
 read back in order as Celery catches up, and the stream reader
-(``bridge/streams.py``) simply stops reading: its entries wait in Redis.
+(``bridge/streams.py``) simply stops reading: its entries wait in Redis. When the
+spool cannot be written (a full disk), the reader keeps what it reads in memory,
+past the limit, and tries the spool again every :data:`SPOOL_RETRY_AFTER` seconds.
+
+Neither thread may die alone: a reader with no sender would fill memory forever,
+a sender with no reader would look alive and read nothing. An unexpected error in
+the sender stops the reader; one in the reader stops the sender once it has
+handed over what was read; either way :meth:`Bridge.run` raises
+(:class:`BridgeFailed` for the sender) so that the process exits non-zero and its
+supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -51,6 +60,18 @@ IDLE_WAIT = 0.2
 #: Bytes counted for each buffered message on top of its channel and payload: the
 #: Python objects that carry it (bytes and str headers, tuple, list, float).
 MESSAGE_OVERHEAD = 256
+#: Seconds between two tries of a spool that could not be written (a full disk): a
+#: disk is seldom freed within seconds, and each try costs a write that is undone;
+#: soon enough that memory does not stay past its limit long once there is room.
+SPOOL_RETRY_AFTER = 5.0
+#: Bytes the sender reads back from the spool at a time while memory is past its
+#: limit (the spool failed with messages behind it): it must not wait for room that
+#: only reading the spool makes.
+OVER_LIMIT_READ = 1 << 20
+
+
+class BridgeFailed(RuntimeError):
+    """A thread of the bridge died of an unexpected error (the cause): the bridge stopped."""
 
 
 class Rejection(Exception):
@@ -171,7 +192,14 @@ class Bridge:
         self._bytes_out = 0  # sender: handed over (or, durable and stopping, let go)
         self._peak_in = self._peak_loaded = 0
         self._spool: Spool | None = None
-        self._spool_failed = False
+        #: When the spool last failed to take messages (monotonic), None while it works.
+        self._spool_failed_at: float | None = None
+        self._spool_failed_since = 0.0
+        #: Spool writes that failed (each one undone) since the bridge started.
+        self.spool_failures = 0
+        #: Read while the spool held messages and could not be written: they come after
+        #: everything in the spool, and the sender takes them once it has read it all.
+        self._overflow: collections.deque[Message] = collections.deque()
         self._spilled = 0
         #: Messages the reader took from Redis since the bridge started.
         self.received = 0
@@ -180,6 +208,10 @@ class Bridge:
         self._stop = threading.Event()
         self._reader_done = threading.Event()
         self._subscribed = threading.Event()
+        self._sender: threading.Thread | None = None
+        #: The reader's pub/sub connection, closed by :meth:`run` if the reader fails.
+        self._subscription: Subscription | None = None
+        self._sender_error: BaseException | None = None
         self._groups: dict[str, Group] = {}
         self._counts = Counts()
         self.totals = Counts()
@@ -217,17 +249,65 @@ class Bridge:
     def spool_peak_bytes(self) -> int:
         return self._spool.peak_bytes if self._spool is not None else 0
 
+    @property
+    def sender(self) -> threading.Thread | None:
+        """The sender thread, once :meth:`run` started it."""
+        return self._sender
+
     def run(self) -> None:
-        sender = threading.Thread(target=self._send_loop, name="bridge-sender", daemon=True)
+        """Read and send until :meth:`stop`; raise if either thread failed.
+
+        An unexpected error in the reader is raised once the sender has handed over
+        what was read (as on a stop); one in the sender stops the reader at once (no
+        thread is left to send what it reads) and is raised as :class:`BridgeFailed`.
+        """
+        sender = self._sender = threading.Thread(
+            target=self._run_sender, name="bridge-sender", daemon=True
+        )
         sender.start()
         try:
             self._read_loop()
+        except Exception:
+            log.critical(
+                "the reader failed: handing over what was read, then exiting", exc_info=True
+            )
+            # As on a stop: the stream bridge then leaves what it cannot send pending.
+            self._stop.set()
+            if self._subscription is not None:  # no longer read: Redis must not keep it
+                self._subscription.close()
+            raise
         finally:
+            self._subscribed.clear()
             self._reader_done.set()
             self._wake.set()
             sender.join()
             self._close()
             self._log_counts(final=True)
+        if self._sender_error is not None:
+            raise BridgeFailed(
+                f"the sender failed ({self._sender_error!r}); the bridge stopped"
+            ) from self._sender_error
+
+    def _run_sender(self) -> None:
+        """The sender thread: :meth:`_send_loop`, and if it dies, the reader with it."""
+        try:
+            self._send_loop()
+        except BaseException as exc:  # whatever it is, this thread is gone: say so and stop
+            self._sender_error = exc
+            spool = self._spool
+            log.critical(
+                "the sender failed: stopping the reader and exiting; %d messages read and "
+                "not handed over (%s in memory%s) are %s",
+                len(self._buffer)
+                + len(self._overflow)
+                + sum(len(group.items) for group in list(self._groups.values()))
+                + (spool.pending if spool is not None else 0),
+                megabytes(max(self.held_bytes, 0)),
+                f", {spool.pending} spooled" if spool is not None and spool.active else "",
+                "left pending for another bridge" if self.durable else "lost",
+                exc_info=True,
+            )
+            self.stop()
 
     def _close(self) -> None:
         """Release what the bridge holds once the sender is done (the spool file)."""
@@ -253,6 +333,7 @@ class Bridge:
                     delay = min(delay * 2, RECONNECT_BACKOFF_MAX)
                     continue
                 delay = 0.1
+                self._subscription = subscription
                 if lost_at is None:
                     log.info("subscribed to %s on %s", pattern, safe_url(self.settings.redis_url))
                 else:
@@ -286,42 +367,79 @@ class Bridge:
         """Keep what the reader read: in memory while there is room, else in the spool.
 
         Once spilling, everything goes to the spool until the sender has read it all
-        back, so that messages keep their order.
+        back, so that messages keep their order. When the spool cannot be written (a
+        full disk), what it would have taken stays in memory, past the limit: if the
+        spool holds messages, behind them (``_overflow``, taken once it is read back,
+        and no other try of the spool until then, since an append would go before
+        them), else in the buffer like any other, and the spool is tried again after
+        :data:`SPOOL_RETRY_AFTER`. That keeps the order messages were read in.
         """
-        spool = self._spool
-        spilling = spool is not None and spool.active
-        if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(messages):
+        if self._overflow:
+            self._keep(messages, size, self._overflow)
+            return
+        spilling = self._spooling()
+        if (spilling or self.held_bytes + size > self.max_buffer_bytes) and self._spill(
+            messages, size
+        ):
             self.received += len(messages)
             return
-        self._keep(messages, size)
+        # The spool failed: behind what it holds, if anything (it rolled back this batch).
+        self._keep(messages, size, self._overflow if self._spooling() else None)
 
-    def _keep(self, messages: list[Message], size: int) -> None:
-        """Put messages in the in-memory buffer for the sender (``size``: their bytes)."""
+    def _keep(
+        self, messages: list[Message], size: int, queue: collections.deque[Message] | None = None
+    ) -> None:
+        """Put messages in the in-memory buffer (or ``queue``) for the sender (``size``: their
+        bytes)."""
         self.received += len(messages)
-        self._buffer.extend(messages)
+        queue = self._buffer if queue is None else queue
+        queue.extend(messages)
         self._bytes_in += size
         self._peak_in = max(self._peak_in, self.held_bytes)
-        if len(self._buffer) >= self.batch_size:
+        if len(queue) >= self.batch_size:
             self._wake.set()
 
-    def _spill(self, messages: list[Message]) -> bool:
-        """Append to the spool; False when there is no usable spool (then memory it is)."""
-        if self._spool_failed:
+    def _spill(self, messages: list[Message], size: int) -> bool:
+        """Append to the spool; False when there is no usable spool (then memory it is).
+
+        After a failure the spool is left alone for :data:`SPOOL_RETRY_AFTER` seconds.
+        """
+        now = time.monotonic()
+        failed_at = self._spool_failed_at
+        if failed_at is not None and now - failed_at < SPOOL_RETRY_AFTER:
             return False
         try:
             if self._spool is None:
                 self._spool = Spool(self.settings.bridge_spool_dir or None)
             starting = not self._spool.active
-            self._spool.append(messages)
+            self._spool.append(messages)  # all or nothing: a failure leaves it as it was
         except OSError as exc:
-            self._spool_failed = True
+            spool = self._spool
+            if failed_at is None:
+                self._spool_failed_since = now
+            self._spool_failed_at = now
+            self.spool_failures += 1
             log.error(
-                "cannot write the spool in %s (%s): holding everything in memory, past "
-                "BRIDGE_MAX_BUFFER_BYTES",
+                "cannot write the spool in %s (%s): holding what Redis sends in memory, "
+                "past BRIDGE_MAX_BUFFER_BYTES (%s held, limit %s%s); trying the spool again "
+                "in %.0fs",
                 self.settings.bridge_spool_dir or "the temporary directory",
                 exc,
+                megabytes(self.held_bytes + size),
+                megabytes(self.max_buffer_bytes),
+                f", {spool.pending} still spooled" if spool is not None and spool.active else "",
+                SPOOL_RETRY_AFTER,
             )
             return False
+        if failed_at is not None:
+            self._spool_failed_at = None
+            log.warning(
+                "the spool in %s takes messages again after %.1fs of failures: spilling "
+                "to it again (%s held in memory)",
+                self._spool.directory,
+                now - self._spool_failed_since,
+                megabytes(self.held_bytes),
+            )
         if starting:
             self._spill_started = time.monotonic()
             log.warning(
@@ -351,7 +469,13 @@ class Bridge:
             if now - last_sweep >= self.settings.restore_interval:
                 self._sweep_ledger()
                 last_sweep = now
-            if finishing and not self._buffer and not self._groups and not self._spooling():
+            if (
+                finishing
+                and not self._buffer
+                and not self._overflow
+                and not self._groups
+                and not self._spooling()
+            ):
                 return
 
     def _sweep_ledger(self) -> None:
@@ -368,7 +492,11 @@ class Bridge:
         return self._spool is not None and self._spool.active
 
     def _next_wait(self) -> float:
-        if self._buffer or (self._spooling() and self.held_bytes < self.max_buffer_bytes):
+        if (
+            self._buffer
+            or self._overflow
+            or (self._spooling() and self.held_bytes < self.max_buffer_bytes)
+        ):
             return 0.0
         if not self._groups:
             return IDLE_WAIT
@@ -376,13 +504,19 @@ class Bridge:
         return max(0.0, due - time.monotonic())
 
     def _drain(self) -> None:
-        """Group what the reader buffered, then what the spool holds while there is room."""
+        """Group what the reader buffered, then what the spool holds while there is room,
+        then what waited behind the spool once it is all read back."""
         buffer = self._buffer
         self._group(buffer.popleft() for _ in range(len(buffer)))
         spool = self._spool
         if spool is None or not spool.active:
+            self._drain_overflow()
             return
         room = self.max_buffer_bytes - self.held_bytes
+        if self._overflow:
+            # Memory is past its limit with messages waiting for the spool to be read
+            # back: read it anyway, or they would wait for room that never comes.
+            room = max(room, OVER_LIMIT_READ)
         if room > 0:
             messages = spool.take(room, MESSAGE_OVERHEAD)
             self._bytes_loaded += sum(
@@ -398,6 +532,13 @@ class Bridge:
                 time.monotonic() - self._spill_started,
                 megabytes(spool.peak_bytes),
             )
+            self._drain_overflow()
+
+    def _drain_overflow(self) -> None:
+        """Group what the reader kept behind a failed spool, once the spool is read back."""
+        overflow = self._overflow
+        if overflow:
+            self._group(overflow.popleft() for _ in range(len(overflow)))
 
     def _group(self, messages: Iterable[Message]) -> None:
         groups, now = self._groups, time.monotonic()

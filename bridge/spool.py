@@ -14,10 +14,18 @@ ones in memory: pub/sub is at-most-once; the stream input is the durable one).
 Records are ``channel length, data length, received`` (``<IId``) followed by the
 two byte strings. One thread appends and another reads, each at its own offset
 (``pwrite``/``pread``); a lock guards the offsets and the switch back to memory.
+
+An append is all or nothing: the write offset moves only once every byte of the
+batch is written, and a write that fails part way (``ENOSPC`` on a full disk,
+``EFBIG`` past a file-size limit) is undone by truncating the file back to where
+the batch began, then raised. So the reader never meets a partial record, and
+what was appended before stays readable, in order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import struct
 import tempfile
@@ -53,20 +61,35 @@ class Spool:
         self.peak_bytes = 0
 
     def append(self, messages: list[Message]) -> None:
-        """Write messages at the end (their receipts are not kept: pub/sub has none)."""
+        """Write messages at the end (their receipts are not kept: pub/sub has none).
+
+        All of them or none: on OSError (a full disk) the file is as it was before
+        the call, and the error is raised for the caller to keep them elsewhere.
+        """
         blob = b"".join(
             RECORD.pack(len(channel), len(data), received) + channel + data
             for channel, data, received, _ in messages
         )
         with self._lock:
+            start = end = self._written
             view = memoryview(blob)
-            while view:
-                written = os.pwrite(self._fd, view, self._written)
-                self._written += written
-                view = view[written:]
+            try:
+                while view:
+                    written = os.pwrite(self._fd, view, end)
+                    if not written:  # not seen on Linux; would otherwise loop forever
+                        raise OSError(errno.ENOSPC, "spool write wrote nothing")
+                    end += written
+                    view = view[written:]
+            except OSError:
+                # Give the partial batch's blocks back (a full disk needs them) and leave
+                # nothing past the write offset; shrinking a file takes no space.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
+            self._written = end
             self.active = True
             self.pending += len(messages)
-            self.peak_bytes = max(self.peak_bytes, self._written)
+            self.peak_bytes = max(self.peak_bytes, end)
 
     def take(self, max_bytes: int, per_message: int = 0) -> list[Message]:
         """The oldest messages, while their bytes stay within ``max_bytes``.
@@ -90,6 +113,12 @@ class Spool:
                     break
                 # One record larger than what was read: read just that record.
                 chunk = os.pread(self._fd, stop - offset, start + offset)
+                if len(chunk) != stop - offset or start + len(chunk) > end:
+                    # Appends are whole, so this is a damaged file: say so rather than
+                    # hand over a cut message and read past the write offset.
+                    raise OSError(
+                        errno.EIO, f"spool record at offset {start} runs past the end written"
+                    )
                 offset, body, stop = 0, RECORD.size, stop - offset
             weight = channel_length + data_length + per_message
             if messages and taken + weight > max_bytes:

@@ -172,12 +172,24 @@ def wait_for(
 class Process:
     """A real project process (worker, bridge) whose output goes to a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        preexec_fn: Callable[[], None] | None = None,
+    ):
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
         )
 
     def output(self) -> str:
@@ -237,12 +249,19 @@ def pipeline_env(postgres_url: str, redis_url: str, channel_prefix: str) -> dict
 
 @pytest.fixture
 def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start ``python -m analytics ARGS``; every process is stopped when the test ends."""
+    """Start ``python -m analytics ARGS`` (``preexec_fn`` runs in the child before it, e.g. to
+    set a resource limit); every process is stopped when the test ends."""
     started: list[Process] = []
 
-    def start(name: str, args: list[str], env: dict[str, str]) -> Process:
+    def start(
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> Process:
         log_path = tmp_path / f"{name}-{len(started)}.log"
-        process = Process(name, [sys.executable, "-m", "analytics", *args], env, log_path)
+        argv = [sys.executable, "-m", "analytics", *args]
+        process = Process(name, argv, env, log_path, preexec_fn)
         started.append(process)
         return process
 

@@ -62,6 +62,22 @@ def test_the_bridge_help_names_its_batching_settings():
         assert setting in output
 
 
+def test_the_bridge_exits_non_zero_when_a_thread_of_it_died(monkeypatch, redis_url):
+    """So that a supervisor restarts it (the failure itself: tests/bridge/test_thread_failures)."""
+    from bridge.relay import Bridge, BridgeFailed
+
+    def failed(self: Bridge) -> None:
+        raise BridgeFailed("the sender failed (Crash()); the bridge stopped")
+
+    monkeypatch.setattr(Bridge, "run", failed)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # not pytest's own handlers
+    result = CliRunner().invoke(
+        main, ["bridge"], env={"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+    )
+    assert result.exit_code == 1, result.output
+    assert "the bridge failed: BridgeFailed: the sender failed" in result.output
+
+
 def test_an_unknown_queue_is_refused_in_one_line():
     result = run("worker", "-Q", "orders")
     assert result.returncode == 2

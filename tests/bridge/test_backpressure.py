@@ -1,18 +1,25 @@
 """Backpressure in the pub/sub bridge: a slow broker bounds its memory and costs no event.
 
 Real Redis pub/sub on this test's channels; the bridge runs in a thread and its
-``send`` is slowed down on purpose (a broker that takes N events a second).
+``send`` is slowed down on purpose (a broker that takes N events a second). A full
+disk under the spool is simulated here by an append that fails (the real one, a
+file-size limit on a real bridge process, is in ``tests/faults/test_full_disk.py``).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import threading
 import time
 
 import orjson
 import pytest
 
 from analytics import bench
+from bridge import relay
 from bridge.relay import MESSAGE_OVERHEAD, Bridge
+from bridge.spool import Message, Spool
 from tests.bridge.conftest import Recorder
 from tests.conftest import wait_for
 
@@ -32,6 +39,18 @@ def on_channels(stream: bench.Stream, prefix: str) -> bench.Stream:
     channels = [prefix + channel.removeprefix("unused") for channel in stream.channels]
     return bench.Stream(
         stream.run_id, stream.key, stream.tenants, channels, stream.payloads, stream.expected
+    )
+
+
+def part(stream: bench.Stream, start: int, stop: int) -> bench.Stream:
+    """Events ``start:stop`` of the stream (their positions in ``stream`` stay theirs)."""
+    return bench.Stream(
+        stream.run_id,
+        stream.key,
+        stream.tenants,
+        stream.channels[start:stop],
+        stream.payloads[start:stop],
+        stream.expected,
     )
 
 
@@ -130,3 +149,66 @@ def test_the_buffer_limit_is_counted_in_bytes_held_until_sent(run_bridge, redis_
     recorder.failing.clear()
     wait_for(lambda: len(recorder.items()) == 10, timeout=10, what="the retried batch")
     wait_for(lambda: bridge.held_bytes == 0, timeout=5, what="the buffer to empty")
+
+
+def test_a_full_disk_keeps_in_memory_what_the_spool_cannot_take_and_loses_nothing(
+    run_bridge, redis_client, channel_prefix, events, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="bridge")
+    stream = on_channels(events, channel_prefix)
+    monkeypatch.setattr(relay, "SPOOL_RETRY_AFTER", 0.2)
+    disk_full = threading.Event()
+    failed_with_messages_spooled: list[bool] = []
+    appended = 0
+    real_append = Spool.append
+
+    def append(spool: Spool, messages: list[Message]) -> None:
+        nonlocal appended
+        if disk_full.is_set():
+            failed_with_messages_spooled.append(spool.active)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(spool, messages)
+        appended += 1
+        if appended == 3:  # the disk fills while the spool holds messages
+            disk_full.set()
+
+    monkeypatch.setattr(Spool, "append", append)
+    limit = 256 << 10
+    bridge, recorder = run_bridge(
+        Recorder(seconds_per_event=1 / 5_000),
+        bridge_max_buffer_bytes=limit,
+        bridge_batch_size=200,
+        bridge_flush_ms=20,
+    )
+    first, second = part(stream, 0, 10_000), part(stream, 10_000, 20_000)
+    assert bench.publish(redis_client, first, rate=0).unreceived == 0
+    wait_for(lambda: len(recorder.items()) >= 10_000, timeout=30, what="the first half")
+    peak_while_full = bridge.peak_held_bytes
+    failures = bridge.spool_failures
+    # Space is freed: the next burst goes to the spool again (tried again after 0.2 s).
+    disk_full.clear()
+    time.sleep(0.3)
+    assert bench.publish(redis_client, second, rate=0).unreceived == 0
+    wait_for(lambda: len(recorder.items()) >= 20_000, timeout=30, what="the second half")
+    time.sleep(0.2)  # nothing more (a duplicate) comes after
+    by_task = received_ids(recorder, stream)
+    handed_over = sorted(index for indexes in by_task.values() for index in indexes)
+    messages = [r.getMessage() for r in caplog.records]
+    print(
+        f"\ninjected: spool appends fail with ENOSPC from the fourth on, for the first "
+        f"10,000 events; then freed for 10,000 more (limit {limit >> 10} KiB)\n"
+        f"counted: {len(handed_over):,} handed over, {failures} failed spool writes "
+        f"({sum(failed_with_messages_spooled)} with messages spooled), memory peak "
+        f"{peak_while_full / 2**20:.1f} MiB, {bridge.spilled:,} through the spool"
+    )
+    assert handed_over == list(range(len(stream))), "lost or duplicated events"
+    for task, indexes in by_task.items():
+        assert indexes == sorted(indexes), f"{task}: events out of order"
+    assert failures > 0 and any(failed_with_messages_spooled)
+    assert peak_while_full > limit  # held in memory, past the limit, rather than lost
+    assert any(
+        r.levelno == logging.ERROR and "cannot write the spool" in r.getMessage()
+        for r in caplog.records
+    )
+    assert any("takes messages again" in m for m in messages), messages[-20:]
+    assert bridge.spool_failures == failures  # the second burst spilled without failing
