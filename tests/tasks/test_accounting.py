@@ -11,7 +11,7 @@ process through the real task (``TASKS[name].apply``: eager, no broker), and
 One test per invalid kind (``a`` … ``f``, short channels, so that it fails for
 its kind only), one of valid events only (the variations the contract allows,
 on over-long channels too), one of over-long channels, and one of everything
-mixed; about 2,100 examples in all. The end-to-end version, through real
+mixed; 2,000 examples in all. The end-to-end version, through real
 processes, is ``test_accounting_pipeline.py``.
 """
 
@@ -48,7 +48,7 @@ from tests.accounting import (
 
 #: Test name -> (what hypothesis draws, examples).
 CASES: dict[str, tuple[Any, int]] = {
-    "mixed": (mixtures(invalid_drafts), 700),
+    "mixed": (mixtures(invalid_drafts), 600),
     "valid only": (mixtures(invalid_drafts, max_valid=10, max_invalid=0, long_channels=False), 200),
     "long channels": (mixtures(bad_encoding() | bad_envelope(), long_channels=True), 150),
     **{
