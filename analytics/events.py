@@ -429,7 +429,7 @@ class _InventorySchema(DataSchema):
 class InventoryLowStockSchema(_InventorySchema):
     target = InventoryLowStock
     current_quantity = _level()
-    reorder_point = _count()
+    reorder_point = _level()
 
 
 class InventoryOutOfStockSchema(_InventorySchema):

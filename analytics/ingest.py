@@ -32,6 +32,7 @@ from analytics.config import (
     DEFAULT_DEAD_LETTER_KEEP_BYTES,
     DEFAULT_EVENT_TIME_MAX,
     DEFAULT_EVENT_TIME_MIN,
+    DEFAULT_MAX_PAYLOAD_BYTES,
     Settings,
 )
 from analytics.db import insert_new, is_retryable, statement, upsert_many
@@ -55,7 +56,7 @@ from analytics.models import (
     UserCohort,
     UserSession,
 )
-from analytics.storable import Fit, fit_for, storable_channel
+from analytics.storable import Fit, fit_for, path_of, storable_channel
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -732,13 +733,14 @@ def plan(event: Event, ctx: Context) -> list[Change]:
     changes = changes_for(event, ctx)
     for change in changes:
         if isinstance(change, Upsert):
-            why = fit.problem(change.aggregate.model.__table__, change.values)
+            misfit = fit.problem(change.aggregate.model.__table__, change.values)
         elif isinstance(change, Append):
-            why = fit.problem(change.model.__table__, change.values)
+            misfit = fit.problem(change.model.__table__, change.values)
         else:
             continue
-        if why is not None:
-            raise _refused(event, f"value does not fit the database: {why}")
+        if misfit is not None:
+            field = path_of(misfit.value, event.payload) or "a value derived from the event"
+            raise _refused(event, f"{field}: {misfit.why} ({misfit.column})")
     return changes
 
 
@@ -1085,11 +1087,11 @@ class Rejected:
             event_type=exc.event_type,
         )
 
-    def kept(self, keep: int, pii_salt: str | None) -> Bounded:
-        """What a dead letter keeps of the message: its first ``keep`` bytes, size and hash."""
+    def kept(self, limit: int, keep: int, pii_salt: str | None) -> Bounded:
+        """What a dead letter keeps of the message (:func:`analytics.limits.bound`)."""
         if self.size is not None and self.sha256 is not None:
-            return Bounded(self.raw[:keep], self.size, self.sha256)
-        return bound(self.raw, keep, pii_salt)
+            return Bounded(self.raw, self.size, self.sha256)  # bounded by the bridge
+        return bound(self.raw, limit, keep, pii_salt)
 
 
 #: A dead letter's ``error`` is cut to this many characters in the fallback row.
@@ -1100,9 +1102,13 @@ def record_dead_letters(
     session: Session,
     rejected: Sequence[Rejected],
     pii_salt: str | None = None,
+    limit: int = DEFAULT_MAX_PAYLOAD_BYTES,
     keep: int = DEFAULT_DEAD_LETTER_KEEP_BYTES,
 ) -> int:
-    """Keep rejected messages with their bytes (at most ``keep``) and what was wrong with them.
+    """Keep rejected messages with their bytes and what was wrong with them.
+
+    A message over ``limit`` bytes (MAX_PAYLOAD_BYTES) keeps only its first ``keep``
+    (DEAD_LETTER_KEEP_BYTES), with the size and SHA-256 of the whole.
 
     The same bytes on the same channel are one dead letter (like an id-less event,
     whose derived id makes the same payload count once): a second bridge, or a
@@ -1117,7 +1123,7 @@ def record_dead_letters(
     """
     if not rejected:
         return 0
-    rows = [_dead_letter_row(r, pii_salt, keep) for r in rejected]
+    rows = [_dead_letter_row(r.kept(limit, keep, pii_salt), r, pii_salt) for r in rejected]
     try:
         with session.begin_nested():
             _insert_dead_letters(session, rows)
@@ -1130,8 +1136,7 @@ def record_dead_letters(
     return len(rejected)
 
 
-def _dead_letter_row(r: Rejected, pii_salt: str | None, keep: int) -> dict[str, Any]:
-    kept = r.kept(keep, pii_salt)
+def _dead_letter_row(kept: Bounded, r: Rejected, pii_salt: str | None) -> dict[str, Any]:
     if kept.truncated:
         # The identity of a cut message is its whole: two that share their first
         # bytes are two dead letters.

@@ -53,8 +53,9 @@ class Bounded:
         return self.size > len(self.head)
 
 
-def bound(raw: bytes, keep: int, salt: str | None = None) -> Bounded:
-    """What a dead letter keeps of ``raw``: its first ``keep`` bytes, its size and hash.
+def bound(raw: bytes, limit: int, keep: int, salt: str | None = None) -> Bounded:
+    """What a dead letter keeps of ``raw``: all of it within ``limit`` bytes (MAX_PAYLOAD_BYTES),
+    else its first ``keep`` (DEAD_LETTER_KEEP_BYTES); and its size and hash either way.
 
     With a ``salt`` (PII_SALT) the hash is keyed, so that it cannot confirm a
     guessed message.
@@ -63,7 +64,7 @@ def bound(raw: bytes, keep: int, salt: str | None = None) -> Bounded:
         digest = hmac.new(salt.encode(), raw, hashlib.sha256).hexdigest()
     else:
         digest = hashlib.sha256(raw).hexdigest()
-    return Bounded(raw[:keep], len(raw), digest)
+    return Bounded(raw if len(raw) <= limit else raw[:keep], len(raw), digest)
 
 
 #: A JSON string literal: quote, then runs of plain characters or backslash escapes.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -131,6 +132,36 @@ def _check_for(column_type: Any, low: datetime, high: datetime) -> Check | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Misfit:
+    """A value that does not fit its column: where it would go, what it is, and why not."""
+
+    column: str
+    value: Any
+    why: str
+
+
+def path_of(value: Any, document: Any, prefix: str = "") -> str | None:
+    """Where ``value`` stands in a decoded document (``data.items.0.name``), if anywhere.
+
+    A refused value is named by the event field a producer wrote, not only by the
+    column it would land in (a reason may go to a counter's ``dimension``).
+    """
+    if isinstance(document, dict):
+        for key, item in document.items():
+            found = path_of(value, item, f"{prefix}{key}.")
+            if found is not None:
+                return found
+    elif isinstance(document, list):
+        for index, item in enumerate(document):
+            found = path_of(value, item, f"{prefix}{index}.")
+            if found is not None:
+                return found
+    elif type(document) is type(value) and document == value:
+        return prefix.rstrip(".")
+    return None
+
+
 class Fit:
     """Checks rows against the columns of their table, for one event-time window."""
 
@@ -150,14 +181,14 @@ class Fit:
             found = self._checks[table] = tuple(pairs)
         return found
 
-    def problem(self, table: FromClause, row: dict[str, Any]) -> str | None:
-        """Why ``row`` cannot be written to ``table``, or None when every value fits."""
+    def problem(self, table: FromClause, row: dict[str, Any]) -> Misfit | None:
+        """What in ``row`` cannot be written to ``table``, or None when every value fits."""
         for name, check in self.checks(table):
             value = row.get(name)
             if value is not None:
                 why = check(value)
                 if why is not None:
-                    return f"{table.description}.{name}: {why}"
+                    return Misfit(f"{table.description}.{name}", value, why)
         return None
 
     def when_problem(self, moment: datetime | date) -> str | None:

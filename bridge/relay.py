@@ -122,10 +122,13 @@ def dead_letter_item(
 ) -> list[Any]:
     """The item that hands a rejected message to the dead-letter task.
 
-    Only the first ``dead_letter_keep_bytes`` travel (base64), with the size and
-    SHA-256 of the whole: an oversized message must not cross the broker whole.
+    Of a message over ``max_payload_bytes`` only the first ``dead_letter_keep_bytes``
+    travel (base64), with the size and SHA-256 of the whole: an oversized message
+    must not cross the broker whole.
     """
-    kept = bound(data, settings.dead_letter_keep_bytes, settings.pii_salt)
+    kept = bound(
+        data, settings.max_payload_bytes, settings.dead_letter_keep_bytes, settings.pii_salt
+    )
     head = base64.b64encode(kept.head).decode()
     return [channel, head, received, reason, kept.size, kept.sha256]
 

@@ -159,20 +159,20 @@ def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     settings = get_settings()
     ctx = Context.from_settings(settings)
     planned, rejected = decode_batch(items, ctx)
-    keep = settings.dead_letter_keep_bytes
+    bounds = (settings.max_payload_bytes, settings.dead_letter_keep_bytes)
     sessions = session_factory(get_engine())
     try:
         try:
             with sessions.begin() as session:
                 result = apply_planned(session, planned)
-                record_dead_letters(session, rejected, settings.pii_salt, keep)
+                record_dead_letters(session, rejected, settings.pii_salt, *bounds)
         except Exception as exc:
             if is_retryable(exc):
                 raise
             log.exception("batch of %d failed; applying its events one by one", len(planned))
             result, failed = _apply_one_by_one(planned)
             with sessions.begin() as session:
-                record_dead_letters(session, rejected + failed, settings.pii_salt, keep)
+                record_dead_letters(session, rejected + failed, settings.pii_salt, *bounds)
             rejected += failed
     except Exception as exc:
         raise _retry(task, exc, len(items)) from None
@@ -180,7 +180,7 @@ def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
 
 
 def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
-    """Store what the bridge rejected, with its bytes (at most a dead letter's) and its reason.
+    """Store what the bridge rejected, with its bytes (bounded when oversized) and its reason.
 
     An item is ``[channel, base64 bytes, received, reason]``, and when the bridge
     cut the message, the whole message's ``size`` and ``sha256`` follow.
@@ -202,7 +202,11 @@ def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     try:
         with session_factory(get_engine()).begin() as session:
             record_dead_letters(
-                session, rejected, settings.pii_salt, settings.dead_letter_keep_bytes
+                session,
+                rejected,
+                settings.pii_salt,
+                settings.max_payload_bytes,
+                settings.dead_letter_keep_bytes,
             )
     except Exception as exc:
         raise _retry(task, exc, len(items)) from None

@@ -7,6 +7,8 @@ Every test that writes runs on PostgreSQL and on SQLite (the ``engine`` fixture)
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 from sqlalchemy import select
@@ -44,8 +46,9 @@ def letters(engine) -> list[DeadLetter]:
 
 
 def record(engine, rejected: list[Rejected], keep: int = 1 << 16) -> None:
+    # Messages over twice ``keep`` bytes are oversized here.
     with Session(engine) as session, session.begin():
-        record_dead_letters(session, rejected, keep=keep)
+        record_dead_letters(session, rejected, limit=2 * keep, keep=keep)
 
 
 # ------------------------------------------------------------ invalid list members
@@ -267,13 +270,15 @@ def test_a_dead_letter_on_a_long_channel_is_kept(engine):
 
 
 def test_the_bridge_forwards_only_the_head_of_an_oversized_message():
-    settings = Settings(dead_letter_keep_bytes=100)
+    settings = Settings(max_payload_bytes=1000, dead_letter_keep_bytes=100)
     data = b"{" + b"x" * 5000
     item = dead_letter_item("events:a:b", data, 1.0, "too big", settings)
-    import base64
-
     assert base64.b64decode(item[1]) == data[:100]
-    assert item[4:] == [5001, bound(data, 100).sha256]
+    assert item[4:] == [5001, bound(data, 1000, 100).sha256]
+    # Within the payload limit, a rejected message travels whole.
+    small = b"{" + b"x" * 900
+    item = dead_letter_item("events:a:b", small, 1.0, "invalid JSON", settings)
+    assert base64.b64decode(item[1]) == small
 
 
 def test_an_oversized_dead_letter_keeps_its_head_size_and_hash(engine):
@@ -286,8 +291,8 @@ def test_an_oversized_dead_letter_keeps_its_head_size_and_hash(engine):
     found = letters(engine)
     # Two messages that share their first bytes stay two dead letters.
     assert [(bytes(f.raw), f.raw_size, f.raw_sha256) for f in found] == [
-        (big_a[:50], 550, bound(big_a, 50).sha256),
-        (big_b[:50], 550, bound(big_b, 50).sha256),
+        (big_a[:50], 550, bound(big_a, 100, 50).sha256),
+        (big_b[:50], 550, bound(big_b, 100, 50).sha256),
     ]
     assert "kept the first 50 of 550 bytes" in found[0].error
     record(engine, [Rejected("events:a:b", big_a, RECEIVED, "too big")], keep=50)
