@@ -20,7 +20,9 @@ from sqlalchemy import (
     Engine,
     String,
     Table,
+    Text,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     func,
@@ -103,17 +105,28 @@ def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
 
 
-def one_at_a_time(session: Session, name: str) -> None:
-    """Hold ``name`` until this transaction ends: transactions that ask for it run in turn.
+def one_at_a_time(session: Session, *names: str) -> None:
+    """Hold ``names`` until this transaction ends: transactions that ask for one run in turn.
 
     For work that reads what it will replace (delete, then insert what it
     computed): a second transaction doing the same work concurrently would not
     see the first one's rows and would write them again. PostgreSQL: an advisory
-    lock on the name's 64-bit hash. SQLite: nothing, since every transaction there
-    begins with BEGIN IMMEDIATE and write transactions already run one at a time.
+    lock on each name's 64-bit hash, all taken by one statement in sorted order,
+    so that two transactions asking for overlapping sets cannot deadlock. SQLite:
+    nothing, since every transaction there begins with BEGIN IMMEDIATE and write
+    transactions already run one at a time.
     """
-    if _dialect(session) == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))
+    if not names or _dialect(session) != "postgresql":
+        return
+    if len(names) == 1:
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(names[0], 0))))
+        return
+    # unnest yields the array in its order and each row's lock is taken as the row is read.
+    array = bindparam("names", sorted(set(names)), postgresql.ARRAY(Text))
+    name = func.unnest(array).table_valued("name")
+    session.execute(
+        select(func.count(func.pg_advisory_xact_lock(func.hashtextextended(name.c.name, 0))))
+    )
 
 
 def insert_for(session: Session) -> Callable[[Any], Any]:

@@ -7,6 +7,8 @@ insert was new, merging the batch's changes to the same row first and writing
 each table with one multi-row ``INSERT ... ON CONFLICT DO UPDATE``. Every update
 is computed by the database from the row it holds (``value = value + excluded``,
 last-writer-wins by event time), so any number of workers may write at once.
+Stock alerts are the exception: a batch recomputes the alerts of each product and
+location it touched from their stored movements (:func:`apply_stock_alerts`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
-from sqlalchemy import and_, case, func, or_, select, tuple_, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from analytics import events as ev
@@ -35,7 +49,7 @@ from analytics.config import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Settings,
 )
-from analytics.db import insert_new, is_retryable, statement, upsert_many
+from analytics.db import insert_new, is_retryable, one_at_a_time, statement, upsert_many
 from analytics.errors import DuplicateRegistration, InvalidEvent, plain
 from analytics.events import Event
 from analytics.limits import Bounded, bound
@@ -194,30 +208,15 @@ class Append:
 
 
 @dataclass(slots=True)
-class OpenAlert:
-    """Raise an alert unless one with the same key is still open."""
+class StockAlerts:
+    """Bring the stock alerts of a product at a location in line with its stored movements."""
 
     tenant_id: str
-    alert_key: str
-    alert_type: str
-    severity: str
-    message: str
-    created_at: datetime
-    event_id: str
-    product_id: str | None = None
-    location_id: str | None = None
+    product_id: str
+    location_id: str
 
 
-@dataclass(slots=True)
-class ResolveAlerts:
-    """Close the open alerts with these keys that were raised at or before ``at``."""
-
-    tenant_id: str
-    alert_keys: tuple[str, ...]
-    at: datetime
-
-
-Change: TypeAlias = Upsert | Append | OpenAlert | ResolveAlerts
+Change: TypeAlias = Upsert | Append | StockAlerts
 
 
 @dataclass(frozen=True)
@@ -560,6 +559,7 @@ def inventory_changes(
     on_hand: int | None,
     change: int | None = None,
     reason: str | None = None,
+    alert_message: str | None = None,
     **counts: Any,
 ) -> list[Change]:
     row: dict[str, Any] = {
@@ -590,6 +590,7 @@ def inventory_changes(
                 "quantity_change": change,
                 "quantity_after": on_hand,
                 "reason": reason,
+                "alert_message": alert_message,
             },
         ),
     ]
@@ -600,15 +601,29 @@ def _place(sku: str | None, product_id: str, location_id: str) -> str:
     return f"{sku or product_id}{where}"
 
 
+def stock_alert_message(
+    kind: str,
+    sku: str | None,
+    product_id: str,
+    location_id: str,
+    quantity: int | None = None,
+    reorder_point: int | None = None,
+) -> str:
+    """The message of a ``low_stock`` or ``out_of_stock`` alert."""
+    place = _place(sku, product_id, location_id)
+    if kind == "out_of_stock":
+        return f"Out of stock: {place}"
+    detail = ""
+    if quantity is not None:
+        detail = f": {quantity} left"
+        if reorder_point is not None:
+            detail += f" (reorder point {reorder_point})"
+    return f"Low stock alert: {place}{detail}"
+
+
 @handles("inventory.low_stock")
 def inventory_low_stock(event: Event, ctx: Context) -> list[Change]:
     data: ev.InventoryLowStock = event.data
-    place = _place(data.sku, data.product_id, data.location_id)
-    detail = ""
-    if data.current_quantity is not None:
-        detail = f": {data.current_quantity} left"
-        if data.reorder_point is not None:
-            detail += f" (reorder point {data.reorder_point})"
     return [
         *inventory_changes(
             event,
@@ -617,49 +632,39 @@ def inventory_low_stock(event: Event, ctx: Context) -> list[Change]:
             data.location_id,
             data.sku,
             data.current_quantity,
+            alert_message=stock_alert_message(
+                "low_stock",
+                data.sku,
+                data.product_id,
+                data.location_id,
+                data.current_quantity,
+                data.reorder_point,
+            ),
             low_stock_events=1,
         ),
-        OpenAlert(
-            tenant_id=event.tenant_id,
-            alert_key=alert_key("low_stock", data.product_id, data.location_id),
-            alert_type="low_stock",
-            severity="warning",
-            message=f"Low stock alert: {place}{detail}",
-            created_at=event.timestamp,
-            event_id=event.event_id,
-            product_id=data.product_id,
-            location_id=data.location_id,
-        ),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id),
     ]
 
 
 @handles("inventory.out_of_stock")
 def inventory_out_of_stock(event: Event, ctx: Context) -> list[Change]:
     data: ev.InventoryOutOfStock = event.data
-    changes = inventory_changes(
-        event,
-        "out_of_stock",
-        data.product_id,
-        data.location_id,
-        data.sku,
-        0,
-        out_of_stock_events=1,
-        last_sold_at=data.last_sold_at,
-    )
-    changes.append(
-        OpenAlert(
-            tenant_id=event.tenant_id,
-            alert_key=alert_key("out_of_stock", data.product_id, data.location_id),
-            alert_type="out_of_stock",
-            severity="critical",
-            message=f"Out of stock: {_place(data.sku, data.product_id, data.location_id)}",
-            created_at=event.timestamp,
-            event_id=event.event_id,
-            product_id=data.product_id,
-            location_id=data.location_id,
-        )
-    )
-    return changes
+    return [
+        *inventory_changes(
+            event,
+            "out_of_stock",
+            data.product_id,
+            data.location_id,
+            data.sku,
+            0,
+            alert_message=stock_alert_message(
+                "out_of_stock", data.sku, data.product_id, data.location_id
+            ),
+            out_of_stock_events=1,
+            last_sold_at=data.last_sold_at,
+        ),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id),
+    ]
 
 
 @handles("inventory.restocked")
@@ -676,14 +681,7 @@ def inventory_restocked(event: Event, ctx: Context) -> list[Change]:
             data.quantity_added,
             restock_events=1,
         ),
-        ResolveAlerts(
-            event.tenant_id,
-            (
-                alert_key("low_stock", data.product_id, data.location_id),
-                alert_key("out_of_stock", data.product_id, data.location_id),
-            ),
-            event.timestamp,
-        ),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id),
     ]
 
 
@@ -852,89 +850,137 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(part) for part in key)
 
 
-def _open_alerts(session: Session, alerts: Sequence[OpenAlert]) -> None:
-    first: dict[tuple[str, str], OpenAlert] = {}
-    for alert in alerts:
-        first.setdefault((alert.tenant_id, alert.alert_key), alert)
-    rows = [
-        {
-            "tenant_id": a.tenant_id,
-            "alert_key": a.alert_key,
-            "alert_type": a.alert_type,
-            "severity": a.severity,
-            "message": a.message,
-            "created_at": a.created_at,
-            "event_id": a.event_id,
-            "product_id": a.product_id,
-            "location_id": a.location_id,
-        }
-        for a in first.values()
-    ]
-    upsert_many(
-        session,
-        "open-alerts",
-        lambda insert: insert(Alert).on_conflict_do_nothing(
-            index_elements=["tenant_id", "alert_key"], index_where=Alert.resolved_at.is_(None)
-        ),
-        rows,
-    )
+#: The alert each stock movement raises, with its severity; a ``restocked`` resolves them all.
+STOCK_ALERTS = {"low_stock": "warning", "out_of_stock": "critical"}
+RESTOCKED = "restocked"
+#: The columns of a stock alert that its movements determine.
+STOCK_ALERT_COLUMNS = (
+    "alert_type",
+    "severity",
+    "message",
+    "created_at",
+    "resolved_at",
+    "product_id",
+    "location_id",
+)
+StockKey: TypeAlias = tuple[str, str, str]
 
 
-def _close_with_stored_restocks(session: Session, alerts: Sequence[OpenAlert]) -> None:
-    """Close new stock alerts that a restock already stored (it arrived first) resolved."""
-    keys = [(a.tenant_id, a.event_id) for a in alerts if a.product_id is not None]
-    if not keys:
+def stock_alert_history(key: StockKey, movements: Iterable[Any]) -> list[dict[str, Any]]:
+    """The stock alerts of a product at a location, computed from its movements alone.
+
+    ``movements`` (any order) have ``kind``, ``occurred_at``, ``event_id``,
+    ``alert_message`` and ``quantity_after``. They are walked in event time,
+    ``low_stock``/``out_of_stock`` before a ``restocked`` of the same instant (a
+    restock resolves the alerts raised at or before it), then by event id: each
+    ``low_stock`` or ``out_of_stock`` opens an alert of its type unless one is
+    open, and each ``restocked`` resolves every open alert. Nothing here depends on
+    how the events were batched or in which order they arrived.
+    """
+    tenant_id, product_id, location_id = key
+    alerts: list[dict[str, Any]] = []
+    open_: dict[str, dict[str, Any]] = {}
+    for move in sorted(movements, key=lambda m: (m.occurred_at, m.kind == RESTOCKED, m.event_id)):
+        if move.kind == RESTOCKED:
+            for alert in open_.values():
+                alert["resolved_at"] = move.occurred_at
+            open_.clear()
+        elif move.kind in STOCK_ALERTS and move.kind not in open_:
+            message = move.alert_message
+            if message is None:  # stored before movements kept their alert's message
+                message = stock_alert_message(
+                    move.kind, None, product_id, location_id, move.quantity_after
+                )
+            open_[move.kind] = {
+                "tenant_id": tenant_id,
+                "alert_key": alert_key(move.kind, product_id, location_id),
+                "alert_type": move.kind,
+                "severity": STOCK_ALERTS[move.kind],
+                "message": message,
+                "created_at": move.occurred_at,
+                "resolved_at": None,
+                "event_id": move.event_id,
+                "product_id": product_id,
+                "location_id": location_id,
+            }
+            alerts.append(open_[move.kind])
+    return alerts
+
+
+def apply_stock_alerts(session: Session, keys: Iterable[StockKey]) -> None:
+    """Recompute the stock alerts of these ``(tenant, product, location)`` from their movements.
+
+    Events of one product travel in different batches (a task per event type), so
+    a batch cannot tell which alerts its events open or close: it recomputes each
+    touched key's whole history (:func:`stock_alert_history`) and changes only the
+    rows that differ, so unchanged alerts keep their ids. One lock per key makes
+    concurrent recomputations of a key run in turn, the later one reading (at read
+    committed) the movements the earlier one committed; without it two batches
+    would each miss the other's movements. The caller has already appended this
+    batch's movements.
+    """
+    ordered = sorted(set(keys))
+    if not ordered:
         return
-    restock = InventoryMovement
-    first_restock_after = (
-        select(func.min(restock.occurred_at))
-        .where(
-            restock.tenant_id == Alert.tenant_id,
-            restock.product_id == Alert.product_id,
-            restock.location_id == Alert.location_id,
-            restock.kind == "restocked",
-            restock.occurred_at >= Alert.created_at,
+    one_at_a_time(session, *(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
+    move = InventoryMovement
+    history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
+    for row in session.execute(
+        select(
+            move.tenant_id,
+            move.product_id,
+            move.location_id,
+            move.kind,
+            move.occurred_at,
+            move.event_id,
+            move.alert_message,
+            move.quantity_after,
+        ).where(
+            tuple_(move.tenant_id, move.product_id, move.location_id).in_(ordered),
+            move.kind.in_((RESTOCKED, *STOCK_ALERTS)),
         )
-        .scalar_subquery()
-    )
-    session.execute(
-        update(Alert)
-        .where(tuple_(Alert.tenant_id, Alert.event_id).in_(keys), Alert.resolved_at.is_(None))
-        .values(resolved_at=first_restock_after)
-    )
-
-
-def _resolve_alerts(session: Session, item: ResolveAlerts) -> None:
-    session.execute(
-        update(Alert)
+    ):
+        history[row.tenant_id, row.product_id, row.location_id].append(row)
+    wanted: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for key, movements in history.items():
+        for alert in stock_alert_history(key, movements):
+            wanted[alert["tenant_id"], alert["alert_key"], alert["event_id"]] = alert
+    table = cast(Table, Alert.__table__)
+    stored = session.execute(
+        select(table.c.id, table.c.tenant_id, table.c.alert_key, table.c.event_id)
+        .add_columns(*(table.c[name] for name in STOCK_ALERT_COLUMNS))
         .where(
-            Alert.tenant_id == item.tenant_id,
-            Alert.alert_key.in_(item.alert_keys),
-            Alert.resolved_at.is_(None),
-            Alert.created_at <= item.at,
+            tuple_(table.c.tenant_id, table.c.alert_key).in_(
+                [(t, alert_key(kind, p, loc)) for t, p, loc in ordered for kind in STOCK_ALERTS]
+            )
         )
-        .values(resolved_at=item.at)
-    )
-
-
-def apply_alerts(session: Session, changes: Sequence[OpenAlert | ResolveAlerts]) -> None:
-    """Open and close alerts in event-time order, so a batch ends as the events say."""
-
-    def at(change: OpenAlert | ResolveAlerts) -> datetime:
-        return change.created_at if isinstance(change, OpenAlert) else change.at
-
-    pending: list[OpenAlert] = []
-    for change in sorted(changes, key=at):
-        if isinstance(change, OpenAlert):
-            pending.append(change)
+    ).all()
+    stale: list[int] = []
+    closed: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    kept: set[tuple[str, str, str | None]] = set()
+    for row in stored:
+        ident = (row.tenant_id, row.alert_key, row.event_id)
+        want = wanted.get(ident)
+        if want is None or ident in kept:
+            stale.append(row.id)
             continue
-        if pending:
-            _open_alerts(session, pending)
-            pending = []
-        _resolve_alerts(session, change)
-    if pending:
-        _open_alerts(session, pending)
-    _close_with_stored_restocks(session, [c for c in changes if isinstance(c, OpenAlert)])
+        kept.add(ident)
+        if any(getattr(row, name) != want[name] for name in STOCK_ALERT_COLUMNS):
+            values = {name: want[name] for name in STOCK_ALERT_COLUMNS}
+            (others if want["resolved_at"] is None else closed).append(
+                {"alert_id": row.id, **values}
+            )
+    # One open alert per key (a unique index): rows go first, then alerts that close,
+    # then the one that stays open, then new alerts; no step has two open at once.
+    if stale:
+        session.execute(delete(table).where(table.c.id.in_(stale)))
+    for rows in (closed, others):
+        if rows:
+            session.execute(update(table).where(table.c.id == bindparam("alert_id")), rows)
+    new = [alert for ident, alert in wanted.items() if ident not in kept]
+    if new:
+        session.execute(insert(table), new)
 
 
 @dataclass
@@ -1037,23 +1083,23 @@ def apply_changes(
 
 
 def write_changes(session: Session, changes: Iterable[Change]) -> None:
-    """Write changes: each table's rows merged and upserted at once, then alerts in time order."""
+    """Write changes: each table's rows merged and upserted at once; stock alerts recomputed."""
     upserts: dict[Aggregate, list[dict[str, Any]]] = {}
     appends: dict[type[Base], list[dict[str, Any]]] = {}
-    alerts: list[OpenAlert | ResolveAlerts] = []
+    stock_keys: set[StockKey] = set()
     for change in changes:
         if isinstance(change, Upsert):
             upserts.setdefault(change.aggregate, []).append(change.values)
         elif isinstance(change, Append):
             appends.setdefault(change.model, []).append(change.values)
         else:
-            alerts.append(change)
+            stock_keys.add((change.tenant_id, change.product_id, change.location_id))
     for aggregate in AGGREGATES:
         if aggregate in upserts:
             upsert_rows(session, aggregate, upserts[aggregate])
     for model, rows in appends.items():
         session.execute(statement(session, ("append", model), _plain_insert(model)), rows)
-    apply_alerts(session, alerts)
+    apply_stock_alerts(session, stock_keys)
 
 
 @dataclass(frozen=True)

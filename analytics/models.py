@@ -266,6 +266,10 @@ class InventoryMovement(Base):
     quantity_change: Mapped[int | None] = mapped_column(BigInteger)
     quantity_after: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str | None] = mapped_column(String(255))
+    #: The message of the alert this low_stock or out_of_stock raises when it raises one:
+    #: stock alerts are recomputed from the movements, and the event's details (sku,
+    #: reorder point) are not kept elsewhere.
+    alert_message: Mapped[str | None] = mapped_column(Text)
 
 
 class UserSession(Base):
@@ -301,6 +305,8 @@ class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (
         Index(None, "tenant_id", "created_at"),
+        # The writer reads a product's stock alerts, open and resolved, by key.
+        Index(None, "tenant_id", "alert_key"),
         Index(
             "uq_alerts_open_key",
             "tenant_id",
@@ -320,7 +326,7 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
     event_id: Mapped[str | None] = mapped_column(ID)
-    #: For stock alerts: what a restock of this product at this location resolves.
+    #: For stock alerts: the product and location whose movements they are computed from.
     product_id: Mapped[str | None] = mapped_column(ID)
     location_id: Mapped[str | None] = mapped_column(ID)
 

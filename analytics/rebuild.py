@@ -28,8 +28,7 @@ from analytics.ingest import (
     PAYMENTS,
     Change,
     Context,
-    OpenAlert,
-    ResolveAlerts,
+    StockAlerts,
     Upsert,
     apply_changes,
 )
@@ -119,7 +118,9 @@ def rebuild(
         return start <= event.timestamp < end
 
     def keep(event: Event, change: Change) -> bool:
-        if in_range(event) or isinstance(change, OpenAlert | ResolveAlerts):
+        # Stock alerts are recomputed from all of a product's movements, those outside
+        # the range (not deleted) and those of the range (appended again) alike.
+        if in_range(event) or isinstance(change, StockAlerts):
             return True
         return isinstance(change, Upsert) and change.aggregate in STATE_AGGREGATES
 

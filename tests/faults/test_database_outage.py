@@ -42,7 +42,7 @@ def test_a_database_outage_mid_stream_is_retried_until_it_is_back_and_loses_noth
         publisher.join()
         waited = settle(engine, stream, redis_client)
         output = worker.output()
-        retries = output.count("database unavailable")
+        retries = output.count("could not be stored now")
         log(f"settled {waited:.1f}s after PostgreSQL was back; {retries} batch retries logged")
         assert_exact(engine, stream)
         with engine.connect() as conn:

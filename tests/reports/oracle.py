@@ -64,7 +64,8 @@ its report below):
    events of a product+location are walked in event-time order with, at equal times,
    ``low_stock``/``out_of_stock`` before ``restocked`` (so "a restocked at or after it"
    resolves an alert raised at the same instant). ``created_at`` of a stock alert is the
-   raising event's time. ``payment_failure_rate``: UTC hours that have payments are walked
+   raising event's time. (Among raising events of the same instant the spec picks the
+   smallest ``event_id``; only the ``message`` shows which, and it is not compared.) ``payment_failure_rate``: UTC hours that have payments are walked
    in order (over all time, not only the range); an hour with >= 20 processed + failed and
    ``failed / (processed + failed) >= 0.25`` raises an alert if none is open, with
    ``created_at`` = the start of that hour (``HH:00:00Z``); an hour with payments whose rate
