@@ -70,7 +70,7 @@ from analytics.models import (
     UserCohort,
     UserSession,
 )
-from analytics.storable import Fit, fit_for, path_of, storable_channel
+from analytics.storable import Fit, fit_for, path_of, storable_channel, storable_text
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -1196,10 +1196,10 @@ def _dead_letter_row(kept: Bounded, r: Rejected, pii_salt: str | None) -> dict[s
         "raw": ev.scrub_raw(kept.head, pii_salt) if pii_salt else kept.head,
         "raw_size": kept.size,
         "raw_sha256": kept.sha256,
-        "error": _storable(error),
+        "error": storable_text(error),
         "messages": plain(r.messages) if r.messages is not None else {"_schema": [r.error]},
-        "tenant_id": _storable(r.tenant_id),
-        "event_type": _storable(r.event_type),
+        "tenant_id": storable_text(r.tenant_id),
+        "event_type": storable_text(r.event_type),
         "fingerprint": dead_letter_fingerprint(r.channel, identity, pii_salt),
     }
 
@@ -1223,17 +1223,6 @@ def _insert_dead_letters(session: Session, rows: list[dict[str, Any]]) -> None:
         lambda insert: insert(DeadLetter).on_conflict_do_nothing(index_elements=["fingerprint"]),
         rows,
     )
-
-
-def _storable(text: str | None) -> str | None:
-    """Text a PostgreSQL text column accepts: a NUL becomes U+FFFD (the raw bytes stay exact).
-
-    A dead letter must be storable whatever arrived: one NUL in a claimed tenant
-    id used to fail the insert, and with it every dead letter of the batch.
-    """
-    if text is None or "\x00" not in text:
-        return text
-    return text.replace("\x00", "\ufffd")
 
 
 def dead_letter_fingerprint(channel: str, raw: bytes, pii_salt: str | None = None) -> str:
