@@ -421,7 +421,7 @@ class Benchmark:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         self.cleanup.callback(self._drop_database, admin, name)
         url = self.admin_url.rsplit("/", 1)[0] + "/" + name
-        from analytics.cli import run_migrations
+        from analytics.migrations import run_migrations
 
         run_migrations(url)
         engine = make_engine(url)

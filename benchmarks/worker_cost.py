@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analytics import bench  # noqa: E402
-from analytics.cli import run_migrations  # noqa: E402
+from analytics.migrations import run_migrations  # noqa: E402
 from analytics.db import make_engine, session_factory  # noqa: E402
 from analytics.ingest import Context, apply_planned  # noqa: E402
 

@@ -49,7 +49,7 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A freshly created and migrated PostgreSQL database, dropped after the run."""
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
 
     name = f"analytics_test_{RUN_ID}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -101,7 +101,7 @@ def pg(postgres_engine: Engine) -> Iterator[Engine]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
 
     url = f"sqlite:///{tmp_path / 'analytics.db'}"
     run_migrations(url)

@@ -327,8 +327,8 @@ class ScratchPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=check)
 
     def create_database(self) -> None:
-        from analytics.cli import run_migrations
         from analytics.db import make_engine
+        from analytics.migrations import run_migrations
 
         admin = make_engine(self.url.rsplit("/", 1)[0] + "/postgres")
         try:

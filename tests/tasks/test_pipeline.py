@@ -270,7 +270,7 @@ def test_a_batch_waits_for_an_unavailable_database_and_lands_once_it_is_back(
 ):
     from sqlalchemy import create_engine, text
 
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
     from tests.conftest import ADMIN_URL
 
     name = f"late_{uuid.uuid4().hex[:8]}"
@@ -299,7 +299,7 @@ def test_a_worker_started_before_migrate_retries_its_batch_until_the_schema_is_t
 ):
     from sqlalchemy import create_engine, text
 
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
     from tests.conftest import ADMIN_URL
 
     name = f"unmigrated_{uuid.uuid4().hex[:8]}"
