@@ -212,7 +212,7 @@ class Process:
     def kill(self) -> None:
         """Kill the process and everything it started, at once: the test is over, and a
         warm shutdown takes a worker ~3 s. The broker DB and the tables are emptied after."""
-        from analytics.bench import kill_processes, process_tree
+        from benchmarks.procs import kill_processes, process_tree
 
         kill_processes(process_tree(self.popen.pid), group=self.popen.pid)
         self.popen.wait()

@@ -256,7 +256,7 @@ def filled(sqlite_url):
     from datetime import datetime
 
     from analytics.db import make_engine
-    from analytics.simulate import Simulator
+    from loadgen import Simulator
     from tests.analytics.helpers import apply, to_event
 
     engine = make_engine(sqlite_url)

@@ -159,8 +159,8 @@ def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> Non
     Users register, log in and out, order 1-4 items, pay (some payments fail),
     get refunds; stock runs low, runs out and is restocked.
     """
-    from analytics.simulate import Simulator
-    from analytics.simulate import channel_for as sim_channel
+    from loadgen import Simulator
+    from loadgen import channel_for as sim_channel
 
     settings = _settings()
     client = _redis(settings)
@@ -270,13 +270,12 @@ def bench_command(
 
     The bench tenants' rows stay in the database unless --cleanup is given. Exit
     status 1 when not every event arrived or the aggregates are not exact. For the
-    whole benchmark, with its own processes and targets: benchmarks/pipeline.py.
+    whole benchmark, with its own processes and targets: python -m benchmarks.pipeline.
     """
     import math
 
-    from analytics import bench as checking
-    from analytics import bench as publishing
     from analytics.db import get_engine
+    from loadgen import checking, publishing
 
     settings = _settings()
     client = _redis(settings)

@@ -18,7 +18,7 @@ from analytics.config import (
     Settings,
 )
 from analytics.models import DeadLetter, MetricCounter, Order, StoredEvent
-from analytics.simulate import channel_for, seed_examples
+from loadgen import channel_for, seed_examples
 from tasks.app import make_app
 from tests.analytics.helpers import assert_seed_aggregates
 from tests.conftest import wait_for
@@ -353,7 +353,7 @@ def test_backfill_rollups_waits_for_the_workers_and_celery_call_runs_the_same_ta
     from sqlalchemy import delete
 
     from analytics.models import ActiveUsersDaily
-    from analytics.simulate import Simulator
+    from loadgen import Simulator
     from tests.analytics.helpers import apply, to_event
 
     documents = Simulator(tenants=2, seed=8, start=datetime(2024, 3, 4), days=3).events(900)
