@@ -1,6 +1,6 @@
 """What the pub/sub bridge does when Celery cannot keep up: memory, spool, Redis buffer, loss.
 
-    python benchmarks/backpressure.py [--events 200000] [--rate 40000] [--broker-rate 10000]
+    python -m benchmarks.backpressure [--events 200000] [--rate 40000] [--broker-rate 10000]
                                       [--limits-mb 0,64,16]
 
 For each memory limit (0: unbounded, the bridge's behaviour before
@@ -30,15 +30,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+import redis
+
+from analytics.config import Settings
+from benchmarks import procs
+from bridge.relay import Bridge
+from loadgen import publishing
+
+#: The repository: the child is started there, so that `-m benchmarks.backpressure` resolves.
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-import redis  # noqa: E402
-
-from analytics import bench  # noqa: E402
-from analytics.config import Settings  # noqa: E402
-from bridge.relay import Bridge  # noqa: E402
 
 UNBOUNDED = 1 << 50
 
@@ -102,17 +103,26 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def run(args: argparse.Namespace, limit_mb: int, stream: bench.Stream, prefix: str) -> dict:
+def run(args: argparse.Namespace, limit_mb: int, stream: publishing.Stream, prefix: str) -> dict:
     client = redis.Redis.from_url(args.redis_url)
-    argv = [sys.executable, __file__, "--child", "--limit-mb", str(limit_mb), "--prefix", prefix]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.backpressure",
+        "--child",
+        "--limit-mb",
+        str(limit_mb),
+        "--prefix",
+        prefix,
+    ]
     argv += ["--events", str(args.events), "--broker-rate", str(args.broker_rate)]
     argv += ["--redis-url", args.redis_url, "--timeout", str(args.timeout)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
         name = json.loads(proc.stdout.readline())["ready"]
-        with bench.ClientWatch(client, name, interval=0.05) as watch:
-            published = bench.publish(client, stream, args.rate)
+        with procs.ClientWatch(client, name, interval=0.05) as watch:
+            published = publishing.publish(client, stream, args.rate)
             result = json.loads(proc.stdout.readline())
         proc.wait(60)
     finally:
@@ -148,7 +158,9 @@ def main() -> None:
         child(args)
         return
     prefix = f"bp-{uuid.uuid4().hex[:8]}:events"
-    stream = bench.build_stream(bench.simulate(args.events, seed=11), channel_prefix=prefix)
+    stream = publishing.build_stream(
+        publishing.simulate(args.events, seed=11), channel_prefix=prefix
+    )
     print(
         f"{args.events:,} events ({stream.size_bytes / 1e6:.0f} MB) offered at {args.rate:,.0f}/s "
         f"to a bridge whose send takes {args.broker_rate:,.0f} events/s",

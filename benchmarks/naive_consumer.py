@@ -11,7 +11,7 @@ Events the project would reject become dead letters, as in the pipeline.
 Run on its own (configuration from the environment, like every process)::
 
     DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/baseline \\
-    EVENT_CHANNEL_PATTERN='events:*' python benchmarks/naive_consumer.py
+    EVENT_CHANNEL_PATTERN='events:*' python -m benchmarks.naive_consumer
 
 It logs "subscribed to <pattern>" once subscribed and a count line every
 ``--log-interval`` seconds; its Redis connection is named

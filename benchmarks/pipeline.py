@@ -1,6 +1,6 @@
 """Benchmark the real pipeline end to end, as a user runs it, against issue 4's targets.
 
-    python benchmarks/pipeline.py [--quick] [--events N] [--workers N] [--json out.json]
+    python -m benchmarks.pipeline [--quick] [--events N] [--workers N] [--json out.json]
 
 What it runs: one ``analytics bridge`` and one ``analytics worker --concurrency N``
 (a prefork worker: N pool processes, 2 by default, like ``analytics up``) against
@@ -10,8 +10,8 @@ Celery broker (12 by default, flushed at the start and the end) and a pub/sub
 channel prefix no one else uses (``bench-<run>:events``). Every process,
 database and Redis DB it made is removed at the end, on failure and on Ctrl-C.
 
-The stream is ``analytics.simulate``'s realistic mix of all 15 event types for 3
-tenants (order.created with 1-4 items), re-stamped per run by ``analytics.bench``:
+The stream is ``loadgen``'s realistic mix of all 15 event types for 3
+tenants (order.created with 1-4 items), re-stamped per run by ``loadgen.publishing``:
 ids unique to the run, tenants ``bench-<run>-N``, timestamps near now.
 
 Phases (each checks that the aggregates are exact; tables are truncated between
@@ -35,7 +35,7 @@ phases so each starts from the same empty store):
    paired with a run with ``--workers`` (2) at the same moment (they alternate,
    each with a fresh worker, so drift weighs on both alike); it passes when the
    median with 4 is not below the slowest of the paired runs with 2;
-5. the baseline: ``benchmarks/naive_consumer.py`` (the seed's single-process
+5. the baseline: ``benchmarks.naive_consumer`` (the seed's single-process
    consumer, one transaction per event) on the same stream, published as fast
    as it can take without its output buffer passing 8 MB (so it loses nothing
    and its best is measured).
@@ -80,11 +80,11 @@ import orjson
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from analytics import bench
 from analytics.db import make_engine
+from benchmarks import procs
+from loadgen import checking, publishing
 
 ROOT = Path(__file__).resolve().parent.parent
-NAIVE_CONSUMER = ROOT / "benchmarks" / "naive_consumer.py"
 MB = 1024 * 1024
 #: A Celery worker's line for a finished task: "Task order.created[...] succeeded in 0.0123s".
 TASK_DONE = re.compile(r"\] succeeded in ([0-9.]+)s")
@@ -292,11 +292,11 @@ class Proc:
             time.sleep(0.1)
 
     def sample_rss(self) -> None:
-        for pid, peak in bench.tree_peak_rss(self.pid).items():
+        for pid, peak in procs.tree_peak_rss(self.pid).items():
             self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
 
     def tree(self) -> list[int]:
-        return bench.process_tree(self.pid)
+        return procs.process_tree(self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         members = self.tree()
@@ -311,7 +311,7 @@ class Proc:
                     os.killpg(self.pid, signal.SIGKILL)
                 self.popen.wait()
         # Pool processes the parent left behind (killed parent) go too.
-        bench.kill_processes((pid for pid in members if pid != self.pid), group=self.pid)
+        procs.kill_processes((pid for pid in members if pid != self.pid), group=self.pid)
         self._log.close()
 
 
@@ -421,7 +421,7 @@ class Benchmark:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         self.cleanup.callback(self._drop_database, admin, name)
         url = self.admin_url.rsplit("/", 1)[0] + "/" + name
-        from analytics.cli import run_migrations
+        from analytics.migrations import run_migrations
 
         run_migrations(url)
         engine = make_engine(url)
@@ -458,7 +458,7 @@ class Benchmark:
         self.cleanup.callback(self._flush_broker)
         self.db_url, self.engine = self.database("")
         self.naive_url, self.naive_engine = self.database("_naive")
-        self.log_view = bench.RedisLog(self.redis)
+        self.log_view = procs.RedisLog(self.redis)
         say(f"databases created and migrated; channels {self.prefix}:*")
 
     def _remove_logs(self) -> None:
@@ -559,7 +559,7 @@ class Benchmark:
         quiet: bool = False,
         timeout: float | None = None,
     ) -> Run:
-        stream = bench.build_stream(envelopes, channel_prefix=prefix, spread=spread)
+        stream = publishing.build_stream(envelopes, channel_prefix=prefix, spread=spread)
         if not quiet:
             say(
                 f"{label}: publishing {len(stream):,} events"
@@ -567,20 +567,20 @@ class Benchmark:
             )
         offsets = {p.name: p.log_size() for p in watched}
         commits_before = self._other_commits()
-        redis_log = bench.RedisLog(self.redis)
+        redis_log = procs.RedisLog(self.redis)
         pg_pids = set(self._pg_backends(engine))
-        cpu_before = bench.machine_cpu()
-        procs_before = bench.all_process_cpu()
-        watch = bench.ClientWatch(redis.Redis.from_url(self.broker_url), watch_name)
+        cpu_before = procs.machine_cpu()
+        procs_before = procs.all_process_cpu()
+        watch = procs.ClientWatch(redis.Redis.from_url(self.broker_url), watch_name)
         with watch:
-            published = bench.publish(
+            published = publishing.publish(
                 self.redis,
                 stream,
                 rate,
                 hold=hold,
                 progress=None if quiet else self._progress("published", len(stream)),
             )
-            waited = bench.wait_stored(
+            waited = checking.wait_stored(
                 engine,
                 stream.tenants,
                 len(stream),
@@ -589,8 +589,8 @@ class Benchmark:
                 interval=poll,
                 progress=None if quiet else self._progress("stored", len(stream)),
             )
-        procs_after = bench.all_process_cpu()
-        cpu_after = bench.machine_cpu()
+        procs_after = procs.all_process_cpu()
+        cpu_after = procs.machine_cpu()
         other_commits = max(0, self._other_commits() - commits_before)
         logs = {p.name: p.output(offsets[p.name]) for p in watched}
         durations = sorted(
@@ -620,11 +620,11 @@ class Benchmark:
         )
         for proc in watched:
             proc.sample_rss()
-        rows = bench.fetch_stored(engine, stream.tenants)
-        speed = bench.throughput(published, rows)
-        delay = bench.latency(stream, published, rows)
-        lag, lag_rows = bench.commit_lag(rows, waited.samples)
-        exact = bench.check_exact(engine, stream)
+        rows = checking.fetch_stored(engine, stream.tenants)
+        speed = checking.throughput(published, rows)
+        delay = checking.latency(stream, published, rows)
+        lag, lag_rows = checking.commit_lag(rows, waited.samples)
+        exact = checking.check_exact(engine, stream)
         evidence: list[str] = []
         if not watch.ids:
             # Conservative: a check that could not see the connection did not pass.
@@ -669,7 +669,7 @@ class Benchmark:
             held=published.held,
             tasks=len(durations),
             task_mean=statistics.fmean(durations) if durations else math.nan,
-            task_p99=bench.percentile(durations, 99),
+            task_p99=checking.percentile(durations, 99),
             max_omem=watch.max_omem,
             watch_samples=watch.samples,
             watch_ids=list(watch.ids),
@@ -749,7 +749,7 @@ class Benchmark:
     def latency_run(self, beside: str, seed: int) -> Run:
         """``latency_seconds`` of events at ``latency_rate``, the database polled every 50 ms."""
         plan = self.plan
-        events = bench.simulate(
+        events = publishing.simulate(
             max(1, round(plan.latency_rate * plan.latency_seconds)), plan.tenants, seed=seed
         )
         return self.pipeline_run(
@@ -807,7 +807,9 @@ class Benchmark:
 
     def baseline(self, envelopes: list[dict[str, Any]]) -> Run:
         env = self.env(self.naive_url, self.naive_prefix)
-        naive = self.start("naive-consumer", [sys.executable, str(NAIVE_CONSUMER)], env)
+        naive = self.start(
+            "naive-consumer", [sys.executable, "-m", "benchmarks.naive_consumer"], env
+        )
         naive.wait_for("subscribed to")
         name = f"analytics-naive-{socket.gethostname()}-{naive.pid}"
         probe = redis.Redis.from_url(self.broker_url)
@@ -818,7 +820,7 @@ class Benchmark:
             nonlocal checked, holding
             if time.monotonic() - checked >= 0.02:
                 checked = time.monotonic()
-                entries = bench.clients_named(probe, name)
+                entries = procs.clients_named(probe, name)
                 holding = bool(entries) and int(entries[0]["omem"]) > BASELINE_OMEM_HOLD
             return holding
 
@@ -845,7 +847,7 @@ class Benchmark:
         started = time.monotonic()
         self.setup()
         say(f"simulating events for {', '.join(phases)}")
-        envelopes = bench.simulate(plan.events, plan.tenants, seed=1)
+        envelopes = publishing.simulate(plan.events, plan.tenants, seed=1)
         self.start_pipeline(plan.workers)
         if "sustained" in phases:
             self.results.sustained = self.sustained(envelopes, f"sustained ({plan.workers} proc)")
@@ -859,7 +861,7 @@ class Benchmark:
                     f" beside {plan.hogs} busy loop(s)", seed=4
                 )
         if "burst" in phases:
-            burst_events = bench.simulate(plan.burst_events, plan.tenants, seed=3)
+            burst_events = publishing.simulate(plan.burst_events, plan.tenants, seed=3)
             self.results.burst = self.pipeline_run(
                 f"burst of {plan.burst_events:,}", burst_events, plan.burst_rate
             )
@@ -873,7 +875,9 @@ class Benchmark:
         if "baseline" in phases:
             count = plan.baseline_events or plan.events
             self.results.baseline = self.baseline(
-                envelopes if count == plan.events else bench.simulate(count, plan.tenants, seed=1)
+                envelopes
+                if count == plan.events
+                else publishing.simulate(count, plan.tenants, seed=1)
             )
         self.results.seconds = time.monotonic() - started
         return self.results

@@ -1,6 +1,6 @@
 """Where a worker's time goes, per event and per stage, without Celery or Redis.
 
-    python benchmarks/worker_cost.py [--events N] [--batch N] [--profile out.txt]
+    python -m benchmarks.worker_cost [--events N] [--batch N] [--profile out.txt]
 
 Builds the benchmark's realistic stream (all 15 types, 3 tenants), groups it by
 event type into batches of ``--batch`` as the bridge does, and runs each batch
@@ -22,7 +22,6 @@ import io
 import os
 import pstats
 import statistics
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -31,20 +30,18 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from analytics import bench  # noqa: E402
-from analytics.cli import run_migrations  # noqa: E402
-from analytics.db import make_engine, session_factory  # noqa: E402
-from analytics.ingest import Context, apply_planned  # noqa: E402
+from analytics.db import make_engine, session_factory
+from analytics.ingest import Context, apply_planned
+from analytics.migrations import run_migrations
+from benchmarks import procs
+from loadgen import publishing
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 
 
-def batches_of(stream: bench.Stream, size: int) -> list[list[list[Any]]]:
+def batches_of(stream: publishing.Stream, size: int) -> list[list[list[Any]]]:
     groups: dict[str, list[list[Any]]] = defaultdict(list)
     out: list[list[list[Any]]] = []
     now = time.time()
@@ -81,8 +78,8 @@ def main() -> int:
         engine = make_engine(url)
         sessions = session_factory(engine)
         ctx = Context()
-        envelopes = bench.simulate(args.events + 5_000, seed=1)
-        warm = bench.build_stream(envelopes[:5_000], channel_prefix="events")
+        envelopes = publishing.simulate(args.events + 5_000, seed=1)
+        warm = publishing.build_stream(envelopes[:5_000], channel_prefix="events")
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         for batch in batches_of(warm, args.batch):
@@ -95,7 +92,7 @@ def main() -> int:
         n = args.events
         for _ in range(args.repeat):
             # The same events under new ids and tenants: every run inserts afresh.
-            stream = bench.build_stream(envelopes[5_000:], channel_prefix="events")
+            stream = publishing.build_stream(envelopes[5_000:], channel_prefix="events")
             stages = {"parse + plan": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
             wall_start = time.perf_counter()
             for batch in batches_of(stream, args.batch):
@@ -104,11 +101,11 @@ def main() -> int:
                 t0 = time.process_time()
                 planned, _ = decode_batch(batch, ctx)
                 t1 = time.process_time()
-                b0 = bench.cpu_seconds([pid])
+                b0 = procs.cpu_seconds([pid])
                 with sessions.begin() as session:
                     apply_planned(session, planned)
                 t2 = time.process_time()
-                stages["postgres backend"] += bench.cpu_seconds([pid]) - b0
+                stages["postgres backend"] += procs.cpu_seconds([pid]) - b0
                 if profiler:
                     profiler.disable()
                 stages["parse + plan"] += t1 - t0

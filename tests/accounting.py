@@ -6,7 +6,7 @@ message over ``MAX_PAYLOAD_BYTES``: its first ``DEAD_LETTER_KEEP_BYTES`` bytes, 
 size and the SHA-256 of all of it) and a reason.
 
 A :class:`Mixture` is what hypothesis draws: valid events (from
-``analytics.simulate``, some varied in ways the contract allows), duplicates of
+``loadgen``, some varied in ways the contract allows), duplicates of
 them (the same ``tenant_id`` + ``event_id``, other bytes or another channel),
 invalid messages of every kind the specification names (each labelled with its
 kind: ``a.`` … ``f.``), and repeats of the invalid ones. Whether a message is
@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, MetaData, Table, select
 
 from analytics.models import StoredEvent
-from analytics.simulate import Simulator
+from loadgen import Simulator
 
 #: Small limits, so that oversized payloads are cheap to make.
 MAX_PAYLOAD_BYTES = 4096

@@ -49,7 +49,7 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A freshly created and migrated PostgreSQL database, dropped after the run."""
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
 
     name = f"analytics_test_{RUN_ID}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -101,7 +101,7 @@ def pg(postgres_engine: Engine) -> Iterator[Engine]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
 
     url = f"sqlite:///{tmp_path / 'analytics.db'}"
     run_migrations(url)
@@ -212,7 +212,7 @@ class Process:
     def kill(self) -> None:
         """Kill the process and everything it started, at once: the test is over, and a
         warm shutdown takes a worker ~3 s. The broker DB and the tables are emptied after."""
-        from analytics.bench import kill_processes, process_tree
+        from benchmarks.procs import kill_processes, process_tree
 
         kill_processes(process_tree(self.popen.pid), group=self.popen.pid)
         self.popen.wait()

@@ -16,7 +16,8 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from analytics import bench
+from benchmarks import procs
+from loadgen import checking, publishing
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_broker")]
 
@@ -31,9 +32,9 @@ def pipeline(start_worker, start_bridge):
     return bridge, worker
 
 
-def stream_for(prefix: str, count: int, rate: float) -> bench.Stream:
-    return bench.build_stream(
-        bench.simulate(count, tenants=2, seed=7), channel_prefix=prefix, spread=count / rate
+def stream_for(prefix: str, count: int, rate: float) -> publishing.Stream:
+    return publishing.build_stream(
+        publishing.simulate(count, tenants=2, seed=7), channel_prefix=prefix, spread=count / rate
     )
 
 
@@ -50,7 +51,7 @@ def test_a_stream_has_unique_ids_that_lead_back_to_their_position() -> None:
     assert {document["tenant_id"] for document in documents} == set(stream.tenants)
     assert all(tenant.startswith(f"bench-{stream.run_id}-") for tenant in stream.tenants)
     assert {document["event_type"] for document in documents} == set(
-        __import__("analytics.simulate", fromlist=["EVENT_TYPES"]).EVENT_TYPES
+        __import__("loadgen", fromlist=["EVENT_TYPES"]).EVENT_TYPES
     )
     # Another run of the same envelopes collides with nothing.
     again = stream_for("x:events", 3_000, 1_000)
@@ -80,10 +81,10 @@ def test_timestamps_are_squeezed_into_the_publishing_window_in_order() -> None:
 
 def test_percentile_is_nearest_rank() -> None:
     values = [float(n) for n in range(1, 101)]
-    assert bench.percentile(values, 50) == 50.0
-    assert bench.percentile(values, 99) == 99.0
-    assert bench.percentile(values, 100) == 100.0
-    assert bench.percentile([3.0], 99) == 3.0
+    assert checking.percentile(values, 50) == 50.0
+    assert checking.percentile(values, 99) == 99.0
+    assert checking.percentile(values, 100) == 100.0
+    assert checking.percentile([3.0], 99) == 3.0
 
 
 def test_peak_rss_of_a_process_tree_includes_its_children() -> None:
@@ -94,9 +95,9 @@ def test_peak_rss_of_a_process_tree_includes_its_children() -> None:
         import time
 
         deadline = time.monotonic() + 10
-        while (bench.peak_rss(child.pid) or 0) < 60_000_000 and time.monotonic() < deadline:
+        while (procs.peak_rss(child.pid) or 0) < 60_000_000 and time.monotonic() < deadline:
             time.sleep(0.05)
-        peaks = bench.tree_peak_rss(os.getpid())
+        peaks = procs.tree_peak_rss(os.getpid())
         assert child.pid in peaks and os.getpid() in peaks
         assert peaks[child.pid] >= 60_000_000
     finally:
@@ -117,9 +118,9 @@ def test_killing_a_tree_kills_the_parent_and_its_children() -> None:
     )
     try:
         assert parent.stdout is not None and parent.stdout.readline().strip() == b"up"
-        tree = bench.process_tree(parent.pid)
+        tree = procs.process_tree(parent.pid)
         assert len(tree) == 2
-        bench.kill_processes(tree, group=parent.pid)
+        procs.kill_processes(tree, group=parent.pid)
         assert parent.wait(timeout=10) == -9
         import time
 
@@ -141,29 +142,29 @@ def test_a_published_stream_is_measured_end_to_end(
     bridge, _worker = pipeline
     stream = stream_for(channel_prefix, 2_000, 1_000)
     watch_name = f"analytics-bridge-{os.uname().nodename}-{bridge.popen.pid}"
-    with bench.ClientWatch(redis_client, watch_name) as watch:
-        published = bench.publish(redis_client, stream, 1_000)
-        waited = bench.wait_stored(pg, stream.tenants, len(stream), timeout=120, stall=30)
+    with procs.ClientWatch(redis_client, watch_name) as watch:
+        published = publishing.publish(redis_client, stream, 1_000)
+        waited = checking.wait_stored(pg, stream.tenants, len(stream), timeout=120, stall=30)
     assert published.count == 2_000 and published.unreceived == 0
     assert published.rate == pytest.approx(1_000, rel=0.2)
     assert waited.complete, waited.reason
 
-    rows = bench.fetch_stored(pg, stream.tenants)
+    rows = checking.fetch_stored(pg, stream.tenants)
     assert len(rows) == 2_000
-    speed = bench.throughput(published, rows)
+    speed = checking.throughput(published, rows)
     assert 0 < speed.per_second <= published.rate * 1.05
     assert speed.seconds >= 1.5  # 2,000 events at 1,000/s cannot be stored faster
-    delay = bench.latency(stream, published, rows)
+    delay = checking.latency(stream, published, rows)
     assert delay.count == 2_000 and delay.unstamped == 0
     assert 0 < delay.min <= delay.p50 <= delay.p99 <= delay.max < 120
 
-    exact = bench.check_exact(pg, stream)
+    exact = checking.check_exact(pg, stream)
     assert exact.exact, exact.problems
     assert exact.stored == exact.counted == 2_000 and exact.dead_letters == 0
 
     assert watch.samples > 0 and watch.ids and not watch.disconnected
     assert watch.max_omem >= 0
-    peaks = bench.tree_peak_rss(bridge.popen.pid)
+    peaks = procs.tree_peak_rss(bridge.popen.pid)
     assert 10 * 2**20 < peaks[bridge.popen.pid] < 2**30
 
 
@@ -171,9 +172,9 @@ def test_exactness_catches_a_lost_event_and_a_wrong_counter(
     pg: Engine, pipeline, redis_client: redis.Redis, channel_prefix: str
 ) -> None:
     stream = stream_for(channel_prefix, 300, 1_000)
-    published = bench.publish(redis_client, stream, 0)
-    assert bench.wait_stored(pg, stream.tenants, len(stream), timeout=60).complete
-    assert bench.check_exact(pg, stream).exact
+    published = publishing.publish(redis_client, stream, 0)
+    assert checking.wait_stored(pg, stream.tenants, len(stream), timeout=60).complete
+    assert checking.check_exact(pg, stream).exact
     tenant = stream.tenants[0]
     with pg.begin() as conn:
         victim = conn.execute(
@@ -190,17 +191,17 @@ def test_exactness_catches_a_lost_event_and_a_wrong_counter(
             ),
             {"t": tenant},
         )
-    exact = bench.check_exact(pg, stream)
+    exact = checking.check_exact(pg, stream)
     assert not exact.exact
     assert any("events stored" in problem for problem in exact.problems)
     assert any("revenue" in problem for problem in exact.problems)
     # A stored id that is missing is not a latency figure either.
-    rows = bench.fetch_stored(pg, stream.tenants)
-    assert bench.latency(stream, published, rows).count == len(stream) - 1
+    rows = checking.fetch_stored(pg, stream.tenants)
+    assert checking.latency(stream, published, rows).count == len(stream) - 1
 
 
 def test_waiting_for_events_that_never_come_stops_at_the_stall(pg: Engine) -> None:
-    result = bench.wait_stored(pg, ["bench-nobody-1"], 10, timeout=30, stall=1, interval=0.1)
+    result = checking.wait_stored(pg, ["bench-nobody-1"], 10, timeout=30, stall=1, interval=0.1)
     assert not result.complete
     assert "stalled at 0/10" in result.reason
     assert result.waited < 5

@@ -256,7 +256,7 @@ def filled(sqlite_url):
     from datetime import datetime
 
     from analytics.db import make_engine
-    from analytics.simulate import Simulator
+    from loadgen import Simulator
     from tests.analytics.helpers import apply, to_event
 
     engine = make_engine(sqlite_url)
@@ -267,7 +267,7 @@ def filled(sqlite_url):
 
 
 def test_report_names_in_help_are_the_reports_that_exist():
-    from analytics.cli import REPORT_NAMES
+    from analytics.cli.reports import REPORT_NAMES
     from analytics.reports import REPORTS
 
     assert tuple(REPORTS) == REPORT_NAMES

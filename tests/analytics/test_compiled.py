@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError, fields
 
 from analytics.compiled import Fallback, compile_schema, loader_for
 from analytics.events import _ENVELOPE, REGISTRY
-from analytics.simulate import Simulator, seed_examples
+from loadgen import Simulator, seed_examples
 
 WEIRD_VALUES: list[Any] = [
     None, "", " ", "x" * 200, True, False, 0, -1, 7, 1.5, -0.0, 10**30, 1e308, "12.5", "abc",

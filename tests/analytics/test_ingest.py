@@ -255,7 +255,7 @@ def test_dead_letters_keep_the_exact_bytes_and_the_reason(engine):
 
 
 def test_every_seed_example_changes_its_aggregates(engine):
-    from analytics.simulate import seed_examples
+    from loadgen import seed_examples
     from tests.analytics.helpers import assert_seed_aggregates, to_event
 
     events = [to_event(document) for document in seed_examples()]
@@ -264,7 +264,7 @@ def test_every_seed_example_changes_its_aggregates(engine):
 
 
 def test_seed_examples_one_batch_at_a_time_give_the_same_aggregates(engine):
-    from analytics.simulate import seed_examples
+    from loadgen import seed_examples
     from tests.analytics.helpers import assert_seed_aggregates, to_event
 
     for document in reversed(seed_examples()):

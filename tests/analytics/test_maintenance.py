@@ -12,7 +12,7 @@ from analytics.deadletters import listing, replay
 from analytics.ingest import Context, Rejected, record_dead_letters
 from analytics.models import Base, DeadLetter, MetricCounter, ProductSale, StoredEvent, UserActivity
 from analytics.rebuild import BUCKETED, STATE, rebuild
-from analytics.simulate import Simulator
+from loadgen import Simulator
 from tests.analytics.helpers import apply, to_event
 
 

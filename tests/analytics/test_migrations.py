@@ -15,7 +15,7 @@ from analytics.models import Base
 def head() -> str:
     from alembic.script import ScriptDirectory
 
-    from analytics.cli import alembic_config
+    from analytics.migrations import alembic_config
 
     return str(ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head())
 

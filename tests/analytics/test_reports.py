@@ -332,7 +332,7 @@ def test_two_concurrent_payment_alert_recomputations_leave_one_set_of_alerts(pg)
 
 
 def test_no_report_of_one_tenant_shows_anything_of_another(engine):
-    from analytics.simulate import Simulator
+    from loadgen import Simulator
     from tests.analytics.helpers import to_event
 
     simulator = Simulator(tenants=2, seed=5, start=datetime(2024, 3, 4), days=5)

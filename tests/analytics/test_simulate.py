@@ -1,4 +1,4 @@
-"""Tests of analytics.simulate: seed examples, channels, envelopes and the simulated stream.
+"""Tests of loadgen (the simulator): seed examples, channels, envelopes and the simulated stream.
 
 Pure: no database, no Redis. Each test is named after the behaviour it proves.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from analytics.simulate import (
+from loadgen import (
     EVENT_TYPES,
     SEED_EXAMPLES,
     Simulator,

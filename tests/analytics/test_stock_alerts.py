@@ -256,7 +256,7 @@ def test_rebuild_of_one_day_leaves_the_same_stock_alerts(engine):
 
 def test_migration_0007_gives_stored_movements_the_message_of_their_alert(tmp_path):
     from alembic import command
-    from analytics.cli import alembic_config
+    from analytics.migrations import alembic_config
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     config = alembic_config(url)

@@ -16,10 +16,11 @@ import time
 import orjson
 import pytest
 
-from analytics import bench
+from benchmarks import procs
 from bridge import relay
 from bridge.relay import MESSAGE_OVERHEAD, Bridge
 from bridge.spool import Message, Spool
+from loadgen import publishing
 from tests.bridge.conftest import Recorder
 from tests.conftest import wait_for
 
@@ -30,21 +31,21 @@ PUBSUB_HARD_LIMIT = 32 << 20
 
 
 @pytest.fixture(scope="module")
-def events() -> bench.Stream:
+def events() -> publishing.Stream:
     """20,000 events of the simulator's mix (~720 bytes each); channels set per test."""
-    return bench.build_stream(bench.simulate(20_000, seed=5), channel_prefix="unused")
+    return publishing.build_stream(publishing.simulate(20_000, seed=5), channel_prefix="unused")
 
 
-def on_channels(stream: bench.Stream, prefix: str) -> bench.Stream:
+def on_channels(stream: publishing.Stream, prefix: str) -> publishing.Stream:
     channels = [prefix + channel.removeprefix("unused") for channel in stream.channels]
-    return bench.Stream(
+    return publishing.Stream(
         stream.run_id, stream.key, stream.tenants, channels, stream.payloads, stream.expected
     )
 
 
-def part(stream: bench.Stream, start: int, stop: int) -> bench.Stream:
+def part(stream: publishing.Stream, start: int, stop: int) -> publishing.Stream:
     """Events ``start:stop`` of the stream (their positions in ``stream`` stay theirs)."""
-    return bench.Stream(
+    return publishing.Stream(
         stream.run_id,
         stream.key,
         stream.tenants,
@@ -54,7 +55,7 @@ def part(stream: bench.Stream, start: int, stop: int) -> bench.Stream:
     )
 
 
-def received_ids(recorder: Recorder, stream: bench.Stream) -> dict[str, list[int]]:
+def received_ids(recorder: Recorder, stream: publishing.Stream) -> dict[str, list[int]]:
     """Per task, the stream positions of the events handed over, in the order sent."""
     by_task: dict[str, list[int]] = {}
     with recorder.lock:
@@ -76,8 +77,8 @@ def test_a_slow_broker_fills_memory_to_the_limit_then_the_spool_and_nothing_is_l
     bridge, recorder = run_bridge(
         slow, bridge_max_buffer_bytes=limit, bridge_batch_size=200, bridge_flush_ms=20
     )
-    with bench.ClientWatch(redis_client, bridge.client_name, interval=0.02) as watch:
-        published = bench.publish(redis_client, stream, rate=0)
+    with procs.ClientWatch(redis_client, bridge.client_name, interval=0.02) as watch:
+        published = publishing.publish(redis_client, stream, rate=0)
         published_in = published.finished - published.started
         wait_for(
             lambda: len(recorder.items()) >= len(stream), timeout=60, what="every event handed over"
@@ -109,7 +110,7 @@ def test_stopping_while_spilled_hands_over_the_spool_too(
     run_bridge, redis_client, channel_prefix, events
 ):
     stream = on_channels(events, channel_prefix)
-    part = bench.Stream(
+    part = publishing.Stream(
         stream.run_id,
         stream.key,
         stream.tenants,
@@ -123,7 +124,7 @@ def test_stopping_while_spilled_hands_over_the_spool_too(
         bridge_batch_size=500,
         bridge_flush_ms=20,
     )
-    assert bench.publish(redis_client, part, rate=0).unreceived == 0
+    assert publishing.publish(redis_client, part, rate=0).unreceived == 0
     wait_for(lambda: bridge.received == 5_000, timeout=10, what="every event read")
     assert bridge.spilled > 0 and len(recorder.items()) < 5_000
     bridge.stop()
@@ -181,14 +182,14 @@ def test_a_full_disk_keeps_in_memory_what_the_spool_cannot_take_and_loses_nothin
         bridge_flush_ms=20,
     )
     first, second = part(stream, 0, 10_000), part(stream, 10_000, 20_000)
-    assert bench.publish(redis_client, first, rate=0).unreceived == 0
+    assert publishing.publish(redis_client, first, rate=0).unreceived == 0
     wait_for(lambda: len(recorder.items()) >= 10_000, timeout=30, what="the first half")
     peak_while_full = bridge.peak_held_bytes
     failures = bridge.spool_failures
     # Space is freed: the next burst goes to the spool again (tried again after 0.2 s).
     disk_full.clear()
     time.sleep(0.3)
-    assert bench.publish(redis_client, second, rate=0).unreceived == 0
+    assert publishing.publish(redis_client, second, rate=0).unreceived == 0
     wait_for(lambda: len(recorder.items()) >= 20_000, timeout=30, what="the second half")
     time.sleep(0.2)  # nothing more (a duplicate) comes after
     by_task = received_ids(recorder, stream)

@@ -207,8 +207,8 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
     import zstandard
     from kombu.utils.json import loads as kombu_loads
 
-    from bridge.relay import CelerySender
     from tasks.app import make_app
+    from tasks.sender import CelerySender
 
     app = make_app(dataclasses.replace(ledger_settings(redis_url), celery_result_backend=redis_url))
     items = [
@@ -235,7 +235,7 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
 
 def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_broker):
     # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
-    from bridge.relay import CelerySender
+    from tasks.sender import CelerySender
 
     app = FakeApp()
     event = orjson.dumps(
@@ -251,7 +251,7 @@ def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_
 def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_empty(
     redis_url, redis_client, fresh_broker
 ):
-    from bridge.relay import CelerySender
+    from tasks.sender import CelerySender
 
     app = FakeApp()
     sender = CelerySender(app, ledger_settings(redis_url, visibility=1))  # re-send after 2 s
@@ -277,7 +277,7 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
 def test_the_sender_reads_the_backlog_of_each_queue_from_a_redis_broker(
     redis_url, redis_client, fresh_broker
 ):
-    from bridge.relay import CelerySender
+    from tasks.sender import CelerySender
 
     sender = CelerySender(FakeApp(), ledger_settings(redis_url))
     redis_client.rpush("order", b"one", b"two")

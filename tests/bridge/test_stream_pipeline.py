@@ -18,7 +18,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from analytics import bench
+from loadgen import checking, publishing
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -33,7 +33,9 @@ def fresh_broker(redis_client: redis.Redis) -> Iterator[None]:
     redis_client.flushdb()
 
 
-def xadd(client: redis.Redis, stream: bench.Stream, start: int, end: int, rate: float = 0) -> None:
+def xadd(
+    client: redis.Redis, stream: publishing.Stream, start: int, end: int, rate: float = 0
+) -> None:
     """Add events ``start:end`` to the streams of their channels, ``rate`` a second (0: at once)."""
     pipe = client.pipeline(transaction=False)
     chunk = 100
@@ -46,7 +48,7 @@ def xadd(client: redis.Redis, stream: bench.Stream, start: int, end: int, rate: 
         pipe.execute()
 
 
-def pending_by_consumer(client: redis.Redis, stream: bench.Stream) -> dict[str, int]:
+def pending_by_consumer(client: redis.Redis, stream: publishing.Stream) -> dict[str, int]:
     """Entries read and not acknowledged, per consumer, over the streams of ``stream``."""
     totals: dict[str, int] = {}
     for name in set(stream.channels):
@@ -60,7 +62,7 @@ def pending_by_consumer(client: redis.Redis, stream: bench.Stream) -> dict[str, 
     return totals
 
 
-def acknowledged(client: redis.Redis, stream: bench.Stream) -> int:
+def acknowledged(client: redis.Redis, stream: publishing.Stream) -> int:
     """Entries of ``stream``'s streams the group has read and acknowledged."""
     done = 0
     for name in set(stream.channels):
@@ -78,8 +80,8 @@ def test_a_stream_bridge_killed_mid_stream_leaves_nothing_behind(
     pg: Engine, start_worker, start_bridge, pipeline_env, redis_client, channel_prefix
 ):
     total = 6_000
-    stream = bench.build_stream(
-        bench.simulate(total, tenants=3, seed=21), channel_prefix=channel_prefix
+    stream = publishing.build_stream(
+        publishing.simulate(total, tenants=3, seed=21), channel_prefix=channel_prefix
     )
     env = {**pipeline_env, "BRIDGE_INPUT": "stream", "STREAM_CLAIM_IDLE_MS": "1000"}
     ready = f"reading stream {channel_prefix}:"
@@ -112,8 +114,8 @@ def test_a_stream_bridge_killed_mid_stream_leaves_nothing_behind(
     # Added while no bridge runs.
     xadd(redis_client, stream, 4_000, total)
     heir = start_bridge(env=env, ready=ready)
-    waited = bench.wait_stored(pg, stream.tenants, total, timeout=90, stall=30)
-    exact = bench.check_exact(pg, stream)
+    waited = checking.wait_stored(pg, stream.tenants, total, timeout=90, stall=30)
+    exact = checking.check_exact(pg, stream)
     wait_for(
         lambda: not any(pending_by_consumer(redis_client, stream).values()),
         timeout=10,

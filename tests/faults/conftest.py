@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analytics import bench
+from loadgen import publishing
 from tests.conftest import IN_CI
 from tests.faults.helpers import COUNT, RATE, ScratchPostgres, postgres_bindir
 
@@ -18,14 +18,14 @@ from tests.faults.helpers import COUNT, RATE, ScratchPostgres, postgres_bindir
 @pytest.fixture(scope="session")
 def envelopes() -> list[dict[str, Any]]:
     """The realistic mix of all 15 event types for three tenants, simulated once per run."""
-    return bench.simulate(COUNT, tenants=3, seed=5)
+    return publishing.simulate(COUNT, tenants=3, seed=5)
 
 
 @pytest.fixture
-def stream(envelopes: list[dict[str, Any]], channel_prefix: str) -> bench.Stream:
+def stream(envelopes: list[dict[str, Any]], channel_prefix: str) -> publishing.Stream:
     """This test's copy of the stream: ids and tenants of its own, timestamps spread over
     the publishing window, channels under the test's prefix."""
-    return bench.build_stream(envelopes, channel_prefix=channel_prefix, spread=COUNT / RATE)
+    return publishing.build_stream(envelopes, channel_prefix=channel_prefix, spread=COUNT / RATE)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ ids unique to the run) from a :class:`Publisher` thread at a steady rate, inject
 its fault while the stream is going out, waits until everything settled (the
 events are stored and the broker holds no message, queued or unacknowledged, so
 no late redelivery can still change a number), and compares what was counted
-with what was published using ``bench.check_exact``.
+with what was published using ``checking.check_exact``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from kombu.serialization import loads
 from sqlalchemy import Engine, bindparam, text
 
 import tasks.app  # noqa: F401 - registers whatever serializer and compression batches use
-from analytics import bench
 from analytics.models import Base
+from loadgen import checking, publishing
 from tasks.queues import QUEUES
 from tests.conftest import Process, wait_for
 
@@ -55,12 +55,12 @@ def log(message: str) -> None:
 class Publisher:
     """Publishes a stream from a thread at ``rate`` events/s while the test injects a fault."""
 
-    def __init__(self, redis_url: str, stream: bench.Stream, rate: float = RATE):
+    def __init__(self, redis_url: str, stream: publishing.Stream, rate: float = RATE):
         self.stream = stream
         self.rate = rate
         self.sent = 0
         self._client = redis.Redis.from_url(redis_url)
-        self._result: bench.Published | None = None
+        self._result: publishing.Published | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
@@ -70,7 +70,7 @@ class Publisher:
 
     def _run(self) -> None:
         try:
-            self._result = bench.publish(
+            self._result = publishing.publish(
                 self._client, self.stream, self.rate, progress=self._progress, progress_every=0.01
             )
             self.sent = self._result.count
@@ -90,7 +90,7 @@ class Publisher:
             what=f"{wanted} events published",
         )
 
-    def join(self) -> bench.Published:
+    def join(self) -> publishing.Published:
         self._thread.join()
         self._client.close()
         if self._error is not None:
@@ -99,11 +99,11 @@ class Publisher:
         return self._result
 
 
-def publish(redis_url: str, stream: bench.Stream, rate: float = RATE) -> bench.Published:
+def publish(redis_url: str, stream: publishing.Stream, rate: float = RATE) -> publishing.Published:
     return Publisher(redis_url, stream, rate).start().join()
 
 
-def publish_window(published: bench.Published, position: int) -> tuple[float, float]:
+def publish_window(published: publishing.Published, position: int) -> tuple[float, float]:
     """When the PUBLISH of the event at ``position`` ran: after its chunk was timed and
     before the next chunk was (the publisher sends a chunk only once the previous one
     was answered), whatever the threads of the test process did in between."""
@@ -114,12 +114,12 @@ def publish_window(published: bench.Published, position: int) -> tuple[float, fl
     return sent[position], sent[after] if after < len(sent) else published.finished
 
 
-def subset(stream: bench.Stream, keep: Iterable[int]) -> bench.Stream:
+def subset(stream: publishing.Stream, keep: Iterable[int]) -> publishing.Stream:
     """The events of ``stream`` at positions ``keep`` (same bytes and ids), with their totals."""
     positions = sorted(keep)
     payloads = [stream.payloads[i] for i in positions]
-    expected = bench.Expected.of(payloads)
-    return bench.Stream(
+    expected = publishing.Expected.of(payloads)
+    return publishing.Stream(
         stream.run_id,
         stream.key,
         tuple(t for t in stream.tenants if expected.events[t]),
@@ -181,7 +181,7 @@ def queued_task_ids(client: redis.Redis) -> set[str]:
 
 def settle(
     engine: Engine,
-    stream: bench.Stream,
+    stream: publishing.Stream,
     client: redis.Redis,
     expected: int | None = None,
     timeout: float = SETTLE_TIMEOUT,
@@ -196,7 +196,7 @@ def settle(
     last: list[Any] = [0, {}]
 
     def settled() -> bool:
-        last[:] = [bench.count_stored(engine, stream.tenants), broker_backlog(client)]
+        last[:] = [checking.count_stored(engine, stream.tenants), broker_backlog(client)]
         return last[0] >= want and not last[1]
 
     try:
@@ -208,10 +208,10 @@ def settle(
 
 
 def assert_exact(
-    engine: Engine, stream: bench.Stream, against: str = "published"
-) -> bench.Exactness:
+    engine: Engine, stream: publishing.Stream, against: str = "published"
+) -> checking.Exactness:
     """Every event of ``stream`` stored once, and the counters and revenue equal to its own."""
-    exact = bench.check_exact(engine, stream)
+    exact = checking.check_exact(engine, stream)
     log(
         f"counted: {exact.stored} events stored, {exact.counted} in the event counters, "
         f"{exact.dead_letters} dead letters; {against} {exact.expected}: {exact.summary()}"
@@ -327,8 +327,8 @@ class ScratchPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=check)
 
     def create_database(self) -> None:
-        from analytics.cli import run_migrations
         from analytics.db import make_engine
+        from analytics.migrations import run_migrations
 
         admin = make_engine(self.url.rsplit("/", 1)[0] + "/postgres")
         try:

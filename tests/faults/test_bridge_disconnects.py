@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from analytics import bench
+from loadgen import checking
 from tests.conftest import wait_for
 from tests.faults.helpers import (
     Gap,
@@ -78,7 +78,9 @@ def test_one_bridge_loses_only_what_was_published_while_its_subscription_was_dow
     settle(pg, stream, redis_client, expected=handed_over)
     assert not broker_backlog(redis_client)
 
-    stored = [stream.index_of(event_id) for event_id, _ in bench.fetch_stored(pg, stream.tenants)]
+    stored = [
+        stream.index_of(event_id) for event_id, _ in checking.fetch_stored(pg, stream.tenants)
+    ]
     assert None not in stored, "an event that was never published is stored"
     positions = {i for i in stored if i is not None}
     assert len(positions) == len(stored) == handed_over

@@ -17,9 +17,8 @@ import orjson
 import pytest
 from sqlalchemy.orm import Session
 
-from analytics import bench
 from analytics.reports import REPORTS, Query, run
-from analytics.simulate import Simulator
+from loadgen import Simulator, publishing
 from tests.conftest import truncate_all
 from tests.faults.helpers import COUNT, assert_exact, log, publish, settle, subset
 
@@ -90,7 +89,7 @@ def test_tenants_with_colliding_ids_never_see_each_others_numbers(
 ):
     documents, shared = colliding_tenants(COUNT)
     stamps = [datetime.fromisoformat(d["timestamp"]) for d in documents]
-    stream = bench.build_stream(  # timestamps kept as simulated: days, hours and weeks matter
+    stream = publishing.build_stream(  # timestamps kept as simulated: days, hours and weeks matter
         documents,
         channel_prefix=channel_prefix,
         start=min(stamps),

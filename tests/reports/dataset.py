@@ -3,7 +3,7 @@
 ``build(seed)`` returns the list of envelopes, in publish order, for two tenants
 (``tenant-1``, ``tenant-2``) over the 10 UTC days 2024-03-04 (a Monday) .. 2024-03-13:
 
-* the base is ``analytics.simulate.Simulator(tenants=2, seed=seed, start=2024-03-04,
+* the base is ``loadgen.Simulator(tenants=2, seed=seed, start=2024-03-04,
   days=10)`` with ``SIM_EVENTS`` events (all event types but, usually, out_of_stock);
 * (a) multi-currency revenue: USD and EUR orders, every 4th USD order of the stream with
   NO ``currency`` key (-> USD), one EUR order with a lower-case ``"eur"`` and a GBP payment
@@ -43,7 +43,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from analytics.simulate import Simulator, envelope
+from loadgen import Simulator, envelope
 
 __all__ = [
     "DAYS",

@@ -7,7 +7,7 @@ nobody knows and of none. Every message that is not an event is invalid by
 construction (not by asking ``parse``), so the test knows what must happen to
 each: after every example both processes are alive, each distinct (channel,
 bytes) of a non-event is exactly one dead letter with those exact bytes, and the
-valid events (from ``analytics.simulate``) are stored and counted exactly.
+valid events (from ``loadgen``) are stored and counted exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from analytics.models import DeadLetter, MetricCounter, StoredEvent
-from analytics.simulate import Simulator
+from loadgen import Simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 

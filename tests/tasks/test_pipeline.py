@@ -18,7 +18,7 @@ from analytics.config import (
     Settings,
 )
 from analytics.models import DeadLetter, MetricCounter, Order, StoredEvent
-from analytics.simulate import channel_for, seed_examples
+from loadgen import channel_for, seed_examples
 from tasks.app import make_app
 from tests.analytics.helpers import assert_seed_aggregates
 from tests.conftest import wait_for
@@ -270,7 +270,7 @@ def test_a_batch_waits_for_an_unavailable_database_and_lands_once_it_is_back(
 ):
     from sqlalchemy import create_engine, text
 
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
     from tests.conftest import ADMIN_URL
 
     name = f"late_{uuid.uuid4().hex[:8]}"
@@ -299,7 +299,7 @@ def test_a_worker_started_before_migrate_retries_its_batch_until_the_schema_is_t
 ):
     from sqlalchemy import create_engine, text
 
-    from analytics.cli import run_migrations
+    from analytics.migrations import run_migrations
     from tests.conftest import ADMIN_URL
 
     name = f"unmigrated_{uuid.uuid4().hex[:8]}"
@@ -353,7 +353,7 @@ def test_backfill_rollups_waits_for_the_workers_and_celery_call_runs_the_same_ta
     from sqlalchemy import delete
 
     from analytics.models import ActiveUsersDaily
-    from analytics.simulate import Simulator
+    from loadgen import Simulator
     from tests.analytics.helpers import apply, to_event
 
     documents = Simulator(tenants=2, seed=8, start=datetime(2024, 3, 4), days=3).events(900)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from analytics.events import PII_KEYS, hash_pii
 from analytics.models import Base, DeadLetter, StoredEvent
-from analytics.simulate import Simulator, channel_for, seed_examples
+from loadgen import Simulator, channel_for, seed_examples
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,132 @@
+"""The `report` command, and the rendering of rows as a table, JSON or CSV (also used by
+`deadletters list`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import orjson
+
+from analytics.cli import _day, _settings, describe, main
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Rows as JSON (an array of objects), CSV (with a header row) or an aligned table."""
+    if fmt == "json":
+        return orjson.dumps(rows).decode()
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(row.get(c)) for c in columns] for row in rows)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if v and _numeric(v) else v.ljust(w)
+            for v, w in zip(values, widths, strict=True)
+        ).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(values) for values in cells]
+    if not rows:
+        out.append("(no rows)")
+    return "\n".join(out)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: Report names, listed here so that `--help` needs no database imports (a test
+#: keeps it equal to analytics.reports.REPORTS).
+REPORT_NAMES = (
+    "revenue-by-day", "top-products", "activity-heatmap", "dau", "wau", "mau", "retention",
+    "aov", "conversion", "sessions", "payments", "failure-reasons", "geo", "inventory",
+    "dead-stock", "alerts", "logins", "operations",
+)  # fmt: skip
+
+
+@main.command(
+    epilog="\b\nReports: "
+    + ", ".join(REPORT_NAMES)
+    + ".\n\nDefinitions of every number: docs/reports.md."
+)
+@click.argument("name")
+@click.option("--tenant", help="Tenant whose data to report (required).")
+@click.option("--since", help="First day, YYYY-MM-DD (UTC, inclusive).")
+@click.option("--until", help="Last day, YYYY-MM-DD (UTC, inclusive).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="top-products: rows per currency.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="dead-stock: days without a sale.",
+)
+def report(
+    name: str,
+    tenant: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    limit: int,
+    days: int,
+) -> None:
+    """Print report NAME for one tenant.
+
+    --format json prints one JSON array of row objects and nothing else; csv has a
+    header row; table is aligned for reading. Money is rounded to 2 decimals.
+    """
+    from analytics.db import session_factory
+    from analytics.reports import REPORTS, Query, ReportError, run
+
+    settings = _settings()
+    if name not in REPORTS:
+        raise click.ClickException(f"unknown report {name!r}; choose from {', '.join(REPORTS)}")
+    if not tenant:
+        raise click.ClickException("--tenant is required: every report is for one tenant")
+    first, last = _day(since, "--since"), _day(until, "--until")
+    try:
+        query = Query(
+            tenant, first, last, limit=limit, days=days, default_currency=settings.default_currency
+        )
+        with session_factory().begin() as session:
+            rows = run(session, name, query)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        raise click.ClickException(f"report failed: {describe(exc)}") from None
+    click.echo(render(rows, REPORTS[name].columns, fmt))
