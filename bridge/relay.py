@@ -30,7 +30,6 @@ supervisor restarts it.
 
 from __future__ import annotations
 
-import base64
 import collections
 import logging
 import os
@@ -41,10 +40,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from analytics.batch import EventItem, RejectedItem
 from analytics.config import DEFAULT_MAX_JSON_DEPTH, Settings, safe_url
-from analytics.limits import bound, depth_problem
+from analytics.errors import InvalidEvent
+from analytics.events import category_of, decode_text, event_type_of
+from analytics.limits import bound
 from bridge.spool import Message, Spool
 from bridge.subscriber import Subscription, SubscriptionLost
 from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, route_for
@@ -73,16 +73,6 @@ class BridgeFailed(RuntimeError):
     """A thread of the bridge died of an unexpected error (the cause): the bridge stopped."""
 
 
-class Rejection(Exception):
-    """A message that cannot be routed to an event task: it goes to dead letters."""
-
-
-def category_of(channel: str, prefix: str) -> str:
-    """The first segment after the pattern's prefix: ``order`` for ``events:order:created``."""
-    rest = channel[len(prefix) :] if channel.startswith(prefix) else channel
-    return rest.split(":", 1)[0]
-
-
 def route(
     channel: str,
     data: bytes,
@@ -90,46 +80,31 @@ def route(
     max_bytes: int,
     max_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> tuple[str, str, str]:
-    """``(task, queue, text)`` for a message, or Rejection saying why it cannot be routed."""
-    if len(data) > max_bytes:
-        raise Rejection(f"payload is {len(data)} bytes, over the limit of {max_bytes}")
-    too_deep = depth_problem(data, max_depth)
-    if too_deep is not None:
-        raise Rejection(too_deep)
+    """``(task, queue, text)`` for a message, or InvalidEvent saying why it cannot be routed.
+
+    The checks are the workers' own (analytics.events: size, depth, UTF-8, a JSON
+    object, its event type), not the schema: the workers validate the rest.
+    """
     if not category_of(channel, prefix):
-        raise Rejection(f"channel {channel!r} names no category after {prefix!r}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejection(f"payload is not valid UTF-8: {exc}") from None
-    try:
-        document = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise Rejection(f"invalid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        kind = type(document).__name__ if document is not None else "null"
-        raise Rejection(f"event must be a JSON object, got {kind}")
-    event_type = document.get("event_type")
-    if not isinstance(event_type, str) or not event_type:
-        raise Rejection("invalid envelope: event_type: a non-empty string is required")
-    task, queue = route_for(event_type)
+        raise InvalidEvent(f"channel {channel!r} names no category after {prefix!r}")
+    text, document = decode_text(data, max_bytes, max_depth)
+    task, queue = route_for(event_type_of(document))
     return task, queue, text
 
 
 def dead_letter_item(
     channel: str, data: bytes, received: float, reason: str, settings: Settings
 ) -> list[Any]:
-    """The item that hands a rejected message to the dead-letter task.
+    """The item (encoded) that hands a rejected message to the dead-letter task.
 
     Of a message over ``max_payload_bytes`` only the first ``dead_letter_keep_bytes``
-    travel (base64), with the size and SHA-256 of the whole: an oversized message
-    must not cross the broker whole.
+    travel, with the size and SHA-256 of the whole: an oversized message must not
+    cross the broker whole.
     """
     kept = bound(
         data, settings.max_payload_bytes, settings.dead_letter_keep_bytes, settings.pii_salt
     )
-    head = base64.b64encode(kept.head).decode()
-    return [channel, head, received, reason, kept.size, kept.sha256]
+    return RejectedItem(channel, kept.head, received, reason, kept.size, kept.sha256).encode()
 
 
 @dataclass
@@ -551,10 +526,10 @@ class Bridge:
                 channel = channel.replace("\x00", "\ufffd")
             try:
                 if receipt is not None and receipt.problem:
-                    raise Rejection(receipt.problem)
+                    raise InvalidEvent(receipt.problem)
                 task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
-                item: list[Any] = [channel, text, received]
-            except Rejection as exc:
+                item = EventItem(channel, text, received).encode()
+            except InvalidEvent as exc:
                 task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
                 item = dead_letter_item(channel, data, received, str(exc), self.settings)
                 log.info("dead letter from %s: %s", channel, exc)

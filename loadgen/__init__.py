@@ -5,7 +5,7 @@ measured stream and checking what the pipeline made of it (`analytics simulate`,
 The public names of the simulator are re-exported here.
 """
 
-from loadgen.channels import channel_for
+from analytics.events import channel_for
 from loadgen.seeds import EVENT_TYPES, SEED_EXAMPLES, envelope, seed_examples
 from loadgen.simulator import Simulator
 

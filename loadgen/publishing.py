@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from loadgen.channels import channel_for
+from analytics.events import channel_for
 from loadgen.simulator import Simulator
 
 #: Amounts are stored as integers of 1/10,000 (``analytics.models.Amount``).

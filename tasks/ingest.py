@@ -1,10 +1,12 @@
 """Ingestion tasks: one per event type, a catch-all for unknown types, and the dead-letter recorder.
 
 Each task is thin: decode the batch, open one transaction, call the domain, and
-decide on retry. A batch message is a list of ``[channel, payload, received_at]``
-items (``received_at`` in epoch seconds); dead-letter items carry the payload in
-base64 (at most ``DEAD_LETTER_KEEP_BYTES`` of it) and the bridge's error as a
-fourth element, then the whole message's size and SHA-256.
+decide on retry. A batch message is a list of items, :class:`analytics.batch.EventItem`
+for the event tasks and :class:`analytics.batch.RejectedItem` (at most
+``DEAD_LETTER_KEEP_BYTES`` of the message, the bridge's reason, the whole message's
+size and SHA-256) for the dead-letter task; their wire format is in analytics.batch.
+A batch with an item this worker cannot read (:class:`~analytics.batch.UnsupportedItem`,
+a newer bridge) fails whole, so that the bridge sends it again later.
 
 No batch is struck off the delivery ledger unless every item in it ended stored,
 a duplicate or a dead letter: a failure that is the environment's is retried with
@@ -13,11 +15,10 @@ backoff, and a batch out of retries is sent again by the bridge.
 
 from __future__ import annotations
 
-import base64
 import logging
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.signals import worker_process_init
 
+from analytics.batch import EventItem, RejectedItem, received_at
 from analytics.config import get_settings
 from analytics.db import dispose_engines, get_engine, is_retryable, session_factory
 from analytics.errors import InvalidEvent
@@ -57,10 +59,6 @@ def backoff(retries: int) -> int:
     return int(min(2**retries, BACKOFF_CAP))
 
 
-def _received_at(value: Any) -> datetime:
-    return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
-
-
 def decode_batch(
     items: Sequence[Sequence[Any]], ctx: Context
 ) -> tuple[list[Planned], list[Rejected]]:
@@ -71,15 +69,16 @@ def decode_batch(
     exact bytes and the reason, never retried.
     """
     settings = get_settings()
+    decoded = [EventItem.decode(item) for item in items]  # all, before anything is planned
     planned: list[Planned] = []
     rejected: list[Rejected] = []
     # The bridge stamps everything it read at once with one time.
     times: dict[Any, datetime] = {}
-    for item in items:
-        channel, payload = str(item[0]), item[1]
-        received = times.get(item[2])
+    for item in decoded:
+        channel, payload = item.channel, item.text
+        received = times.get(item.received)
         if received is None:
-            received = times[item[2]] = _received_at(item[2])
+            received = times[item.received] = received_at(item.received)
         try:
             event = parse(
                 payload,
@@ -182,22 +181,19 @@ def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
 def record(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
     """Store what the bridge rejected, with its bytes (bounded when oversized) and its reason.
 
-    An item is ``[channel, base64 bytes, received, reason]``, and when the bridge
-    cut the message, the whole message's ``size`` and ``sha256`` follow.
+    Each item is a :class:`~analytics.batch.RejectedItem`.
     """
-    rejected = []
-    for channel, raw, received, error, *whole in items:
-        size, sha256 = (int(whole[0]), str(whole[1])) if len(whole) >= 2 else (None, None)
-        rejected.append(
-            Rejected(
-                str(channel),
-                base64.b64decode(raw),
-                _received_at(received),
-                str(error),
-                size=size,
-                sha256=sha256,
-            )
+    rejected = [
+        Rejected(
+            item.channel,
+            item.head,
+            received_at(item.received),
+            item.reason,
+            size=item.size,
+            sha256=item.sha256,
         )
+        for item in map(RejectedItem.decode, items)
+    ]
     settings = get_settings()
     try:
         with session_factory(get_engine()).begin() as session:

@@ -17,6 +17,7 @@ import orjson
 
 from analytics.cli import _settings, describe, main
 from analytics.config import Settings
+from analytics.events import channel_for
 
 #: The event the seed document publishes to test an integration.
 SEED_TEST_EVENT: dict[str, Any] = {
@@ -30,15 +31,6 @@ def _redis(settings: Settings) -> Any:
     import redis
 
     return redis.Redis.from_url(settings.redis_url)
-
-
-# The CLI's one mapping from event type to channel (a bare type `foo` goes to `events:foo:foo`);
-# the load generator's is loadgen.channels.channel_for. Both are to become
-# analytics.events.channels.channel_for.
-def channel_for(settings: Settings, event_type: str) -> str:
-    """The channel a Rust service publishes an event type on: ``events:order:created``."""
-    category, _, action = event_type.partition(".")
-    return f"{settings.channel_prefix}{category}:{action or category}"
 
 
 @main.command()
@@ -108,7 +100,10 @@ def publish(
         event_type = document.get("event_type") if isinstance(document, dict) else None
         if not channel and not isinstance(event_type, str):
             raise click.ClickException(f"line {number} has no event_type; pass --channel")
-        target = channel or channel_for(settings, str(event_type))
+        try:
+            target = channel or channel_for(str(event_type), settings.channel_prefix)
+        except ValueError as exc:
+            raise click.ClickException(f"line {number}: {exc}; pass --channel") from None
         reply = emit(target, line.strip())
         sent += 1
         if len(lines) == 1 and to_stream:
@@ -160,7 +155,6 @@ def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> Non
     get refunds; stock runs low, runs out and is restocked.
     """
     from loadgen import Simulator
-    from loadgen import channel_for as sim_channel
 
     settings = _settings()
     client = _redis(settings)
@@ -173,7 +167,7 @@ def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> Non
         pipe = client.pipeline(transaction=False)
         pending = 0
         for envelope in simulator.events(count):
-            pipe.publish(sim_channel(envelope["event_type"], prefix), orjson.dumps(envelope))
+            pipe.publish(channel_for(envelope["event_type"], prefix), orjson.dumps(envelope))
             pending += 1
             if pending == chunk:
                 pipe.execute()

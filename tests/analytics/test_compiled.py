@@ -15,8 +15,8 @@ import orjson
 import pytest
 from marshmallow import Schema, ValidationError, fields
 
-from analytics.compiled import Fallback, compile_schema, loader_for
 from analytics.events import _ENVELOPE, REGISTRY
+from analytics.events.compiled import Fallback, compile_schema, loader_for
 from loadgen import Simulator, seed_examples
 
 WEIRD_VALUES: list[Any] = [
@@ -119,7 +119,7 @@ def test_a_field_type_the_compiler_does_not_know_is_refused_when_compiling():
 
 
 def test_an_unsupported_marshmallow_fails_at_import_not_per_event():
-    from analytics.compiled import _check_marshmallow
+    from analytics.events.compiled import _check_marshmallow
 
     _check_marshmallow("4.4.0")
     with pytest.raises(ImportError, match=r"marshmallow 3\.20\.1 is installed"):
@@ -129,8 +129,8 @@ def test_an_unsupported_marshmallow_fails_at_import_not_per_event():
 def test_a_hook_layout_the_loader_cannot_read_is_refused_at_compile_time():
     from collections import defaultdict
 
-    from analytics.compiled import compile_schema
     from analytics.events import OrderCreatedSchema
+    from analytics.events.compiled import compile_schema
 
     schema = OrderCreatedSchema()
     # marshmallow 3 keyed hooks by (tag, many): reading them as marshmallow 4's

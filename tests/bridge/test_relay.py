@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from analytics.config import Settings
-from bridge.relay import Rejection, route
+from analytics.errors import InvalidEvent
+from bridge.relay import route
 from tasks.queues import DEADLETTER_TASK, UNKNOWN_EVENT_TASK
 from tests.bridge.conftest import Recorder
 from tests.conftest import wait_for
@@ -61,7 +62,7 @@ def test_events_are_routed_to_the_task_of_their_type(channel, event_type, task, 
     ],
 )
 def test_messages_that_cannot_be_routed_are_rejected_with_a_reason(channel, data, message):
-    with pytest.raises(Rejection, match=message):
+    with pytest.raises(InvalidEvent, match=message):
         route(channel, data, PREFIX, LIMIT)
 
 

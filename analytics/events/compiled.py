@@ -22,6 +22,15 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.utils import missing
 
+from analytics.events.fields import (
+    ID_MAX_LENGTH,
+    Currency,
+    Id,
+    Quantity,
+    Timestamp,
+    parse_timestamp,
+)
+
 Loader = Callable[[Any], Any]
 
 #: The marshmallow major versions whose internals (``Schema._hooks``) this module
@@ -76,10 +85,8 @@ def _within(low: Any, high: Any, measure: Callable[[Any], Any]) -> Callable[[Any
 
 def _converter(field: fields.Field) -> Loader:
     """A function from a present, non-null value to the loaded value, or Fallback."""
-    from analytics.events import Currency, Id, Quantity, Timestamp, parse_timestamp
-
     if isinstance(field, Id):
-        return lambda v: v if type(v) is str and 0 < len(v) <= 128 else _fail()
+        return lambda v: v if type(v) is str and 0 < len(v) <= ID_MAX_LENGTH else _fail()
     if isinstance(field, Currency):
         return lambda v: v.upper() if type(v) is str and len(v) == 3 and v.isalpha() else _fail()
     if isinstance(field, Timestamp):
@@ -149,8 +156,6 @@ def _converter(field: fields.Field) -> Loader:
 
 def _field_source(index: int, name: str, field: fields.Field, env: dict[str, Any]) -> list[str]:
     """The generated lines that load one field into ``values`` (``v`` holds its input)."""
-    from analytics.events import Id
-
     key = field.data_key or name
     lines = [f"v = get({key!r}, missing)", "if v is missing:"]
     default = field.load_default
@@ -173,7 +178,9 @@ def _field_source(index: int, name: str, field: fields.Field, env: dict[str, Any
     lines.append("else:")
     # The commonest conversions are written out; the others are calls.
     if isinstance(field, Id):
-        lines.append("    if type(v) is not str or not 0 < len(v) <= 128: raise Fallback")
+        lines.append(
+            f"    if type(v) is not str or not 0 < len(v) <= {ID_MAX_LENGTH}: raise Fallback"
+        )
     elif type(field) is fields.String:
         lines.append("    if type(v) is not str: raise Fallback")
     elif type(field) is fields.Integer and not field.strict:
