@@ -103,6 +103,18 @@ def test_raw_publishing_needs_a_channel():
     assert "--raw needs --channel" in result.stderr
 
 
+def test_publishing_a_type_without_category_and_action_asks_for_a_channel(redis_url):
+    result = run(
+        "publish",
+        "--event",
+        '{"event_type": "foo", "tenant_id": "t"}',
+        env={"REDIS_URL": redis_url},
+    )
+    assert result.returncode == 1
+    assert "must look like 'category.action'" in result.stderr
+    assert "pass --channel" in result.stderr
+
+
 def _listen(
     url: str, pattern: str, received: list[bytes], ready: threading.Event, stop: threading.Event
 ):
