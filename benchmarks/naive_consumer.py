@@ -36,9 +36,10 @@ import redis
 
 from analytics.config import get_settings
 from analytics.db import get_engine, session_factory
+from analytics.deadletters import Rejected, record_dead_letters
 from analytics.errors import InvalidEvent
 from analytics.events import parse
-from analytics.ingest import Context, Rejected, apply_events, record_dead_letters
+from analytics.ingest import Context, apply_events
 
 log = logging.getLogger("naive-consumer")
 

@@ -29,17 +29,10 @@ from celery.signals import worker_process_init
 from analytics.batch import EventItem, RejectedItem, received_at
 from analytics.config import get_settings
 from analytics.db import dispose_engines, get_engine, is_retryable, session_factory
+from analytics.deadletters import Rejected, record_dead_letters
 from analytics.errors import InvalidEvent
 from analytics.events import Event, parse
-from analytics.ingest import (
-    BatchResult,
-    Context,
-    Planned,
-    Rejected,
-    apply_planned,
-    plan,
-    record_dead_letters,
-)
+from analytics.ingest import BatchResult, Context, Planned, apply_planned, plan
 from tasks.app import app
 from tasks.ledger import Ledger, ledger_url
 from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK

@@ -372,7 +372,7 @@ def test_deadletters_list_and_replay_from_the_shell(sqlite_url):
     from sqlalchemy.orm import Session
 
     from analytics.db import make_engine
-    from analytics.ingest import Rejected, record_dead_letters
+    from analytics.deadletters import Rejected, record_dead_letters
 
     engine = make_engine(sqlite_url)
     good = b'{"event_id": "fixed", "event_type": "user.logged_in", "tenant_id": "t"}'

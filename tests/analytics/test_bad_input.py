@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from analytics.config import Settings
 from analytics.db import is_retryable
-from analytics.deadletters import replay
+from analytics.deadletters import Rejected, record_dead_letters, replay
 from analytics.errors import InvalidEvent
 from analytics.events import parse
-from analytics.ingest import Context, Rejected, plan, record_dead_letters
+from analytics.ingest import Context, plan
 from analytics.limits import MAX_AMOUNT, bound
 from analytics.models import DeadLetter, ProductSale, StoredEvent
 from analytics.storable import CHANNEL_LENGTH, storable_channel

@@ -12,7 +12,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from analytics.ingest import Rejected, record_dead_letters
+from analytics.deadletters import Rejected, record_dead_letters
 from analytics.models import (
     Alert,
     DeadLetter,

@@ -8,8 +8,8 @@ import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from analytics.deadletters import listing, replay
-from analytics.ingest import Context, Rejected, record_dead_letters
+from analytics.deadletters import Rejected, listing, record_dead_letters, replay
+from analytics.ingest import Context
 from analytics.models import Base, DeadLetter, MetricCounter, ProductSale, StoredEvent, UserActivity
 from analytics.rebuild import BUCKETED, STATE, rebuild
 from loadgen import Simulator

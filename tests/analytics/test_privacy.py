@@ -8,9 +8,9 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analytics.deadletters import replay
+from analytics.deadletters import Rejected, dead_letter_fingerprint, record_dead_letters, replay
 from analytics.events import hash_pii, parse, scrub_pii, scrub_raw
-from analytics.ingest import Context, Rejected, dead_letter_fingerprint, record_dead_letters
+from analytics.ingest import Context
 from analytics.models import DeadLetter, StoredEvent
 
 SALT = "pepper"

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from sqlalchemy.orm import Session
 
+from analytics.deadletters import Rejected, record_dead_letters
 from analytics.errors import InvalidEvent
 from analytics.events import parse
-from analytics.ingest import Rejected, record_dead_letters
 from analytics.reports import REPORTS, Query, run
 from tests.analytics.helpers import apply
 from tests.reports import dataset, oracle
