@@ -4,52 +4,45 @@
 :mod:`~analytics.ingest.handlers` derives an event's changes without a database,
 :mod:`~analytics.ingest.writer` checks and writes a batch's changes, and
 :mod:`~analytics.ingest.alerts` recomputes the stock alerts a batch touched.
-The names other modules use are re-exported here, loaded on first use: importing
-the handlers alone (``analytics.ingest.handlers``) then loads no database module.
-Dead letters live in :mod:`analytics.deadletters`.
+The names other modules use are re-exported here. Dead letters are
+:mod:`analytics.deadletters`'.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from analytics.ingest.alerts import StockKey, apply_stock_alerts, stock_alert_history
-    from analytics.ingest.changes import (
-        ACTIVITY,
-        AGGREGATES,
-        APPENDED,
-        COHORTS,
-        COUNTERS,
-        INVENTORY,
-        LOGINS,
-        MOVEMENTS,
-        ORDERS,
-        PAYMENTS,
-        PRODUCT_SALES,
-        REFUNDS,
-        SESSIONS,
-        Aggregate,
-        Append,
-        Change,
-        Context,
-        Merge,
-        StockAlerts,
-        Upsert,
-    )
-    from analytics.ingest.handlers import HANDLERS, Handler, changes_for, common_changes, handles
-    from analytics.ingest.writer import (
-        BatchResult,
-        Planned,
-        apply_changes,
-        apply_events,
-        apply_planned,
-        plan,
-        store_raw,
-        upsert_rows,
-        write_changes,
-    )
+from analytics.ingest.alerts import StockKey, apply_stock_alerts, stock_alert_history
+from analytics.ingest.changes import (
+    ACTIVITY,
+    AGGREGATES,
+    APPENDED,
+    COHORTS,
+    COUNTERS,
+    INVENTORY,
+    LOGINS,
+    MOVEMENTS,
+    ORDERS,
+    PAYMENTS,
+    PRODUCT_SALES,
+    REFUNDS,
+    SESSIONS,
+    Aggregate,
+    Append,
+    Change,
+    Context,
+    Merge,
+    StockAlerts,
+    Upsert,
+)
+from analytics.ingest.handlers import HANDLERS, Handler, changes_for, common_changes, handles
+from analytics.ingest.writer import (
+    BatchResult,
+    Planned,
+    apply_changes,
+    apply_events,
+    apply_planned,
+    plan,
+    store_raw,
+    upsert_rows,
+    write_changes,
+)
 
 __all__ = [
     "ACTIVITY",
@@ -90,77 +83,3 @@ __all__ = [
     "upsert_rows",
     "write_changes",
 ]
-
-#: The submodule that defines each re-exported name.
-_HOME = {
-    name: module
-    for module, names in (
-        (
-            "alerts",
-            (
-                "StockKey",
-                "apply_stock_alerts",
-                "stock_alert_history",
-            ),
-        ),
-        (
-            "changes",
-            (
-                "ACTIVITY",
-                "AGGREGATES",
-                "APPENDED",
-                "COHORTS",
-                "COUNTERS",
-                "INVENTORY",
-                "LOGINS",
-                "MOVEMENTS",
-                "ORDERS",
-                "PAYMENTS",
-                "PRODUCT_SALES",
-                "REFUNDS",
-                "SESSIONS",
-                "Aggregate",
-                "Append",
-                "Change",
-                "Context",
-                "Merge",
-                "StockAlerts",
-                "Upsert",
-            ),
-        ),
-        (
-            "handlers",
-            (
-                "HANDLERS",
-                "Handler",
-                "changes_for",
-                "common_changes",
-                "handles",
-            ),
-        ),
-        (
-            "writer",
-            (
-                "BatchResult",
-                "Planned",
-                "apply_changes",
-                "apply_events",
-                "apply_planned",
-                "plan",
-                "store_raw",
-                "upsert_rows",
-                "write_changes",
-            ),
-        ),
-    )
-    for name in names
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # the next lookup is an ordinary one
-    return value

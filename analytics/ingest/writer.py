@@ -55,7 +55,6 @@ def plan(event: Event, ctx: Context) -> list[Change]:
     Checked before anything of the batch is written (``analytics.storable``): a
     value the database cannot hold makes its event a dead letter, not a failed batch.
     """
-    # The Fit reads the models' column types, so it is the writer's to build (once per window).
     fit = fit_for(ctx.event_time_min, ctx.event_time_max)
     why = fit.when_problem(event.timestamp)
     if why is not None:
