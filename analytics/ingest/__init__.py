@@ -4,8 +4,8 @@
 :mod:`~analytics.ingest.handlers` derives an event's changes without a database,
 :mod:`~analytics.ingest.writer` checks and writes a batch's changes, and
 :mod:`~analytics.ingest.alerts` recomputes the stock alerts a batch touched.
-The names other modules use are re-exported here. Dead letters are
-:mod:`analytics.deadletters`'.
+The names other modules use are re-exported here. Dead letters live in
+:mod:`analytics.deadletters`.
 """
 
 from analytics.ingest.alerts import StockKey, apply_stock_alerts, stock_alert_history
