@@ -62,10 +62,10 @@ TENANT = "@@tenant@@"
 #: Simulated events of every one of the 15 types, a few of each.
 _SIMULATED = list(Simulator(tenants=1, seed=11, days=7).events(3000))
 TEMPLATES: dict[str, list[dict[str, Any]]] = {}
-for _event in _SIMULATED:
-    _same = TEMPLATES.setdefault(_event["event_type"], [])
+for _simulated in _SIMULATED:
+    _same = TEMPLATES.setdefault(_simulated["event_type"], [])
     if len(_same) < 6:
-        _same.append(_event)
+        _same.append(_simulated)
 EVENT_TYPES = sorted(TEMPLATES)
 assert len(EVENT_TYPES) == 15
 
@@ -154,7 +154,8 @@ def _event(draw: Any, event_type: str | None = None) -> dict[str, Any]:
 
 
 #: Text any column takes: no NUL (PostgreSQL refuses it), no lone surrogate (not UTF-8).
-safe_text = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+SURROGATES: list[Any] = ["Cs"]
+safe_text = st.characters(blacklist_categories=SURROGATES, blacklist_characters="\x00")
 ids = st.text(safe_text, min_size=1, max_size=128)
 
 

@@ -116,7 +116,11 @@ def test_publishing_a_type_without_category_and_action_asks_for_a_channel(redis_
 
 
 def _listen(
-    url: str, pattern: str, received: list[bytes], ready: threading.Event, stop: threading.Event
+    url: str,
+    pattern: str,
+    received: list[tuple[bytes, bytes]],
+    ready: threading.Event,
+    stop: threading.Event,
 ):
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub()

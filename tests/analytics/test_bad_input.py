@@ -11,7 +11,7 @@ import base64
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import String, select
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
@@ -128,7 +128,9 @@ def test_the_same_string_within_its_column_is_stored(engine):
 
 
 def test_limits_follow_the_model_columns_not_a_second_list():
-    length = ProductSale.__table__.c.name.type.length
+    column_type = ProductSale.__table__.c.name.type
+    assert isinstance(column_type, String) and column_type.length is not None
+    length = column_type.length
     assert "product_sales.name" in refusal(
         order(items=[{"product_id": "p", "name": "n" * (length + 1)}])
     )

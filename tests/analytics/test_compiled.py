@@ -135,6 +135,6 @@ def test_a_hook_layout_the_loader_cannot_read_is_refused_at_compile_time():
     schema = OrderCreatedSchema()
     # marshmallow 3 keyed hooks by (tag, many): reading them as marshmallow 4's
     # finds none, and every post_load would be skipped.
-    schema._hooks = defaultdict(list, {("post_load", False): ["make"]})
+    schema._hooks = defaultdict(list, {("post_load", False): ["make"]})  # type: ignore[dict-item, list-item]
     with pytest.raises(TypeError, match="unsupported marshmallow layout"):
         compile_schema(schema)

@@ -94,7 +94,9 @@ def test_a_dead_letter_keeps_hashes_is_keyed_by_the_salt_and_replays_to_the_same
     with Session(engine) as session, session.begin():
         fixed = orjson.loads(bytes(stored.raw))
         fixed["tenant_id"] = "t"
-        session.get(DeadLetter, stored.id).raw = orjson.dumps(fixed)
+        dead_letter = session.get(DeadLetter, stored.id)
+        assert dead_letter is not None
+        dead_letter.raw = orjson.dumps(fixed)
     with Session(engine) as session, session.begin():
         result = replay(session, None, Context(), max_bytes=1 << 20, pii_salt=SALT)
     assert result.ingested == 1

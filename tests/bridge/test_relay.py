@@ -175,8 +175,12 @@ def test_the_bridge_resubscribes_after_its_connection_is_killed(
         for client in mine:
             redis_client.client_kill_filter(_id=client["id"])
         probe = event(event_id=f"probe-{attempt}")
+
+        def delivered(probe: bytes = probe) -> bool:
+            return redis_client.publish(channel, probe) == 1
+
         wait_for(
-            lambda probe=probe: redis_client.publish(channel, probe) == 1,
+            delivered,
             timeout=15,
             what="the bridge to resubscribe",
         )

@@ -681,7 +681,7 @@ def test_operations_counts_dead_letters_and_response_time_percentiles():
     ]
     events.append(ev("user.logged_in", "03-04 11:00", "a", metadata={}))
     events.append(ev("wishlist.added", "03-05 11:00", "a", metadata=None))
-    letters = [
+    letters: list[dict[str, Any]] = [
         {"tenant_id": "t1", "received_at": datetime(2024, 3, 4, 23, 59)},
         {"tenant_id": "t1", "received_at": datetime(2024, 3, 6, 1, 0, tzinfo=UTC)},
         {"tenant_id": "t2", "received_at": datetime(2024, 3, 4, 12, 0)},
@@ -789,8 +789,10 @@ def test_dataset_has_the_edge_cases(events):
     late = sum(1 for a, b in itertools.pairwise(times) if (a - b).days >= 2)
     assert late >= 30
     # (e) the same ids in both tenants.
-    for key in ("order_id", "product_id"):
-        owners = {e["tenant_id"] for e in events if e["data"].get(key) == f"shared-{key[:-3]}-0001"}
+    for id_key in ("order_id", "product_id"):
+        owners = {
+            e["tenant_id"] for e in events if e["data"].get(id_key) == f"shared-{id_key[:-3]}-0001"
+        }
         assert owners == set(dataset.TENANTS)
     assert {e["tenant_id"] for e in events if e["user_id"] == dataset.SHARED_USER} == set(
         dataset.TENANTS

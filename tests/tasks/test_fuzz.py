@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -201,7 +201,7 @@ def test_arbitrary_input_on_every_channel_kills_nothing_and_each_non_event_is_on
         revenue = _by_dimension(pg, tenant, "revenue", MetricCounter.total)
         assert counted == dict(Counter(e["event_type"] for e in valid.values()))
         orders = [e["data"] for e in valid.values() if e["event_type"] == "order.created"]
-        wanted: Counter[str] = Counter()
+        wanted: dict[str, Decimal] = defaultdict(Decimal)
         for data in orders:
             wanted[data["currency"]] += Decimal(str(data["total_amount"]))
         assert revenue == dict(wanted)

@@ -33,13 +33,12 @@ def count(engine, model, *where) -> int:
 
 def revenue(engine, tenant_id: str) -> tuple[int, Decimal]:
     with Session(engine) as session:
-        return tuple(
-            session.execute(
-                select(
-                    func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)
-                ).where(MetricCounter.tenant_id == tenant_id, MetricCounter.metric == "revenue")
-            ).one()
-        )
+        count, total = session.execute(
+            select(
+                func.coalesce(func.sum(MetricCounter.count), 0), func.sum(MetricCounter.total)
+            ).where(MetricCounter.tenant_id == tenant_id, MetricCounter.metric == "revenue")
+        ).one()
+    return count, total
 
 
 @pytest.fixture
