@@ -36,7 +36,7 @@ class InvalidEvent(AnalyticsError):
 
 
 class DuplicateRegistration(AnalyticsError):
-    """An event type or handler was registered twice."""
+    """An event type, handler or report was registered twice."""
 
 
 def plain(messages: Any) -> Any:

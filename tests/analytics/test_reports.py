@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
+from analytics.errors import DuplicateRegistration
 from analytics.models import ActiveUsersDaily, Alert, Base
-from analytics.reports import REPORTS, Query, ReportError, run
+from analytics.reports import REPORTS, Query, Report, ReportError, register, run
 from tests.analytics.helpers import apply, make
 
 
@@ -357,6 +358,13 @@ def test_a_report_needs_a_tenant_and_an_ordered_range(engine):
         Query("t", since=date(2024, 3, 2), until=date(2024, 3, 1))
     with Session(engine) as session, pytest.raises(ReportError, match="unknown report 'nope'"):
         run(session, "nope", Query("t"))
+
+
+def test_a_report_name_registered_twice_is_refused():
+    aov = REPORTS["aov"]
+    with pytest.raises(DuplicateRegistration, match="report named 'aov' is already registered"):
+        register(Report("aov", aov.columns, aov.compute, "a second aov"))
+    assert REPORTS["aov"] is aov
 
 
 def test_every_report_answers_an_empty_database_with_no_rows(engine):
