@@ -40,7 +40,9 @@ import orjson
 import redis
 
 from analytics.config import Settings, safe_url
-from bridge.relay import MESSAGE_OVERHEAD, RECONNECT_BACKOFF_MAX, Bridge, Send, megabytes
+from bridge.batching import Send
+from bridge.holding import MESSAGE_OVERHEAD, megabytes
+from bridge.relay import RECONNECT_BACKOFF_MAX, Bridge
 from bridge.spool import Message
 
 log = logging.getLogger("bridge")
@@ -86,6 +88,99 @@ class Receipt(NamedTuple):
     problem: str | None = None
 
 
+class ConsumerGroup:
+    """This bridge's place in the consumer group: which streams, claims, removals, acks.
+
+    It finds the streams and creates the group on them, takes over the entries
+    stopped bridges left pending, removes their consumers once idle with nothing
+    pending, and acknowledges what Celery has. The reading stays with
+    :class:`StreamBridge`.
+    """
+
+    def __init__(self, client: redis.Redis, settings: Settings, consumer: str):
+        self._redis = client
+        self.pattern = settings.event_channel_pattern
+        self.name = settings.stream_group
+        self.consumer = consumer
+        self.claim_idle_ms = settings.stream_claim_idle_ms
+        self.streams: list[bytes] = []
+        self._forget = client.register_script(_FORGET)
+        self._next_forget = 0.0
+        #: Consumers of the group this bridge removed (idle, nothing pending).
+        self.forgotten: list[str] = []
+
+    def discover(self) -> None:
+        """Find the streams matching the pattern; create the group on the new ones."""
+        found = sorted(set(self._redis.scan_iter(match=self.pattern, count=1000, _type="STREAM")))
+        for stream in found:
+            if stream in self.streams:
+                continue
+            try:
+                # From the first entry: what producers added before any bridge ran counts.
+                self._redis.xgroup_create(stream, self.name, id="0", mkstream=True)
+                log.info("created consumer group %s on stream %s", self.name, stream.decode())
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            log.info("reading stream %s", stream.decode("utf-8", "replace"))
+        self.streams = found
+
+    def claim(
+        self, stream: bytes, cursor: bytes, count: int, skip: set[tuple[bytes, bytes]]
+    ) -> tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """One page of the entries of ``stream`` pending over the claim setting, from
+        ``cursor``, taken over (those in ``skip`` left be): the next cursor and the entries."""
+        reply: Any = self._redis.xautoclaim(
+            stream,
+            self.name,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=cursor,
+            count=count,
+            justid=True,
+        )
+        cursor, ids = reply[0], reply[1]
+        ids = [entry_id for entry_id in ids if (stream, entry_id) not in skip]
+        if not ids:
+            return cursor, []
+        taken: Any = self._redis.xclaim(stream, self.name, self.consumer, 0, ids)
+        # An entry deleted from the stream meanwhile comes back without fields.
+        return cursor, [entry for entry in taken if entry[1] is not None]
+
+    def forget_idle_consumers(self) -> None:
+        """Remove consumers of stopped bridges (nothing pending, idle for long), at most
+        every :data:`FORGET_EVERY` seconds."""
+        if time.monotonic() < self._next_forget:
+            return
+        self._next_forget = time.monotonic() + FORGET_EVERY
+        idle_ms = FORGET_AFTER_CLAIM_IDLES * self.claim_idle_ms
+        for stream in self.streams:
+            names = self._forget(keys=[stream], args=[self.name, self.consumer, idle_ms])
+            for raw in names:
+                name = raw.decode("utf-8", "replace")
+                self.forgotten.append(name)
+                log.info(
+                    "removed consumer %s from group %s on %s: nothing pending, idle over %d ms",
+                    name,
+                    self.name,
+                    stream.decode("utf-8", "replace"),
+                    idle_ms,
+                )
+
+    def acknowledge(self, receipts: list[Any]) -> None:
+        by_stream: defaultdict[bytes, list[bytes]] = defaultdict(list)
+        for receipt in receipts:
+            by_stream[receipt.stream].append(receipt.entry_id)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.name, *ids)
+            pipe.execute()
+        except redis.RedisError as exc:
+            # Still pending, so claimed and sent again later: counted once all the same.
+            log.warning("could not acknowledge %d entries (%s)", len(receipts), exc)
+
+
 class StreamBridge(Bridge):
     """Reads the streams matching ``settings.event_channel_pattern`` in a consumer group."""
 
@@ -97,7 +192,6 @@ class StreamBridge(Bridge):
         self.consumer = settings.stream_consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_idle_ms = settings.stream_claim_idle_ms
         self.claim_every = min(max(self.claim_idle_ms / 2000, 0.05), CLAIM_EVERY_MAX)
-        self.streams: list[bytes] = []
         #: Entries read and not yet acknowledged (or let go): a claim skips them.
         self._in_flight: set[tuple[bytes, bytes]] = set()
         #: Entries this bridge took over from other consumers.
@@ -111,10 +205,17 @@ class StreamBridge(Bridge):
         # The raw reply, so that a claim pages with its cursor (redis-py's parser drops
         # the cursor of a JUSTID claim).
         self._redis.set_response_callback("XAUTOCLAIM", lambda response, **_: response)
-        self._forget = self._redis.register_script(_FORGET)
-        self._next_forget = 0.0
-        #: Consumers of the group this bridge removed (idle, nothing pending).
-        self.forgotten: list[str] = []
+        self.consumer_group = ConsumerGroup(self._redis, settings, self.consumer)
+
+    @property
+    def streams(self) -> list[bytes]:
+        """The streams read, as last discovered."""
+        return self.consumer_group.streams
+
+    @property
+    def forgotten(self) -> list[str]:
+        """Consumers of the group this bridge removed (idle, nothing pending)."""
+        return self.consumer_group.forgotten
 
     # ------------------------------------------------------------------ reader
 
@@ -134,7 +235,7 @@ class StreamBridge(Bridge):
             try:
                 now = time.monotonic()
                 if now >= next_discovery:
-                    self._discover()
+                    self.consumer_group.discover()
                     next_discovery = now + DISCOVER_EVERY
                     self._subscribed.set()
                 if now >= next_claim:
@@ -170,7 +271,7 @@ class StreamBridge(Bridge):
                     raise
                 # A stream (or its group) was deleted: find the streams again.
                 log.warning("%s; looking for the streams again", exc)
-                self.streams = []
+                self.consumer_group.streams = []
                 next_discovery = 0.0
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("lost the Redis connection (%s); retrying in %.1fs", exc, delay)
@@ -182,28 +283,6 @@ class StreamBridge(Bridge):
         # After the sender's last acknowledgements, not when the reader stops.
         super()._close()
         self._redis.close()
-
-    def _discover(self) -> None:
-        """Find the streams matching the pattern; create the group on the new ones."""
-        found = sorted(
-            set(
-                self._redis.scan_iter(
-                    match=self.settings.event_channel_pattern, count=1000, _type="STREAM"
-                )
-            )
-        )
-        for stream in found:
-            if stream in self.streams:
-                continue
-            try:
-                # From the first entry: what producers added before any bridge ran counts.
-                self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
-                log.info("created consumer group %s on stream %s", self.group, stream.decode())
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            log.info("reading stream %s", stream.decode("utf-8", "replace"))
-        self.streams = found
 
     def _read(self) -> None:
         replies: Any = self._redis.xreadgroup(
@@ -225,23 +304,11 @@ class StreamBridge(Bridge):
             while not self._stop.is_set():
                 while self.held_bytes >= self.max_buffer_bytes and not self._stop.is_set():
                     self._stop.wait(0.05)
-                reply: Any = self._redis.xautoclaim(
-                    stream,
-                    self.group,
-                    self.consumer,
-                    self.claim_idle_ms,
-                    start_id=cursor,
-                    count=self.batch_size,
-                    justid=True,
-                )
-                cursor, ids = reply[0], reply[1]
                 # Our own entries still in the buffer are on their way: leave them be.
-                mine = self._in_flight
-                ids = [entry_id for entry_id in ids if (stream, entry_id) not in mine]
-                if ids:
-                    taken: Any = self._redis.xclaim(stream, self.group, self.consumer, 0, ids)
-                    # An entry deleted from the stream meanwhile comes back without fields.
-                    entries = [entry for entry in taken if entry[1] is not None]
+                cursor, entries = self.consumer_group.claim(
+                    stream, cursor, self.batch_size, self._in_flight
+                )
+                if entries:
                     claimed += len(entries)
                     self._take(stream, entries, time.time())
                 if cursor == b"0-0":
@@ -253,25 +320,7 @@ class StreamBridge(Bridge):
                 claimed,
                 self.claim_idle_ms,
             )
-        if time.monotonic() >= self._next_forget:
-            self._next_forget = time.monotonic() + FORGET_EVERY
-            self._forget_idle_consumers()
-
-    def _forget_idle_consumers(self) -> None:
-        """Remove consumers of stopped bridges: nothing pending, idle for long."""
-        idle_ms = FORGET_AFTER_CLAIM_IDLES * self.claim_idle_ms
-        for stream in self.streams:
-            names = self._forget(keys=[stream], args=[self.group, self.consumer, idle_ms])
-            for raw in names:
-                name = raw.decode("utf-8", "replace")
-                self.forgotten.append(name)
-                log.info(
-                    "removed consumer %s from group %s on %s: nothing pending, idle over %d ms",
-                    name,
-                    self.group,
-                    stream.decode("utf-8", "replace"),
-                    idle_ms,
-                )
+        self.consumer_group.forget_idle_consumers()
 
     def _take(
         self, stream: bytes, entries: list[tuple[bytes, dict[bytes, bytes]]], received: float
@@ -294,22 +343,12 @@ class StreamBridge(Bridge):
             messages.append((stream, data, received, Receipt(stream, entry_id, problem)))
             size += len(stream) + len(data) + MESSAGE_OVERHEAD
         if messages:
-            self._keep(messages, size)
+            self._held.keep(messages, size)
 
     # ------------------------------------------------------------------ sender
 
     def _acknowledge(self, receipts: list[Any]) -> None:
-        by_stream: defaultdict[bytes, list[bytes]] = defaultdict(list)
-        for receipt in receipts:
-            by_stream[receipt.stream].append(receipt.entry_id)
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, self.group, *ids)
-            pipe.execute()
-        except redis.RedisError as exc:
-            # Still pending, so claimed and sent again later: counted once all the same.
-            log.warning("could not acknowledge %d entries (%s)", len(receipts), exc)
+        self.consumer_group.acknowledge(receipts)
         self._release(receipts)
 
     def _release(self, receipts: list[Any]) -> None:

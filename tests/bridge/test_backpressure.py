@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from benchmarks import procs
-from bridge import relay
+from bridge import holding
 from bridge.relay import MESSAGE_OVERHEAD, Bridge
 from bridge.spool import Message, Spool
 from loadgen import publishing
@@ -157,7 +157,7 @@ def test_a_full_disk_keeps_in_memory_what_the_spool_cannot_take_and_loses_nothin
 ):
     caplog.set_level(logging.INFO, logger="bridge")
     stream = on_channels(events, channel_prefix)
-    monkeypatch.setattr(relay, "SPOOL_RETRY_AFTER", 0.2)
+    monkeypatch.setattr(holding, "SPOOL_RETRY_AFTER", 0.2)
     disk_full = threading.Event()
     failed_with_messages_spooled: list[bool] = []
     appended = 0
