@@ -126,6 +126,22 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a flag (1 or 0)")
+
+
 def safe_url(url: str) -> str:
     """The URL without its password, for logs and reprs."""
     if "@" not in url:
@@ -178,6 +194,8 @@ class Settings:
     beat_lock_timeout: float = DEFAULT_BEAT_LOCK_TIMEOUT
     beat_key_prefix: str = DEFAULT_BEAT_KEY_PREFIX
     celery_result_backend: str = DEFAULT_REDIS_URL
+    #: The HTTP API's POST /test/publish-event (no key needed): for tests and demos only.
+    enable_test_endpoints: bool = False
 
     def __repr__(self) -> str:
         shown = []
@@ -288,6 +306,7 @@ class Settings:
             ),
             beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
             celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
+            enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
         )
 
 
