@@ -355,3 +355,18 @@ class RollupDirtyDay(Base):
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """A key of the HTTP API: it reads and writes one tenant's data. Only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index(None, "key_hash", unique=True), Index(None, "tenant_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(String(128))
+    #: Hex SHA-256 of the key's text.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
