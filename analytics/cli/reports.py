@@ -1,60 +1,13 @@
-"""The `report` command, and the rendering of rows as a table, JSON or CSV (also used by
-`deadletters list`).
-"""
+"""The `report` command (rows rendered by :mod:`analytics.render`, re-exported here)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
-from typing import Any
-
 import click
-import orjson
 
 from analytics.cli import _day, _settings, describe, main
+from analytics.render import render
 
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-def render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
-    """Rows as JSON (an array of objects), CSV (with a header row) or an aligned table."""
-    if fmt == "json":
-        return orjson.dumps(rows).decode()
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([_cell(row.get(c)) for c in columns] for row in rows)
-        return buffer.getvalue().rstrip("\n")
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if v and _numeric(v) else v.ljust(w)
-            for v, w in zip(values, widths, strict=True)
-        ).rstrip()
-
-    out = [line(columns), "  ".join("-" * w for w in widths)]
-    out += [line(values) for values in cells]
-    if not rows:
-        out.append("(no rows)")
-    return "\n".join(out)
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+__all__ = ["REPORT_NAMES", "render", "report"]
 
 
 #: Report names, listed here so that `--help` needs no database imports (a test

@@ -1,0 +1,56 @@
+"""Rows as text: a JSON array, CSV with a header row, or an aligned table.
+
+Shared by the command line (`report`, `deadletters list`) and the HTTP API, so that both
+print the same JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Rows as JSON (an array of objects), CSV (with a header row) or an aligned table."""
+    if fmt == "json":
+        return orjson.dumps(rows).decode()
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(row.get(c)) for c in columns] for row in rows)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if v and _numeric(v) else v.ljust(w)
+            for v, w in zip(values, widths, strict=True)
+        ).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(values) for values in cells]
+    if not rows:
+        out.append("(no rows)")
+    return "\n".join(out)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
