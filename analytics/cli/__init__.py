@@ -65,6 +65,6 @@ def _day(value: str | None, option: str) -> date | None:
 
 
 # The command modules register their commands on `main` as they are imported.
-from analytics.cli import maintenance, processes, reports, traffic  # noqa: E402
+from analytics.cli import keys, maintenance, processes, reports, serve, traffic  # noqa: E402
 
-__all__ = ["describe", "main", "maintenance", "processes", "reports", "traffic"]
+__all__ = ["describe", "keys", "main", "maintenance", "processes", "reports", "serve", "traffic"]
