@@ -1,4 +1,5 @@
-"""The ASGI app: ``create_app(settings)``.
+"""The ASGI app: ``create_app(settings)`` (no ``from __future__ import annotations``: FastAPI
+reads the annotations of the routes, which name dependencies local to create_app).
 
 - ``GET /api/v1/reports/{name}``: the rows of ``analytics report NAME --format json`` (or
   csv) for the key's tenant, from the same query layer (:func:`analytics.reports.run`);
@@ -11,8 +12,6 @@
 Keys come as ``Authorization: Bearer <key>``; the tenant is the key's, never a parameter.
 Nothing here logs a key.
 """
-
-from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
