@@ -1,0 +1,57 @@
+"""The HTTP API in process (FastAPI's TestClient) on the run's PostgreSQL and Redis DB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from analytics.config import Settings
+from analytics.keys import create_key, revoke_key
+from api.app import create_app
+
+
+@pytest.fixture
+def api_env(postgres_url: str, redis_url: str, channel_prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
+    }
+
+
+@pytest.fixture
+def make_client(api_env: dict[str, str]) -> Iterator[Callable[..., TestClient]]:
+    apps = []
+
+    def make(**extra: str) -> TestClient:
+        app = create_app(Settings.from_env({**api_env, **extra}))
+        apps.append(app)
+        return TestClient(app)
+
+    yield make
+    for app in apps:
+        app.state.engine.dispose()
+        app.state.redis.close()
+
+
+@pytest.fixture
+def client(pg: Engine, make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def new_key(pg: Engine) -> Callable[..., str]:
+    """A key's text for a tenant (``revoked=True``: revoked at once)."""
+
+    def make(tenant: str, revoked: bool = False) -> str:
+        with Session(pg) as session, session.begin():
+            info, text = create_key(session, tenant, "test")
+            if revoked:
+                revoke_key(session, info.id)
+        return text
+
+    return make
