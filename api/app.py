@@ -31,6 +31,7 @@ from analytics.config import Settings
 from analytics.db import make_engine
 from analytics.errors import InvalidEvent
 from analytics.events import channel_for, parse
+from analytics.ingest import Context, plan
 from analytics.keys import KeyInfo, authenticate
 from analytics.render import render
 from analytics.reports import REPORTS, ReportError, run
@@ -67,6 +68,7 @@ class Publisher:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
+        self.context = Context.from_settings(settings)
 
     def prepare(self, document: Any, tenant_id: str | None) -> tuple[str, str, str]:
         """(event id, channel, JSON text) of one document, or InvalidEvent saying why not."""
@@ -95,6 +97,9 @@ class Publisher:
             max_depth=self.settings.max_json_depth,
             pii_salt=self.settings.pii_salt,
         )
+        # What the worker would refuse after parsing (a value its column cannot hold,
+        # a time outside the accepted window) is refused here too, before publishing.
+        plan(event, self.context)
         return event.event_id, channel, raw.decode()
 
     def publish(self, prepared: list[tuple[str, str, str]]) -> None:

@@ -209,17 +209,19 @@ def test_missing_event_id_and_timestamp_are_filled_in(client, new_key, received)
 def test_one_invalid_event_rejects_the_batch_and_publishes_nothing(client, new_key, received):
     key = new_key("tenant-a")
     bad = {**order(), "data": {"order_id": "o-2"}}  # no total_amount
+    too_old = {**order(), "timestamp": "1999-12-31T23:00:00Z"}
     reply = client.post(
         "/api/v1/events",
-        json=[order(), bad, {"event_type": "nodot"}, "text"],
+        json=[order(), bad, {"event_type": "nodot"}, "text", too_old],
         headers=auth(key),
     )
     assert reply.status_code == 422
     errors = reply.json()["detail"]["errors"]
-    assert [e["index"] for e in errors] == [1, 2, 3]
+    assert [e["index"] for e in errors] == [1, 2, 3, 4]
     assert "total_amount" in errors[0]["reason"]
     assert "event_type" in errors[1]["reason"]
     assert "JSON object" in errors[2]["reason"]
+    assert "outside the accepted event time window" in errors[3]["reason"]
     assert (
         client.post("/api/v1/events", json=[order()] * 1001, headers=auth(key)).status_code == 422
     )
