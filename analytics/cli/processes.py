@@ -54,8 +54,26 @@ def migrate() -> None:
 @click.option(
     "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="BRIDGE_METRICS_PORT",
+    help="Serve Prometheus metrics on this port (/metrics; default BRIDGE_METRICS_PORT, else off).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="BRIDGE_METRICS_HOST",
+    help="Address the metrics server listens on (0.0.0.0 for every interface).",
+)
 def bridge(
-    source: str | None, pattern: str | None, batch_size: int | None, flush_ms: float | None
+    source: str | None,
+    pattern: str | None,
+    batch_size: int | None,
+    flush_ms: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Relay events from Redis to the Celery queues of their category.
 
@@ -99,6 +117,16 @@ def bridge(
     settings = dataclasses.replace(settings, **overrides)
     kind = StreamBridge if settings.bridge_input == "stream" else Bridge
     relay = kind(settings, CelerySender(settings=settings))
+    if metrics_port:
+        from bridge import metrics
+
+        metrics.watch(relay)
+        try:
+            metrics.serve(metrics_port, metrics_host)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from None
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(
