@@ -57,7 +57,7 @@ def test_the_counters_of_bridge_and_worker_equal_what_was_published_and_stored(
     worker_tmp.mkdir()
     worker_env = {**pipeline_env, "TMPDIR": str(worker_tmp)}
     worker_process = start_worker("--metrics-port", str(worker_port), env=worker_env)
-    assert [p.name[:25] for p in worker_tmp.iterdir()] == ["analytics-worker-metrics-"]
+    assert len(list(worker_tmp.glob("analytics-worker-metrics-*"))) == 1
     start_bridge("--metrics-port", str(bridge_port))
     stream = build_stream(simulate(EVENTS, tenants=3, seed=7), channel_prefix=channel_prefix)
     published = publish(redis_client, stream, rate=0)
@@ -120,4 +120,4 @@ def test_the_counters_of_bridge_and_worker_equal_what_was_published_and_stored(
 
     # A worker stopped in order removes its metrics directory.
     assert worker_process.stop() == 0
-    assert list(worker_tmp.iterdir()) == []
+    assert list(worker_tmp.glob("analytics-worker-metrics-*")) == []
