@@ -23,6 +23,8 @@ from typing import Any
 from analytics.batch import EventItem
 from analytics.config import Settings
 from analytics.errors import InvalidEvent
+from analytics.events import CATEGORIES, category_of
+from bridge import metrics
 from bridge.holding import MESSAGE_OVERHEAD, Holding, megabytes
 from bridge.routing import dead_letter_item, route
 from bridge.spool import Message
@@ -117,6 +119,8 @@ class Batcher:
     def group(self, messages: Iterable[Message]) -> None:
         groups, now = self.groups, time.monotonic()
         max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
+        # Counted here, once per call and category (the metric, not each message).
+        read: dict[str, int] = {}
         for raw_channel, data, received, receipt in messages:
             channel = raw_channel.decode("utf-8", "replace")
             if "\x00" in channel:  # no text column can hold it; like bad UTF-8, replaced
@@ -126,10 +130,13 @@ class Batcher:
                     raise InvalidEvent(receipt.problem)
                 task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
                 item = EventItem(channel, text, received).encode()
+                category = queue
             except InvalidEvent as exc:
                 task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
                 item = dead_letter_item(channel, data, received, str(exc), self.settings)
                 log.info("dead letter from %s: %s", channel, exc)
+                category = self.category(channel)
+            read[category] = read.get(category, 0) + 1
             group = groups.get(task)
             if group is None:
                 # After a quiet spell, an event goes out at once (its group is due):
@@ -140,6 +147,13 @@ class Batcher:
             group.sizes.append(len(raw_channel) + len(data) + MESSAGE_OVERHEAD)
             group.receipts.append(receipt)
             self._last_received = received
+        for category, count in read.items():
+            metrics.MESSAGES_READ.labels(category).inc(count)
+
+    def category(self, channel: str) -> str:
+        """The ``category`` label of a rejected message: its channel's, when it is known."""
+        category = category_of(channel, self.prefix)
+        return category if category in CATEGORIES else metrics.OTHER_CATEGORY
 
     def flush(self, force: bool) -> None:
         now = time.monotonic()
@@ -220,6 +234,15 @@ class Batcher:
                 counts.dead_letters += count
             else:
                 counts.forwarded[group.queue] += count
+        metrics.BATCHES_SENT.labels(group.queue).inc()
+        if task == DEADLETTER_TASK:
+            # Rare: each rejected item's channel is looked at again for its category.
+            for category, n in collections.Counter(
+                self.category(item[0]) for item in items
+            ).items():
+                metrics.MESSAGES_DEAD_LETTERED.labels(category).inc(n)
+        else:
+            metrics.MESSAGES_FORWARDED.labels(group.queue).inc(count)
 
     def sweep_ledger(self) -> None:
         """Re-send what workers lost (a ``send`` with a delivery ledger has ``sweep``)."""

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analytics.config import Settings, safe_url
+from bridge import metrics
 from bridge.batching import Batcher, Send
 from bridge.holding import (
     MESSAGE_OVERHEAD,
@@ -151,6 +152,12 @@ class Bridge:
         return self._held.spool_peak_bytes
 
     @property
+    def spool_bytes(self) -> int:
+        """Bytes in the disk spool not read back yet."""
+        spool = self._held.spool
+        return spool.bytes_pending if spool is not None else 0
+
+    @property
     def spool_failures(self) -> int:
         """Spool writes that failed (each one undone) since the bridge started."""
         return self._held.spool_failures
@@ -254,6 +261,7 @@ class Bridge:
                     self._held.hold(messages, size + len(messages) * MESSAGE_OVERHEAD)
             except (SubscriptionLost, OSError) as exc:
                 log.warning("lost the Redis connection (%s); reconnecting", exc)
+                metrics.RECONNECTS.inc()
                 self._subscribed.clear()
                 subscription.close()
                 subscription = None

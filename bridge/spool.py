@@ -60,6 +60,11 @@ class Spool:
         #: Largest size the file reached, in bytes.
         self.peak_bytes = 0
 
+    @property
+    def bytes_pending(self) -> int:
+        """Bytes written and not read back yet (0 when inactive)."""
+        return self._written - self._read if self.active else 0
+
     def append(self, messages: list[Message]) -> None:
         """Write messages at the end (their receipts are not kept: pub/sub has none).
 

@@ -40,6 +40,7 @@ import orjson
 import redis
 
 from analytics.config import Settings, safe_url
+from bridge import metrics
 from bridge.batching import Send
 from bridge.holding import MESSAGE_OVERHEAD, megabytes
 from bridge.relay import RECONNECT_BACKOFF_MAX, Bridge
@@ -212,6 +213,21 @@ class StreamBridge(Bridge):
         """The streams read, as last discovered."""
         return self.consumer_group.streams
 
+    def pending_entries(self) -> int:
+        """Entries of the streams read that the group has delivered and nobody acknowledged
+        (XPENDING, every consumer); asked when the metrics are scraped, on a client of its own."""
+        client = redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        try:
+            pipe = client.pipeline(transaction=False)
+            streams = list(self.streams)
+            for stream in streams:
+                pipe.xpending(stream, self.group)
+            return sum(int(reply["pending"]) for reply in pipe.execute())
+        finally:
+            client.close()
+
     @property
     def forgotten(self) -> list[str]:
         """Consumers of the group this bridge removed (idle, nothing pending)."""
@@ -275,6 +291,8 @@ class StreamBridge(Bridge):
                 next_discovery = 0.0
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("lost the Redis connection (%s); retrying in %.1fs", exc, delay)
+                if self._subscribed.is_set():  # once per outage, not per failed retry
+                    metrics.RECONNECTS.inc()
                 self._subscribed.clear()
                 self._stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_BACKOFF_MAX)

@@ -16,6 +16,7 @@ backoff, and a batch out of retries is sent again by the bridge.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,6 +34,7 @@ from analytics.deadletters import Rejected, record_dead_letters
 from analytics.errors import InvalidEvent
 from analytics.events import Event, parse
 from analytics.ingest import BatchResult, Context, Planned, apply_planned, plan
+from tasks import metrics
 from tasks.app import app
 from tasks.ledger import Ledger, ledger_url
 from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK
@@ -221,6 +223,7 @@ def _done(task_id: str | None) -> None:
 
 def _register(name: str, body: Any) -> Task:
     def run(self: Task, items: Sequence[Sequence[Any]]) -> dict[str, int]:
+        started = time.perf_counter()
         try:
             result = body(self, items)
         except Retry:
@@ -231,6 +234,10 @@ def _register(name: str, body: Any) -> Task:
             log.error("batch %s ran out of retries; the bridge will send it again", self.request.id)
             raise
         _done(self.request.id)
+        try:
+            metrics.record_batch(name, items, result, started)
+        except Exception as exc:  # a metric must never fail a stored batch
+            log.warning("could not record the metrics of batch %s (%s)", self.request.id, exc)
         return result
 
     run.__name__ = run.__qualname__ = name.replace(".", "_")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -54,8 +56,26 @@ def migrate() -> None:
 @click.option(
     "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="BRIDGE_METRICS_PORT",
+    help="Serve Prometheus metrics on this port (/metrics; default BRIDGE_METRICS_PORT, else off).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="BRIDGE_METRICS_HOST",
+    help="Address the metrics server listens on (0.0.0.0 for every interface).",
+)
 def bridge(
-    source: str | None, pattern: str | None, batch_size: int | None, flush_ms: float | None
+    source: str | None,
+    pattern: str | None,
+    batch_size: int | None,
+    flush_ms: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Relay events from Redis to the Celery queues of their category.
 
@@ -99,6 +119,16 @@ def bridge(
     settings = dataclasses.replace(settings, **overrides)
     kind = StreamBridge if settings.bridge_input == "stream" else Bridge
     relay = kind(settings, CelerySender(settings=settings))
+    if metrics_port:
+        from bridge import metrics
+
+        metrics.watch(relay)
+        try:
+            metrics.serve(metrics_port, metrics_host)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from None
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(
@@ -143,13 +173,46 @@ PASS_THROUGH = {
     help="Comma-separated queues to consume (default: all of user, order, payment, "
     "inventory, misc, deadletter).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="WORKER_METRICS_PORT",
+    help="Serve Prometheus metrics of every worker process on this port (/metrics; default "
+    "WORKER_METRICS_PORT, else off).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="WORKER_METRICS_HOST",
+    help="Address the metrics server listens on (0.0.0.0 for every interface).",
+)
 @click.pass_context
-def worker(ctx: click.Context, queues: str | None) -> None:
+def worker(
+    ctx: click.Context, queues: str | None, metrics_port: int | None, metrics_host: str
+) -> None:
     """Run a Celery worker that ingests event batches.
 
     Any other option goes to `celery worker` as it is, e.g.
-    `analytics worker -Q order,payment --concurrency 4`.
+    `analytics worker -Q order,payment --concurrency 4`. With --metrics-port the
+    pool's processes share their metrics through a fresh temporary directory
+    (PROMETHEUS_MULTIPROC_DIR), removed when the worker exits.
     """
+    metrics_dir = None
+    if metrics_port:
+        # Before anything imports prometheus-client: it picks its mode on import.
+        metrics_dir = tempfile.mkdtemp(prefix="analytics-worker-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _run_worker(ctx, queues, metrics_port, metrics_host)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_worker(
+    ctx: click.Context, queues: str | None, metrics_port: int | None, metrics_host: str
+) -> None:
     from tasks.app import app
     from tasks.queues import QUEUES
 
@@ -160,6 +223,15 @@ def worker(ctx: click.Context, queues: str | None) -> None:
             f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}",
             param_hint="-Q",
         )
+    if metrics_port:
+        from tasks import metrics
+
+        try:
+            metrics.serve(metrics_port, metrics_host, app.conf.broker_url, names)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from None
     argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
     app.worker_main(argv)
 

@@ -165,6 +165,12 @@ def test_a_failing_broker_delays_a_batch_but_loses_nothing(
 def test_the_bridge_resubscribes_after_its_connection_is_killed(
     run_bridge, redis_client, channel_prefix
 ):
+    from prometheus_client import REGISTRY
+
+    def reconnects() -> float:
+        return REGISTRY.get_sample_value("analytics_bridge_reconnects_total") or 0.0
+
+    before = reconnects()
     bridge, recorder = run_bridge(bridge_flush_ms=5)
     channel = f"{channel_prefix}:order:created"
     redis_client.publish(channel, event(event_id="before"))
@@ -190,6 +196,7 @@ def test_the_bridge_resubscribes_after_its_connection_is_killed(
         timeout=5,
         what="an event published after the reconnect",
     )
+    assert reconnects() - before == 3
 
 
 class FakeApp:

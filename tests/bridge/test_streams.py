@@ -241,3 +241,25 @@ def test_consumers_of_stopped_bridges_are_removed_once_idle_with_nothing_pending
         c["name"].decode(): c["pending"] for c in redis_client.xinfo_consumers(orders, GROUP)
     }
     assert remaining["holding"] == 1 and "done" not in remaining
+
+
+def test_the_pending_entries_gauge_counts_what_is_read_and_not_acknowledged(
+    run_bridge, redis_client, stream_of
+):
+    from prometheus_client import REGISTRY
+
+    from bridge import metrics
+
+    orders = stream_of("order:created")
+    redis_client.xadd(orders, {"data": event(event_id="first")})
+    recorder = Recorder()
+    recorder.failing.set()
+    bridge, _ = run_bridge(recorder, kind=StreamBridge, bridge_flush_ms=5, stream_consumer="c1")
+    metrics.watch(bridge)
+    for n in range(3):
+        redis_client.xadd(orders, {"data": event(event_id=f"e{n}")})
+    wait_for(lambda: pending(redis_client, orders) == {"c1": 4}, timeout=5)
+    assert REGISTRY.get_sample_value("analytics_bridge_stream_pending_entries") == 4
+    recorder.failing.clear()
+    wait_for(lambda: not pending(redis_client, orders), timeout=5, what="the acknowledgements")
+    assert REGISTRY.get_sample_value("analytics_bridge_stream_pending_entries") == 0
