@@ -208,10 +208,16 @@ class Holding:
     def drain(self, group: Callable[[Iterable[Message]], None]) -> None:
         """Hand ``group`` what the reader buffered, then what the spool holds while there is
         room, then what waited behind the spool once it is all read back."""
+        spool = self.spool
+        # Whether the spool is in use is read before the buffer is taken. The reader
+        # may, in between, put a message in the buffer and then (memory full) start the
+        # spool with later ones: taking that spool now would hand the later messages
+        # over before the earlier one. While the spool is in use the reader adds
+        # nothing to the buffer, so what the buffer holds then is older than the spool.
+        spooling = spool is not None and spool.active
         buffer = self.buffer
         group(buffer.popleft() for _ in range(len(buffer)))
-        spool = self.spool
-        if spool is None or not spool.active:
+        if spool is None or not spooling:
             self._drain_overflow(group)
             return
         room = self.max_buffer_bytes - self.held_bytes
