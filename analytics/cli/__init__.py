@@ -64,6 +64,17 @@ def _day(value: str | None, option: str) -> date | None:
         raise click.ClickException(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+#: ``--format table|json|csv``: every command that prints rows takes it the same way.
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="table for people; json (one array of row objects) or csv for programs.",
+)
+
+
 # The command modules register their commands on `main` as they are imported.
 from analytics.cli import keys, maintenance, processes, reports, serve, traffic  # noqa: E402
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from analytics.cli import _settings, describe, main
+from analytics.cli import _settings, describe, format_option, main
 from analytics.errors import AnalyticsError
 from analytics.render import render
 
@@ -48,13 +48,7 @@ def create(tenant: str, name: str) -> None:
 
 
 @keys.command("list")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 def list_command(fmt: str) -> None:
     """List keys (id, tenant, name, created_at, revoked_at); never the key itself."""
     from analytics.keys import list_keys

@@ -8,7 +8,7 @@ from datetime import date
 
 import click
 
-from analytics.cli import _day, _settings, main
+from analytics.cli import _day, _settings, format_option, main
 from analytics.cli.reports import render
 from analytics.cli.traffic import publish
 
@@ -169,13 +169,7 @@ def deadletters() -> None:
 @deadletters.command("list")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many (default: all).")
 @click.option("--pending", is_flag=True, help="Only letters not replayed yet.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 def deadletters_list(limit: int | None, pending: bool, fmt: str) -> None:
     """Show dead letters, oldest first: id, received_at, channel, error."""
     from analytics.db import session_factory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from analytics.cli import _day, _settings, describe, main
+from analytics.cli import _day, _settings, describe, format_option, main
 from analytics.render import render
 
 __all__ = ["REPORT_NAMES", "render", "report"]
@@ -28,13 +28,7 @@ REPORT_NAMES = (
 @click.option("--tenant", help="Tenant whose data to report (required).")
 @click.option("--since", help="First day, YYYY-MM-DD (UTC, inclusive).")
 @click.option("--until", help="Last day, YYYY-MM-DD (UTC, inclusive).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
