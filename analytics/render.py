@@ -8,31 +8,42 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, two_decimals: bool = False) -> str:
     if value is None:
         return ""
+    if two_decimals and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.2f}"
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
     return str(value)
 
 
-def render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
-    """Rows as JSON (an array of objects), CSV (with a header row) or an aligned table."""
+def render(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: str,
+    two_decimals: Collection[str] = (),
+) -> str:
+    """Rows as JSON (an array of objects), CSV (with a header row) or an aligned table.
+
+    Columns in ``two_decimals`` (money) print with exactly two decimals in CSV and tables
+    (``3299.50``, ``0.00``); JSON keeps numbers as numbers.
+    """
     if fmt == "json":
         return orjson.dumps(rows).decode()
+    cells = [[_cell(row.get(c), c in two_decimals) for c in columns] for row in rows]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([_cell(row.get(c)) for c in columns] for row in rows)
+        writer.writerows(cells)
         return buffer.getvalue().rstrip("\n")
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:

@@ -33,7 +33,6 @@ from analytics.errors import InvalidEvent
 from analytics.events import channel_for, parse
 from analytics.ingest import Context, plan
 from analytics.keys import KeyInfo, authenticate
-from analytics.render import render
 from analytics.reports import REPORTS, ReportError, run
 from analytics.reports import Query as ReportQuery
 
@@ -225,9 +224,9 @@ def create_app(settings: Settings) -> FastAPI:
             format is None and "text/csv" in request.headers.get("accept", "")
         )
         if wants_csv:
-            body = render(rows, REPORTS[name].columns, "csv") + "\n"
+            body = REPORTS[name].render(rows, "csv") + "\n"
             return Response(body, media_type="text/csv")
-        return Response(render(rows, REPORTS[name].columns, "json"), media_type="application/json")
+        return Response(REPORTS[name].render(rows, "json"), media_type="application/json")
 
     @app.post("/api/v1/events", status_code=202)
     async def events(request: Request, key: Annotated[KeyInfo, Depends(tenant)]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from datetime import date
 import click
 
 from analytics.cli import _day, _settings, format_option, main
-from analytics.cli.reports import render
 from analytics.cli.traffic import publish
+from analytics.render import render
 
 
 @main.group()

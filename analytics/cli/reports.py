@@ -1,13 +1,12 @@
-"""The `report` command (rows rendered by :mod:`analytics.render`, re-exported here)."""
+"""The `report` command (rows rendered by :meth:`analytics.reports.Report.render`)."""
 
 from __future__ import annotations
 
 import click
 
 from analytics.cli import _day, _settings, describe, format_option, main
-from analytics.render import render
 
-__all__ = ["REPORT_NAMES", "render", "report"]
+__all__ = ["REPORT_NAMES", "report"]
 
 
 #: Report names, listed here so that `--help` needs no database imports (a test
@@ -55,10 +54,11 @@ def report(
     """Print report NAME for one tenant.
 
     --format json prints one JSON array of row objects and nothing else; csv has a
-    header row; table is aligned for reading. Money is rounded to 2 decimals.
+    header row; table is aligned for reading. Money is rounded to 2 decimals (printed
+    as 12.50 in table and csv, a number in json).
     """
     from analytics.db import session_factory
-    from analytics.reports import REPORTS, Query, ReportError, run
+    from analytics.reports import REPORTS, Query, ReportError, run, tenants
 
     settings = _settings()
     if name not in REPORTS:
@@ -72,8 +72,16 @@ def report(
         )
         with session_factory().begin() as session:
             rows = run(session, name, query)
+            known = tenants(session) if not rows else []
     except ReportError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
         raise click.ClickException(f"report failed: {describe(exc)}") from None
-    click.echo(render(rows, REPORTS[name].columns, fmt))
+    click.echo(REPORTS[name].render(rows, fmt))
+    if not rows and tenant not in known:
+        # On stderr, so that json and csv on stdout stay what a program expects.
+        shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+        click.echo(
+            f"no events stored for tenant {tenant!r}; tenants with data: {shown or 'none yet'}",
+            err=True,
+        )

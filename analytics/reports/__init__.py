@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from analytics.errors import DuplicateRegistration
+from analytics.render import render
 from analytics.reports import operations, payments, sales, stock, users
 from analytics.reports.query import (
     CENT,
     RATE,
+    TWO_DECIMAL_COLUMNS,
     Query,
     ReportError,
     Row,
@@ -50,6 +52,7 @@ __all__ = [
     "CENT",
     "RATE",
     "REPORTS",
+    "TWO_DECIMAL_COLUMNS",
     "Query",
     "Report",
     "ReportError",
@@ -82,6 +85,15 @@ class Report:
     columns: tuple[str, ...]
     compute: Callable[[Session, Query], list[Row]]
     summary: str
+
+    @property
+    def two_decimals(self) -> tuple[str, ...]:
+        """The columns that hold amounts rounded by :func:`money` (printed as ``12.50``)."""
+        return tuple(c for c in self.columns if c in TWO_DECIMAL_COLUMNS)
+
+    def render(self, rows: list[Row], fmt: str) -> str:
+        """The rows as ``analytics report --format FMT`` prints them."""
+        return render(rows, self.columns, fmt, self.two_decimals)
 
 
 def _columns(text: str) -> tuple[str, ...]:

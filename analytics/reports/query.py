@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from analytics.errors import AnalyticsError
@@ -74,6 +74,24 @@ class Query:
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+#: Report columns whose values come from :func:`money`: tables and CSV print them with two
+#: decimals.
+TWO_DECIMAL_COLUMNS = frozenset(
+    {
+        "revenue",
+        "refunds",
+        "net_revenue",
+        "aov",
+        "avg_duration_seconds",
+        "p50_seconds",
+        "p90_seconds",
+        "avg_restock_hours",
+        "p50_response_ms",
+        "p95_response_ms",
+    }
+)
 
 
 def money(value: Any) -> float:
@@ -142,7 +160,8 @@ def tenants(session: Session, since: date | None = None, until: date | None = No
     q = Query("*", since, until)
     return list(
         session.execute(
-            select(distinct(MetricCounter.tenant_id))
+            select(MetricCounter.tenant_id)
+            .distinct()
             .where(MetricCounter.metric == "events", q.between(MetricCounter.hour))
             .order_by(MetricCounter.tenant_id)
         ).scalars()

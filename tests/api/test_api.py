@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from analytics.events import channel_for
-from analytics.render import render
 from analytics.reports import REPORTS, Query, run
 from tests.analytics.helpers import apply
 from tests.reports import dataset
@@ -68,10 +67,10 @@ def test_every_report_over_http_equals_the_query_layer(oracle_loaded, client, ne
                 assert reply.status_code == 200, reply.text
                 with Session(oracle_loaded) as session, session.begin():
                     rows = run(session, name, Query(tenant, since, until, limit=3, days=5))
-                expected = orjson.loads(render(rows, REPORTS[name].columns, "json"))
+                expected = orjson.loads(REPORTS[name].render(rows, "json"))
                 if reply.json() != expected:
                     mismatches.append((tenant, name, since, until))
-                assert reply.content == render(rows, REPORTS[name].columns, "json").encode()
+                assert reply.content == REPORTS[name].render(rows, "json").encode()
     assert mismatches == []
 
 
@@ -79,7 +78,7 @@ def test_reports_as_csv_like_the_cli(oracle_loaded, client, new_key):
     key = new_key("tenant-1")
     with Session(oracle_loaded) as session, session.begin():
         rows = run(session, "revenue-by-day", Query("tenant-1"))
-    expected = render(rows, REPORTS["revenue-by-day"].columns, "csv") + "\n"
+    expected = REPORTS["revenue-by-day"].render(rows, "csv") + "\n"
     by_param = client.get(
         "/api/v1/reports/revenue-by-day", params={"format": "csv"}, headers=auth(key)
     )
