@@ -150,6 +150,24 @@ def safe_url(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
+#: URL schemes that name PostgreSQL without the driver this project installs.
+_POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+
+
+def database_url(url: str) -> str:
+    """``url`` with the installed PostgreSQL driver named: ``postgres://`` (Heroku's spelling)
+    and ``postgresql://`` (SQLAlchemy 2.1 reads it as psycopg 3) both mean psycopg2 here."""
+    if "://" not in url:
+        raise ConfigError(
+            f"DATABASE_URL={safe_url(url)!r} is not a URL "
+            "(e.g. postgresql://user:password@host:5432/analytics or sqlite:///analytics.db)"
+        )
+    for scheme in _POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme) :]
+    return url
+
+
 #: Settings whose values are URLs that may carry a password.
 _URL_FIELDS = ("redis_url", "celery_broker_url", "database_url", "celery_result_backend")
 
@@ -267,7 +285,7 @@ class Settings:
             redis_url=redis_url,
             event_channel_pattern=pattern,
             celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
-            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             pii_salt=env.get("PII_SALT") or None,
             default_currency=currency,
             max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),

@@ -370,6 +370,16 @@ def is_retryable(exc: BaseException) -> bool:
     return code.startswith(_SERVER_CONDITIONS) or code in _SCHEMA_MISMATCH
 
 
+def needs_migration(exc: BaseException) -> bool:
+    """Whether a failure says the database has not been migrated (to this code's schema)."""
+    cause = getattr(exc, "orig", exc)
+    code = getattr(cause, "pgcode", None)
+    if isinstance(code, str):
+        return code in _SCHEMA_MISMATCH
+    text = str(cause)
+    return text.startswith(("no such table", "no such column"))
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later may succeed: lost connections, deadlocks, a locked SQLite file."""
     import psycopg2

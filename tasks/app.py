@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import billiard.pool
 import zstandard
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Queue
 from kombu.compression import register as register_compression
@@ -116,3 +116,11 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
+    """Workers and beat log like every other process (LOG_FORMAT; per-task lines at DEBUG)."""
+    from analytics import logs
+
+    logs.configure(loglevel or "INFO")

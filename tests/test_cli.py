@@ -46,6 +46,14 @@ def test_the_group_lists_every_command():
     assert set(COMMANDS) <= set(main.commands)
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"analytics, version {version('analytics-pipeline')}\n"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_explains_itself(command):
     result = CliRunner().invoke(main, [command, "--help"])
@@ -326,6 +334,65 @@ def test_report_csv_has_a_header_and_table_is_aligned(filled):
     assert table[0].split() == ["date", "processed", "failed", "refunded", "failure_rate"]
     assert set(table[1]) == {"-", " "}
     assert len({len(line) for line in table[:2]}) == 1
+
+
+def test_money_prints_with_two_decimals_in_csv_and_table_and_as_numbers_in_json(filled):
+    args = ("report", "revenue-by-day", "--tenant", "tenant-1")
+    rows = orjson.loads(run(*args, "--format", "json", env=filled).stdout)
+    csv_lines = run(*args, "--format", "csv", env=filled).stdout.strip().splitlines()
+    table = run(*args, env=filled).stdout.splitlines()
+    assert len(csv_lines) == len(rows) + 1 and len(table) == len(rows) + 2
+    for row, line, printed in zip(rows, csv_lines[1:], table[2:], strict=True):
+        assert isinstance(row["revenue"], int | float)
+        money = [f"{row[k]:.2f}" for k in ("revenue", "refunds", "net_revenue")]
+        assert line.split(",") == [
+            row["date"],
+            row["currency"],
+            money[0],
+            str(row["orders"]),
+            *money[1:],
+        ]
+        assert printed.split() == line.split(",")
+
+
+def test_a_tenant_without_data_gets_a_hint_on_stderr(filled):
+    result = run("report", "dau", "--tenant", "tenant-x", "--format", "json", env=filled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert result.stderr.strip() == (
+        "no events stored for tenant 'tenant-x'; tenants with data: tenant-1, tenant-2"
+    )
+    known = run("report", "dau", "--tenant", "tenant-1", "--since", "2030-01-01", env=filled)
+    assert "(no rows)" in known.stdout and known.stderr == ""
+
+
+@pytest.fixture
+def unmigrated_postgres(postgres_url):
+    """The run's database seen through an empty schema: PostgreSQL without our tables."""
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE SCHEMA unmigrated"))
+    try:
+        yield postgres_url.replace("postgresql+psycopg2://", "postgres://") + (
+            "?options=-csearch_path%3Dunmigrated"
+        )
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text("DROP SCHEMA unmigrated CASCADE"))
+        engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_a_database_without_tables_says_run_migrate_in_one_line(store, request, tmp_path):
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        url = request.getfixturevalue("unmigrated_postgres")
+    result = run("report", "dau", "--tenant", "t", env={"DATABASE_URL": url})
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("Error: report failed: ")
+    assert result.stderr.strip().endswith("(the database is not migrated: run `analytics migrate`)")
 
 
 def test_backfill_rollups_here_recomputes_every_tenant_day(filled):

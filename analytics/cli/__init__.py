@@ -11,7 +11,6 @@ settings, error lines, dates); the commands live one module per group and regist
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import date
 
 import click
@@ -23,19 +22,25 @@ log = logging.getLogger("analytics")
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from analytics import logs
+
+    try:
+        logs.configure(level)
+    except AnalyticsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def describe(exc: BaseException) -> str:
-    """One line that says what went wrong (a driver's first line, without SQLAlchemy's notes)."""
+    """One line that says what went wrong (a driver's first line, without SQLAlchemy's notes),
+    and what to do where that is known: migrate a database without the tables."""
+    from analytics.db import needs_migration
+
     cause = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[0] if lines else 'no details'}"
+    line = f"{type(cause).__name__}: {lines[0] if lines else 'no details'}"
+    if needs_migration(exc):
+        line += " (the database is not migrated: run `analytics migrate`)"
+    return line
 
 
 def _settings() -> Settings:
@@ -46,6 +51,7 @@ def _settings() -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="analytics-pipeline", prog_name="analytics")
 def main() -> None:
     """Analytics event pipeline: Redis pub/sub -> bridge -> Celery -> SQL aggregates.
 

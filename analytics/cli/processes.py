@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from analytics.cli import _settings, _setup_logging, describe, log, main
+from analytics.logs import log_format
 from analytics.migrations import run_migrations
 
 
@@ -216,6 +217,7 @@ def _run_worker(
     from tasks.app import app
     from tasks.queues import QUEUES
 
+    _setup_logging()  # before Celery starts: its warnings (e.g. running as root) are records
     names = [q.strip() for q in (queues or ",".join(QUEUES)).split(",") if q.strip()]
     unknown = [q for q in names if q not in QUEUES]
     if unknown:
@@ -233,6 +235,8 @@ def _run_worker(
                 f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
             ) from None
     argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
+    if log_format() == "json":
+        argv.insert(0, "--quiet")  # celery's own option: the banner is not a JSON line
     app.worker_main(argv)
 
 
@@ -247,7 +251,9 @@ def beat(ctx: click.Context) -> None:
     """
     from tasks.app import app
 
-    app.start(["beat", *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})])
+    _setup_logging()
+    quiet = ["--quiet"] if log_format() == "json" else []  # the banner is not a JSON line
+    app.start([*quiet, "beat", *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})])
 
 
 @main.command(context_settings=PASS_THROUGH)

@@ -24,6 +24,19 @@ def test_broker_defaults_to_redis_url_and_can_be_set_apart():
     assert Settings.from_env(env).celery_broker_url == "amqp://guest@rabbit//"
 
 
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:p@db:5432/a", "postgresql+psycopg2://u:p@db:5432/a"),
+        ("postgresql://u:p@db:5432/a", "postgresql+psycopg2://u:p@db:5432/a"),
+        ("postgresql+psycopg2://u@db/a", "postgresql+psycopg2://u@db/a"),
+        ("sqlite:///analytics.db", "sqlite:///analytics.db"),
+    ],
+)
+def test_postgres_urls_without_a_driver_use_the_installed_one(given, used):
+    assert Settings.from_env({"DATABASE_URL": given}).database_url == used
+
+
 def test_prefixed_pattern_gives_the_channel_prefix():
     settings = Settings.from_env({"EVENT_CHANNEL_PATTERN": "staging:events:*"})
     assert settings.channel_prefix == "staging:events:"
@@ -43,6 +56,7 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_INPUT": "kafka"}, "is not one of pubsub, stream"),
         ({"MAX_JSON_DEPTH": "0"}, "must be at least 1"),
         ({"BRIDGE_MAX_BUFFER_BYTES": "lots"}, "is not an integer"),
+        ({"DATABASE_URL": "db.example.com/analytics"}, "is not a URL"),
     ],
 )
 def test_malformed_settings_are_refused_with_the_variable_named(env, message):
