@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -162,13 +163,56 @@ def test_publish_sends_the_seed_test_event_on_its_channel(listener, redis_url, c
     result = run("publish", env=env)
     assert result.returncode == 0, result.stderr
     wait_for(lambda: listener, timeout=5)
-    channel, data = listener[0]
+    assert run("publish", env=env).returncode == 0
+    wait_for(lambda: len(listener) == 2, timeout=5)
+    (channel, data), (_, again) = listener
     assert channel.decode() == f"{channel_prefix}:order:created"
-    assert orjson.loads(data) == {
+    first, second = orjson.loads(data), orjson.loads(again)
+    # As the seed's test endpoint fills them in: each run is a new event.
+    assert first.pop("event_id") != second.pop("event_id")
+    assert abs(datetime.fromisoformat(first.pop("timestamp")) - datetime.now(UTC)) < timedelta(
+        minutes=1
+    )
+    assert first == {
         "event_type": "order.created",
         "tenant_id": "test-tenant",
         "data": {"order_id": "test-order", "total_amount": 99.99},
     }
+
+
+def test_publish_and_simulate_say_when_their_events_are_stored_already(
+    sqlite_url, redis_url, channel_prefix, tmp_path
+):
+    from analytics.db import make_engine
+    from loadgen import Simulator
+    from tests.analytics.helpers import apply, to_event
+
+    stored = list(Simulator(tenants=1, seed=77, days=1).events(150))
+    engine = make_engine(sqlite_url)
+    apply(engine, [to_event(d) for d in stored[:120]])
+    engine.dispose()
+    env = {
+        "REDIS_URL": redis_url,
+        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
+        "DATABASE_URL": sqlite_url,
+    }
+    again = run("simulate", "--seed", "77", "--tenants", "1", "--days", "1", "--count", "150",
+                "--rate", "0", env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("seed 77 (simulate --seed 77 repeats this stream)")
+    assert "note: 100 of the 100 first events of this stream are already stored" in again.stderr
+    fresh = run("simulate", "--tenants", "1", "--days", "1", "--count", "150", "--rate", "0",
+                env=env)  # fmt: skip
+    assert fresh.returncode == 0 and "note:" not in fresh.stderr
+    assert re.match(r"seed \d+ ", fresh.stdout) and not fresh.stdout.startswith("seed 77 ")
+    path = tmp_path / "some.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(d) for d in stored[110:130]))
+    result = run("publish", "--file", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "note: 10 of the 20 events to publish are already stored" in result.stderr
+    assert "published 20 events" in result.stdout
+    unread = run("publish", "--file", str(path), env={**env, "DATABASE_URL": "sqlite:////nope/x"})
+    assert unread.returncode == 0 and unread.stderr == ""
 
 
 def test_publish_stream_adds_the_event_to_the_stream_of_its_channel(

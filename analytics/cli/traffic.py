@@ -7,8 +7,11 @@ generator (``loadgen``), imported inside their bodies so that `--help` stays lig
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,61 @@ def _redis(settings: Settings) -> Any:
     import redis
 
     return redis.Redis.from_url(settings.redis_url)
+
+
+def test_event() -> dict[str, Any]:
+    """The seed's test event with a new ``event_id`` and the current ``timestamp``, as the
+    seed's ``POST /test/publish-event`` fills them in: published twice, it counts twice."""
+    now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return {"event_id": str(uuid.uuid4()), "timestamp": now, **SEED_TEST_EVENT}
+
+
+def _event_key(document: Any) -> tuple[str, str] | None:
+    """(tenant, event id) under which the worker will store a document, if it can tell."""
+    from analytics.events.parse import derive_event_id
+
+    if not isinstance(document, dict) or not isinstance(document.get("tenant_id"), str):
+        return None
+    event_id = document.get("event_id")
+    if event_id is None:
+        payload = {key: value for key, value in document.items() if key != "event_id"}
+        event_id = derive_event_id(payload)
+    return (document["tenant_id"], str(event_id)) if isinstance(event_id, str | int) else None
+
+
+def already_stored(keys: list[tuple[str, str]]) -> int | None:
+    """How many of these (tenant, event id) are stored already; None if the database cannot
+    say (unreachable, not migrated): publishing needs Redis only."""
+    from sqlalchemy import select, tuple_
+
+    from analytics.db import get_engine
+    from analytics.models import StoredEvent
+
+    if not keys:
+        return 0
+    found = 0
+    try:
+        with get_engine().connect() as conn:
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                query = select(StoredEvent.tenant_id, StoredEvent.event_id).where(
+                    tuple_(StoredEvent.tenant_id, StoredEvent.event_id).in_(chunk)
+                )
+                found += len(conn.execute(query).all())
+    except Exception:
+        return None
+    return found
+
+
+def _say_duplicates(keys: list[tuple[str, str]], what: str) -> None:
+    """One line on stderr when events about to be published are stored already."""
+    stored = already_stored(keys)
+    if stored:
+        click.echo(
+            f"note: {stored} of the {len(keys)} {what} are already stored (same tenant and "
+            "event_id): the pipeline counts each event once, so these change nothing",
+            err=True,
+        )
 
 
 @main.command()
@@ -62,9 +120,11 @@ def publish(
 ) -> None:
     """Publish events on Redis pub/sub, exactly as a Rust service would.
 
-    With no option it publishes the seed document's test event:
-    order.created for tenant "test-tenant", order "test-order", 99.99.
-    With --stream it adds them to Redis Streams instead.
+    With no option it publishes the seed document's test event: order.created
+    for tenant "test-tenant", order "test-order", 99.99, with a new event_id and
+    the current timestamp (so each run is a new event). With --stream it adds
+    them to Redis Streams instead. Events whose tenant and event_id are already
+    stored in DATABASE_URL (when it can be read) are named in a note: they count once.
     """
     settings = _settings()
     if event_json and path:
@@ -74,7 +134,7 @@ def publish(
         with click.open_file(path, "r") as handle:
             lines = [line for line in handle if line.strip()]
     else:
-        lines = [event_json or orjson.dumps(SEED_TEST_EVENT).decode()]
+        lines = [event_json or orjson.dumps(test_event()).decode()]
     client = _redis(settings)
 
     def emit(target: str, text: str) -> Any:
@@ -91,12 +151,16 @@ def publish(
         place = f"to stream {channel}" if to_stream else f"on {channel}"
         click.echo(f"{verb} {len(lines)} raw message(s) {place}")
         return
-    sent = 0
+    documents = []
     for number, line in enumerate(lines, 1):
         try:
-            document = orjson.loads(line)
+            documents.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
             raise click.ClickException(f"line {number} is not JSON: {exc}") from None
+    keys = [key for key in map(_event_key, documents) if key is not None]
+    _say_duplicates(keys, "events to publish")
+    sent = 0
+    for number, (line, document) in enumerate(zip(lines, documents, strict=True), 1):
         event_type = document.get("event_type") if isinstance(document, dict) else None
         if not channel and not isinstance(event_type, str):
             raise click.ClickException(f"line {number} has no event_type; pass --channel")
@@ -144,29 +208,36 @@ def publish(
 @click.option(
     "--seed",
     type=int,
-    default=0,
-    show_default=True,
-    help="Random seed: the same seed gives the same stream.",
+    default=None,
+    help="Random seed: the same seed (and options) gives the same stream, whose events "
+    "then count once. Default: a new seed each run, printed.",
 )
-def simulate(tenants: int, count: int, rate: float, days: int, seed: int) -> None:
+def simulate(tenants: int, count: int, rate: float, days: int, seed: int | None) -> None:
     """Publish a realistic mixed stream of all 15 event types, with a progress bar.
 
     Users register, log in and out, order 1-4 items, pay (some payments fail),
     get refunds; stock runs low, runs out and is restocked.
     """
+    import random
+
     from loadgen import Simulator
 
     settings = _settings()
     client = _redis(settings)
     prefix = settings.channel_prefix.rstrip(":")
-    simulator = Simulator(tenants=tenants, seed=seed, days=days)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 1_000_000)
+    click.echo(f"seed {seed} (simulate --seed {seed} repeats this stream)")
+    stream = Simulator(tenants=tenants, seed=seed, days=days).events(count)
+    first = list(itertools.islice(stream, 100))
+    _say_duplicates([key for key in map(_event_key, first) if key], "first events of this stream")
     chunk = max(1, min(500, int(rate / 20) if rate else 500))
     started = time.monotonic()
     published = 0
     with click.progressbar(length=count, label="publishing", show_pos=True) as bar:
         pipe = client.pipeline(transaction=False)
         pending = 0
-        for envelope in simulator.events(count):
+        for envelope in itertools.chain(first, stream):
             pipe.publish(channel_for(envelope["event_type"], prefix), orjson.dumps(envelope))
             pending += 1
             if pending == chunk:
