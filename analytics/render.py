@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 
+#: A table cell's width at most: a longer value is cut with "…" (CSV and JSON keep it whole).
+MAX_CELL = 60
+
 
 def _cell(value: Any, two_decimals: bool = False) -> str:
     if value is None:
@@ -44,6 +47,9 @@ def render(
         writer.writerow(columns)
         writer.writerows(cells)
         return buffer.getvalue().rstrip("\n")
+    cut = any(len(value) > MAX_CELL for line in cells for value in line)
+    if cut:
+        cells = [[_shorten(value) for value in line] for line in cells]
     widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:
@@ -56,7 +62,15 @@ def render(
     out += [line(values) for values in cells]
     if not rows:
         out.append("(no rows)")
+    if cut:
+        out.append(
+            f"(values longer than {MAX_CELL} characters are cut; csv and json show them whole)"
+        )
     return "\n".join(out)
+
+
+def _shorten(value: str) -> str:
+    return value if len(value) <= MAX_CELL else value[: MAX_CELL - 1] + "…"
 
 
 def _numeric(text: str) -> bool:

@@ -65,6 +65,13 @@ def test_every_command_explains_itself(command):
     assert len(main.commands[command].help or "") > 40
 
 
+def test_the_worker_help_names_every_queue_it_consumes_by_default():
+    from tasks.queues import QUEUES
+
+    output = " ".join(CliRunner().invoke(main, ["worker", "--help"]).output.split())
+    assert f"(default: all of {', '.join(QUEUES)})" in output
+
+
 def test_the_bridge_help_names_its_batching_settings():
     output = " ".join(CliRunner().invoke(main, ["bridge", "--help"]).output.split())
     for setting in ("--batch-size", "--flush-ms", "BRIDGE_MAX_HOLD_MS", "BRIDGE_MAX_BUFFER_BYTES"):
@@ -311,7 +318,7 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
     pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
     wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30, what="up's children to exit")
     for name in ("bridge", "beat", "worker"):
-        assert f"{name} stopped" in output
+        assert len(re.findall(rf"stopped {name} \(exit code -?\d+\)", output)) == 1, output
     assert len(pids) == 3
 
 

@@ -166,13 +166,24 @@ PASS_THROUGH = {
 }
 
 
-@main.command(context_settings=PASS_THROUGH)
+class WorkerCommand(click.Command):
+    """`worker`, whose --help names the queues from the task layer, imported only for help."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from tasks.queues import QUEUES
+
+        for param in self.params:
+            if param.name == "queues" and isinstance(param, click.Option) and param.help:
+                param.help = param.help.replace("{queues}", ", ".join(QUEUES))
+        super().format_options(ctx, formatter)
+
+
+@main.command(cls=WorkerCommand, context_settings=PASS_THROUGH)
 @click.option(
     "-Q",
     "--queues",
     default=None,
-    help="Comma-separated queues to consume (default: all of user, order, payment, "
-    "inventory, misc, deadletter).",
+    help="Comma-separated queues to consume (default: all of {queues}).",
 )
 @click.option(
     "--metrics-port",
@@ -335,6 +346,6 @@ def up(concurrency: int, no_beat: bool) -> None:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             child.kill()
-        log.info("%s stopped", name)
+        log.info("stopped %s (exit code %s)", name, child.returncode)
     if failed:
         sys.exit(1)
