@@ -15,6 +15,7 @@ from datetime import date
 
 import click
 
+from analytics.cli.failures import OneLineErrors, expected_failure, first_line
 from analytics.config import Settings, get_settings
 from analytics.errors import AnalyticsError
 
@@ -32,15 +33,8 @@ def _setup_logging(level: str = "INFO") -> None:
 
 def describe(exc: BaseException) -> str:
     """One line that says what went wrong (a driver's first line, without SQLAlchemy's notes),
-    and what to do where that is known: migrate a database without the tables."""
-    from analytics.db import needs_migration
-
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    line = f"{type(cause).__name__}: {lines[0] if lines else 'no details'}"
-    if needs_migration(exc):
-        line += " (the database is not migrated: run `analytics migrate`)"
-    return line
+    and what to do where that is known (:func:`~analytics.cli.failures.expected_failure`)."""
+    return expected_failure(exc) or first_line(exc)
 
 
 def _settings() -> Settings:
@@ -50,7 +44,7 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="analytics-pipeline", prog_name="analytics")
 def main() -> None:
     """Analytics event pipeline: Redis pub/sub -> bridge -> Celery -> SQL aggregates.
