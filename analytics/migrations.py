@@ -9,14 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The migrations: ``alembic/`` at the top of the source tree, reached through the package's
+#: ``schema`` link so that a wheel (which copies them into the package) has them too.
+SCRIPT_LOCATION = Path(__file__).resolve().parent / "schema"
 
 
 def alembic_config(database_url: str) -> Any:
+    """The Alembic configuration for ``database_url`` (alembic.ini's settings, set here, so
+    that an installed package needs no file of the source tree)."""
     from alembic.config import Config
 
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logger"] = False  # keep the CLI's own log format
     return config

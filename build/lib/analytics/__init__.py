@@ -1,0 +1,1 @@
+"""Analytics domain: configuration, event schemas, models, ingestion, CLI."""

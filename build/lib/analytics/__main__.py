@@ -1,0 +1,5 @@
+"""``python -m analytics`` runs the CLI."""
+
+from analytics.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""Events: what the pipeline accepts, defined once, and how published bytes become an Event.
+
+- :mod:`~analytics.events.fields`: the marshmallow field types and factories;
+- :mod:`~analytics.events.schemas`: each event type's payload, ONE definition (a frozen
+  dataclass) from which its marshmallow schema and compiled loader are derived;
+- :mod:`~analytics.events.compiled`: the fast path in front of a schema;
+- :mod:`~analytics.events.registry`: the known types, their category and loader;
+- :mod:`~analytics.events.pii`: hashing of e-mail and IP addresses;
+- :mod:`~analytics.events.parse`: decode and validate a message into an :class:`Event`;
+- :mod:`~analytics.events.channels`: the event type <-> Redis channel mapping.
+
+The names other packages use are re-exported here.
+"""
+
+from analytics.events.channels import category_of, channel_for
+from analytics.events.fields import (
+    ID_MAX_LENGTH,
+    Currency,
+    Id,
+    Quantity,
+    Timestamp,
+    parse_timestamp,
+)
+from analytics.events.parse import (
+    _ENVELOPE,
+    EnvelopeSchema,
+    Event,
+    MetadataSchema,
+    decode,
+    decode_text,
+    derive_event_id,
+    event_type_of,
+    parse,
+)
+from analytics.events.pii import HASHED_PII, PII_KEYS, hash_pii, scrub_pii, scrub_raw
+from analytics.events.registry import CATEGORIES, REGISTRY, EventType, register
+from analytics.events.schemas import (
+    EVENT_TYPES,
+    InventoryAdjusted,
+    InventoryAdjustedSchema,
+    InventoryLowStock,
+    InventoryLowStockSchema,
+    InventoryOutOfStock,
+    InventoryOutOfStockSchema,
+    InventoryRestocked,
+    InventoryRestockedSchema,
+    OrderCancelled,
+    OrderCancelledSchema,
+    OrderCreated,
+    OrderCreatedSchema,
+    OrderFulfilled,
+    OrderFulfilledSchema,
+    OrderItem,
+    OrderItemSchema,
+    OrderUpdated,
+    OrderUpdatedSchema,
+    PaymentFailed,
+    PaymentFailedSchema,
+    PaymentProcessed,
+    PaymentProcessedSchema,
+    PaymentRefunded,
+    PaymentRefundedSchema,
+    UserLoggedIn,
+    UserLoggedInSchema,
+    UserLoggedOut,
+    UserLoggedOutSchema,
+    UserProfileUpdated,
+    UserProfileUpdatedSchema,
+    UserRegistered,
+    UserRegisteredSchema,
+    schema_for,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "EVENT_TYPES",
+    "HASHED_PII",
+    "ID_MAX_LENGTH",
+    "PII_KEYS",
+    "REGISTRY",
+    "_ENVELOPE",
+    "Currency",
+    "EnvelopeSchema",
+    "Event",
+    "EventType",
+    "Id",
+    "InventoryAdjusted",
+    "InventoryAdjustedSchema",
+    "InventoryLowStock",
+    "InventoryLowStockSchema",
+    "InventoryOutOfStock",
+    "InventoryOutOfStockSchema",
+    "InventoryRestocked",
+    "InventoryRestockedSchema",
+    "MetadataSchema",
+    "OrderCancelled",
+    "OrderCancelledSchema",
+    "OrderCreated",
+    "OrderCreatedSchema",
+    "OrderFulfilled",
+    "OrderFulfilledSchema",
+    "OrderItem",
+    "OrderItemSchema",
+    "OrderUpdated",
+    "OrderUpdatedSchema",
+    "PaymentFailed",
+    "PaymentFailedSchema",
+    "PaymentProcessed",
+    "PaymentProcessedSchema",
+    "PaymentRefunded",
+    "PaymentRefundedSchema",
+    "Quantity",
+    "Timestamp",
+    "UserLoggedIn",
+    "UserLoggedInSchema",
+    "UserLoggedOut",
+    "UserLoggedOutSchema",
+    "UserProfileUpdated",
+    "UserProfileUpdatedSchema",
+    "UserRegistered",
+    "UserRegisteredSchema",
+    "category_of",
+    "channel_for",
+    "decode",
+    "decode_text",
+    "derive_event_id",
+    "event_type_of",
+    "hash_pii",
+    "parse",
+    "parse_timestamp",
+    "register",
+    "schema_for",
+    "scrub_pii",
+    "scrub_raw",
+]

@@ -1,0 +1,223 @@
+"""What an event changes, as plain data: the aggregates, the change kinds, the handlers' context.
+
+Handlers build these and the writer (:mod:`analytics.ingest.writer`) applies them.
+Nothing here loads a model or a database driver (an import contract holds it):
+an :class:`Aggregate` and an :class:`Append` name their table by its name, and
+the writer resolves the name to the table; the check of values against their
+columns (``analytics.storable``) is the writer's too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from analytics.config import (
+    DEFAULT_CURRENCY,
+    DEFAULT_EVENT_TIME_MAX,
+    DEFAULT_EVENT_TIME_MIN,
+    Settings,
+)
+
+
+class Merge(enum.Enum):
+    """How a column combines a new value with the one already stored."""
+
+    SUM = "sum"  # counters: old + new
+    MIN = "min"  # earliest time seen
+    MAX = "max"  # latest time seen
+    KEEP = "keep"  # first non-null value stays
+    LAST = "last"  # newest non-null value replaces
+
+
+@dataclass(frozen=True, eq=False)
+class Aggregate:
+    """An upserted table: its key columns and how each other column merges.
+
+    ``latest`` maps a column to the timestamp column that orders it: the value
+    with the newest timestamp wins, whatever order events arrive in.
+    """
+
+    table: str  # the table's name; the writer resolves it (this module loads no model)
+    key: tuple[str, ...]
+    merge: dict[str, Merge]
+    latest: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.key + tuple(self.merge) + tuple(self.latest)
+
+    @property
+    def sums_only(self) -> tuple[str, ...]:
+        """The merged columns when every one is a sum (counters), else nothing."""
+        if self.latest or any(how is not Merge.SUM for how in self.merge.values()):
+            return ()
+        return tuple(self.merge)
+
+
+COUNTERS = Aggregate(
+    "metric_counters",
+    ("tenant_id", "metric", "hour", "dimension"),
+    {"count": Merge.SUM, "total": Merge.SUM},
+)
+ACTIVITY = Aggregate("user_activity", ("tenant_id", "hour", "user_id"), {"events": Merge.SUM})
+COHORTS = Aggregate(
+    "user_cohorts",
+    ("tenant_id", "user_id"),
+    {"registered_at": Merge.MIN, "registration_method": Merge.KEEP, "referral_source": Merge.KEEP},
+)
+PRODUCT_SALES = Aggregate(
+    "product_sales",
+    ("tenant_id", "day", "product_id", "currency", "location_id"),
+    {
+        "units": Merge.SUM,
+        "revenue": Merge.SUM,
+        "name": Merge.LAST,
+        "sku": Merge.LAST,
+        "last_sold_at": Merge.MAX,
+    },
+)
+ORDERS = Aggregate(
+    "orders",
+    ("tenant_id", "order_id"),
+    {
+        "status_at": Merge.MAX,
+        "created_at": Merge.MIN,
+        "total_amount": Merge.KEEP,
+        "currency": Merge.KEEP,
+        "customer_id": Merge.KEEP,
+        "user_id": Merge.KEEP,
+        "location_id": Merge.KEEP,
+        "items_count": Merge.KEEP,
+        "paid_at": Merge.MIN,
+        "cancelled_at": Merge.MIN,
+        "fulfilled_at": Merge.MIN,
+    },
+    latest={"status": "status_at"},
+)
+PAYMENTS = Aggregate(
+    "payments",
+    ("tenant_id", "payment_id"),
+    {
+        "status_at": Merge.MAX,
+        "order_id": Merge.LAST,
+        "amount": Merge.LAST,
+        "currency": Merge.LAST,
+        "payment_method": Merge.LAST,
+        "failure_reason": Merge.LAST,
+        "refunded_amount": Merge.SUM,
+    },
+    latest={"status": "status_at"},
+)
+INVENTORY = Aggregate(
+    "inventory_levels",
+    ("tenant_id", "product_id", "location_id"),
+    {
+        "level_at": Merge.MAX,
+        "sku": Merge.LAST,
+        "last_sold_at": Merge.MAX,
+        "low_stock_events": Merge.SUM,
+        "out_of_stock_events": Merge.SUM,
+        "restock_events": Merge.SUM,
+        "adjustment_events": Merge.SUM,
+    },
+    latest={"on_hand": "level_at"},
+)
+LOGINS = Aggregate(
+    "login_locations", ("tenant_id", "day", "country", "city", "user_id"), {"logins": Merge.SUM}
+)
+AGGREGATES = (COUNTERS, ACTIVITY, COHORTS, PRODUCT_SALES, ORDERS, PAYMENTS, INVENTORY, LOGINS)
+
+#: The per-event tables an :class:`Append` writes to.
+SESSIONS = "user_sessions"
+REFUNDS = "refunds"
+MOVEMENTS = "inventory_movements"
+APPENDED = (SESSIONS, REFUNDS, MOVEMENTS)
+
+
+# Changes are built several times an event and read once: plain slotted classes
+# (a frozen dataclass costs ~1 us to build, these ~0.35 us; measured).
+
+
+@dataclass(slots=True)
+class Upsert:
+    """Merge ``values`` into the row of ``aggregate`` that ``values``' key names."""
+
+    aggregate: Aggregate
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Append:
+    """Insert one row of a per-event table (refunds, sessions, inventory movements)."""
+
+    table: str  # one of APPENDED
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StockAlerts:
+    """Bring the stock alerts of a product at a location in line with its stored movements."""
+
+    tenant_id: str
+    product_id: str
+    location_id: str
+
+
+Change: TypeAlias = Upsert | Append | StockAlerts
+
+
+# The vocabulary of stock alerts, shared by the handlers that raise them and the
+# recompute (analytics.ingest.alerts) that writes them.
+
+#: The alert each stock movement raises, with its severity; a ``restocked`` resolves them all.
+STOCK_ALERTS = {"low_stock": "warning", "out_of_stock": "critical"}
+RESTOCKED = "restocked"
+
+
+def alert_key(kind: str, product_id: str, location_id: str) -> str:
+    return f"{kind}:{product_id}@{location_id}"
+
+
+def _place(sku: str | None, product_id: str, location_id: str) -> str:
+    where = f" at location {location_id}" if location_id else ""
+    return f"{sku or product_id}{where}"
+
+
+def stock_alert_message(
+    kind: str,
+    sku: str | None,
+    product_id: str,
+    location_id: str,
+    quantity: int | None = None,
+    reorder_point: int | None = None,
+) -> str:
+    """The message of a ``low_stock`` or ``out_of_stock`` alert."""
+    place = _place(sku, product_id, location_id)
+    if kind == "out_of_stock":
+        return f"Out of stock: {place}"
+    detail = ""
+    if quantity is not None:
+        detail = f": {quantity} left"
+        if reorder_point is not None:
+            detail += f" (reorder point {reorder_point})"
+    return f"Low stock alert: {place}{detail}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers and the writer may know beyond the event: deployment settings, no database."""
+
+    default_currency: str = DEFAULT_CURRENCY
+    event_time_min: datetime = DEFAULT_EVENT_TIME_MIN
+    event_time_max: datetime = DEFAULT_EVENT_TIME_MAX
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Context:
+        return cls(
+            default_currency=settings.default_currency,
+            event_time_min=settings.event_time_min,
+            event_time_max=settings.event_time_max,
+        )

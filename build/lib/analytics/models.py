@@ -1,0 +1,372 @@
+"""SQLAlchemy models: the raw event store, dead letters and every aggregate the reports read.
+
+Table names are plural everywhere. Every aggregate is keyed by ``tenant_id`` first,
+so each report's filter is the leading column of a primary key or an index.
+Timestamps are naive UTC. Amounts are :class:`Amount`: exact fixed-point numbers
+stored as integers, so sums are exact on PostgreSQL and SQLite alike.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+#: Amounts keep four decimal places: cents exactly, and sub-cent prices without drift.
+AMOUNT_SCALE = 10_000
+ID = String(128)
+
+
+class Amount(TypeDecorator[Decimal]):
+    """A Decimal stored as a BigInteger count of 1/10,000ths, so SQL sums are exact."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int((Decimal(value) * AMOUNT_SCALE).to_integral_value())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(int(value)) / AMOUNT_SCALE
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class StoredEvent(Base):
+    """Every accepted event, once: the ``(tenant_id, event_id)`` key makes replays no-ops."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(None, "tenant_id", "event_id", unique=True),
+        # Reports and rebuilds read a tenant's events by time; nothing filters raw
+        # events by type (counters answer that), so no index for it: each index
+        # costs every insert.
+        Index(None, "tenant_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    event_type: Mapped[str] = mapped_column(ID)
+    known: Mapped[bool] = mapped_column(Boolean)
+    user_id: Mapped[str | None] = mapped_column(ID)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    #: When the worker wrote it (its transaction commits right after): ingestion lag.
+    stored_at: Mapped[datetime | None] = mapped_column(DateTime)
+    channel: Mapped[str] = mapped_column(String(255))
+    response_time_ms: Mapped[float | None]
+    event_id_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+    timestamp_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DeadLetter(Base):
+    """A message that could not be ingested, kept for listing and replay.
+
+    ``raw`` is the message's exact bytes, or only its first ``DEAD_LETTER_KEEP_BYTES``
+    when it was larger (``raw_size`` > ``len(raw)``); ``raw_size`` and ``raw_sha256``
+    always describe the whole message as it arrived.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index(None, "received_at"), Index(None, "fingerprint", unique=True))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    channel: Mapped[str] = mapped_column(String(255))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(Text)
+    messages: Mapped[Any] = mapped_column(JSON)
+    tenant_id: Mapped[str | None] = mapped_column(ID)
+    event_type: Mapped[str | None] = mapped_column(ID)
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: sha256 of channel and bytes: a message is one dead letter however many times it
+    #: arrives (two bridges forward it twice; Celery may redeliver the task that records it).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    raw_size: Mapped[int | None] = mapped_column(BigInteger)
+    #: Hex SHA-256 of the whole message (keyed with PII_SALT when it is set).
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class MetricCounter(Base):
+    """An hourly counter with one dimension: ``count`` events whose values sum to ``total``."""
+
+    __tablename__ = "metric_counters"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[Decimal] = mapped_column(Amount)
+
+
+class UserActivity(Base):
+    """How many events a user (the envelope's ``user_id``) produced in an hour."""
+
+    __tablename__ = "user_activity"
+    __table_args__ = (Index(None, "tenant_id", "user_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserCohort(Base):
+    """A registered user and the time of registration (the earliest if registered twice)."""
+
+    __tablename__ = "user_cohorts"
+    __table_args__ = (Index(None, "tenant_id", "registered_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    registered_at: Mapped[datetime] = mapped_column(DateTime)
+    registration_method: Mapped[str | None] = mapped_column(String(64))
+    referral_source: Mapped[str | None] = mapped_column(String(64))
+
+
+class ProductSale(Base):
+    """Units and revenue of a product per day, currency and selling location."""
+
+    __tablename__ = "product_sales"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    sku: Mapped[str | None] = mapped_column(ID)
+    units: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    last_sold_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Order(Base):
+    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time."""
+
+    __tablename__ = "orders"
+    __table_args__ = (Index(None, "tenant_id", "created_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(64))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime)
+    total_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    customer_id: Mapped[str | None] = mapped_column(ID)
+    user_id: Mapped[str | None] = mapped_column(ID)
+    location_id: Mapped[str | None] = mapped_column(ID)
+    items_count: Mapped[int | None]
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Payment(Base):
+    """A payment's latest state (processed, failed, refunded) by event time."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index(None, "tenant_id", "order_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str | None] = mapped_column(ID)
+    status: Mapped[str | None] = mapped_column(String(32))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    payment_method: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    refunded_amount: Mapped[Decimal] = mapped_column(Amount)
+
+
+class Refund(Base):
+    """One ``payment.refunded``; its currency is resolved from its order or payment when read."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (Index(None, "tenant_id", "refunded_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    refunded_at: Mapped[datetime] = mapped_column(DateTime)
+    order_id: Mapped[str | None] = mapped_column(ID)
+    payment_id: Mapped[str | None] = mapped_column(ID)
+    amount: Mapped[Decimal] = mapped_column(Amount)
+    reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class InventoryLevel(Base):
+    """On-hand stock of a product at a location (last-writer-wins) and its event counts."""
+
+    __tablename__ = "inventory_levels"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    sku: Mapped[str | None] = mapped_column(ID)
+    on_hand: Mapped[int | None] = mapped_column(BigInteger)
+    level_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_sold_at: Mapped[datetime | None] = mapped_column(DateTime)
+    low_stock_events: Mapped[int] = mapped_column(BigInteger)
+    out_of_stock_events: Mapped[int] = mapped_column(BigInteger)
+    restock_events: Mapped[int] = mapped_column(BigInteger)
+    adjustment_events: Mapped[int] = mapped_column(BigInteger)
+
+
+class InventoryMovement(Base):
+    """Every inventory event as a movement, for turnover and restock cycle times."""
+
+    __tablename__ = "inventory_movements"
+    __table_args__ = (Index(None, "tenant_id", "product_id", "location_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    product_id: Mapped[str] = mapped_column(ID)
+    location_id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime)
+    quantity_change: Mapped[int | None] = mapped_column(BigInteger)
+    quantity_after: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(255))
+    #: The message of the alert this low_stock or out_of_stock raises when it raises one:
+    #: stock alerts are recomputed from the movements, and the event's details (sku,
+    #: reorder point) are not kept elsewhere.
+    alert_message: Mapped[str | None] = mapped_column(Text)
+
+
+class UserSession(Base):
+    """A finished session: one ``user.logged_out`` with its reported duration."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index(None, "tenant_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str | None] = mapped_column(ID)
+    ended_at: Mapped[datetime] = mapped_column(DateTime)
+    duration_seconds: Mapped[Decimal] = mapped_column(Amount)
+
+
+class LoginLocation(Base):
+    """Logins per day, place and user: geography and login frequency."""
+
+    __tablename__ = "login_locations"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    country: Mapped[str] = mapped_column(String(64), primary_key=True)
+    city: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    logins: Mapped[int] = mapped_column(BigInteger)
+
+
+class Alert(Base):
+    """A condition worth a person's attention; one open alert per ``alert_key`` at a time."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at"),
+        # The writer reads a product's stock alerts, open and resolved, by key.
+        Index(None, "tenant_id", "alert_key"),
+        Index(
+            "uq_alerts_open_key",
+            "tenant_id",
+            "alert_key",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+            sqlite_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    alert_key: Mapped[str] = mapped_column(String(512))
+    alert_type: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    event_id: Mapped[str | None] = mapped_column(ID)
+    #: For stock alerts: the product and location whose movements they are computed from.
+    product_id: Mapped[str | None] = mapped_column(ID)
+    location_id: Mapped[str | None] = mapped_column(ID)
+
+
+class ActiveUsersDaily(Base):
+    """Rollup: distinct active users of a day, of the 7 days and of the 30 days ending on it."""
+
+    __tablename__ = "active_users_daily"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dau: Mapped[int]
+    wau: Mapped[int]
+    mau: Mapped[int]
+
+
+class RollupDirtyDay(Base):
+    """A day that received events since its rollups were last computed.
+
+    Writers bump ``generation``; a refresh deletes only the generation it read, so
+    events that arrive during a refresh are not forgotten.
+    """
+
+    __tablename__ = "rollup_dirty_days"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """A key of the HTTP API: it reads and writes one tenant's data. Only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index(None, "key_hash", unique=True), Index(None, "tenant_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(String(128))
+    #: Hex SHA-256 of the key's text.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,0 +1,168 @@
+"""The query layer every report shares: the question (:class:`Query`), its errors, the row type,
+and the helpers that read counters and round numbers.
+
+Rounding happens here and nowhere else: reports round through :func:`money` and :func:`rate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from analytics.errors import AnalyticsError
+from analytics.models import MetricCounter
+
+Row = dict[str, Any]
+CENT = Decimal("0.01")
+RATE = Decimal("0.0001")
+
+
+class ReportError(AnalyticsError):
+    """A report was asked for with arguments it cannot answer."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What every report is asked: whose data, which days, and the report's own options."""
+
+    tenant: str
+    since: date | None = None
+    until: date | None = None
+    limit: int = 10
+    days: int = 30
+    now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+    default_currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            raise ReportError("a report needs a tenant (--tenant)")
+        if self.since and self.until and self.since > self.until:
+            raise ReportError(f"--since {self.since} is after --until {self.until}")
+
+    @property
+    def start(self) -> datetime | None:
+        return datetime.combine(self.since, time()) if self.since else None
+
+    @property
+    def end(self) -> datetime | None:
+        """The first instant after the range (``--until`` is inclusive)."""
+        return datetime.combine(self.until + timedelta(days=1), time()) if self.until else None
+
+    def between(self, column: Any) -> ColumnElement[bool]:
+        """``column`` (a timestamp) within the range."""
+        conditions = []
+        if self.start is not None:
+            conditions.append(column >= self.start)
+        if self.end is not None:
+            conditions.append(column < self.end)
+        return and_(True, *conditions)
+
+    def on_days(self, column: Any) -> ColumnElement[bool]:
+        """``column`` (a date) within the range."""
+        conditions = []
+        if self.since is not None:
+            conditions.append(column >= self.since)
+        if self.until is not None:
+            conditions.append(column <= self.until)
+        return and_(True, *conditions)
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+#: Report columns whose values come from :func:`money`: tables and CSV print them with two
+#: decimals.
+TWO_DECIMAL_COLUMNS = frozenset(
+    {
+        "revenue",
+        "refunds",
+        "net_revenue",
+        "aov",
+        "avg_duration_seconds",
+        "p50_seconds",
+        "p90_seconds",
+        "avg_restock_hours",
+        "p50_response_ms",
+        "p95_response_ms",
+    }
+)
+
+
+def money(value: Any) -> float:
+    return float(Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def rate(numerator: Any, denominator: Any) -> float | None:
+    if not denominator:
+        return None
+    return float((Decimal(numerator) / Decimal(denominator)).quantize(RATE, rounding=ROUND_HALF_UP))
+
+
+def iso_day(value: Any) -> str:
+    """A day from whatever the dialect returns for ``date(...)``: a date or a string."""
+    return str(value)[:10]
+
+
+def iso_time(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def percentile(values: Sequence[Decimal | float], fraction: float) -> Decimal | None:
+    """Linear interpolation between closest ranks (numpy's default, ``percentile_cont``)."""
+    if not values:
+        return None
+    ordered = sorted(Decimal(str(v)) for v in values)
+    position = Decimal(str(fraction)) * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def day_of(column: Any) -> Any:
+    """SQL for the UTC day of a timestamp column (``date()`` on both dialects)."""
+    return func.date(column)
+
+
+def hour_of_day(session: Session, column: Any) -> Any:
+    if session.get_bind().dialect.name == "sqlite":
+        return func.cast(func.strftime("%H", column), MetricCounter.count.type)
+    return func.cast(func.extract("hour", column), MetricCounter.count.type)
+
+
+def counters(session: Session, q: Query, metric: str, *group: Any) -> Select[Any]:
+    return (
+        select(*group, func.sum(MetricCounter.count), func.sum(MetricCounter.total))
+        .where(
+            MetricCounter.tenant_id == q.tenant,
+            MetricCounter.metric == metric,
+            q.between(MetricCounter.hour),
+        )
+        .group_by(*group)
+    )
+
+
+def daily_counters(session: Session, q: Query, metric: str) -> dict[str, tuple[int, Decimal]]:
+    day = day_of(MetricCounter.hour)
+    return {
+        iso_day(d): (int(count), total or Decimal(0))
+        for d, count, total in session.execute(counters(session, q, metric, day))
+    }
+
+
+def tenants(session: Session, since: date | None = None, until: date | None = None) -> list[str]:
+    """Tenants with stored events in a range (for backfills over every tenant)."""
+    q = Query("*", since, until)
+    return list(
+        session.execute(
+            select(MetricCounter.tenant_id)
+            .distinct()
+            .where(MetricCounter.metric == "events", q.between(MetricCounter.hour))
+            .order_by(MetricCounter.tenant_id)
+        ).scalars()
+    )

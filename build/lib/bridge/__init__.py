@@ -1,0 +1,1 @@
+"""The bridge: Redis pub/sub in, Celery batches out."""

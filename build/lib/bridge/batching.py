@@ -1,0 +1,278 @@
+"""Grouping by task and sending: how the sender turns what was read into Celery batches.
+
+Messages are grouped by the task they go to, and each group is sent when it holds
+``batch_size`` events or its oldest event has waited ``flush_ms``, whichever comes
+first, so a lone event goes out at once and a burst goes out in large batches.
+While the workers are behind (messages wait in the group's queue), a partial batch
+waits longer, up to ``max_hold_ms``: a task's cost is mostly fixed, so fewer and
+larger tasks are how the workers catch up. A batch that Celery does not take is
+tried again until it does: a broker outage must not lose what was read. Once sent,
+the source is told (acknowledged), and the bytes are no longer held.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from analytics.batch import EventItem
+from analytics.config import Settings
+from analytics.errors import InvalidEvent
+from analytics.events import CATEGORIES, category_of
+from bridge import metrics
+from bridge.holding import MESSAGE_OVERHEAD, Holding, megabytes
+from bridge.routing import dead_letter_item, route
+from bridge.spool import Message
+from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK
+
+log = logging.getLogger("bridge")
+
+#: ``send(task_name, queue, items)`` hands one batch to Celery.
+Send = Callable[[str, str, list[list[Any]]], None]
+#: What the source is told about the receipts of a batch: sent, or let go.
+ReceiptHook = Callable[[list[Any]], None]
+
+
+@dataclass
+class Group:
+    """Events waiting for the same task, with what each one weighs and how to acknowledge it."""
+
+    queue: str
+    items: list[list[Any]] = field(default_factory=list)
+    #: Bytes each item holds in the buffer (kept in step with ``items``).
+    sizes: list[int] = field(default_factory=list)
+    #: What the source needs back for each item once it is sent: None for pub/sub, a
+    #: ``bridge.streams.Receipt`` for a stream entry.
+    receipts: list[Any] = field(default_factory=list)
+    since: float = 0.0
+    #: Not sent before this (monotonic), because its queue had a backlog.
+    held_until: float = 0.0
+
+    def due(self, flush_after: float) -> float:
+        return max(self.since + flush_after, self.held_until)
+
+
+@dataclass
+class Counts:
+    """What the bridge did since the last log line."""
+
+    forwarded: collections.Counter[str] = field(default_factory=collections.Counter)
+    dead_letters: int = 0
+    batches: int = 0
+    #: Partial batches held past the flush time because their queue had a backlog.
+    held: int = 0
+
+
+class Batcher:
+    """The sender's groups: routes messages into them and hands them to Celery when due.
+
+    ``acknowledge`` and ``release`` tell the source about a batch's receipts once it
+    was handed over, or let go unsent (``durable`` sources only, while ``stopping``:
+    they stay pending in Redis for another bridge).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        send: Send,
+        held: Holding,
+        *,
+        durable: bool,
+        stopping: threading.Event,
+        acknowledge: ReceiptHook,
+        release: ReceiptHook,
+    ):
+        self.settings = settings
+        self.send = send
+        self._held = held
+        self.durable = durable
+        self._stopping = stopping
+        self._acknowledge = acknowledge
+        self._release = release
+        self.prefix = settings.channel_prefix
+        self.batch_size = settings.bridge_batch_size
+        self.flush_after = settings.bridge_flush_ms / 1000.0
+        self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
+        #: Queues seen with messages waiting, and when they were looked at.
+        self._busy: frozenset[str] = frozenset()
+        self._busy_at = -1e9
+        self.groups: dict[str, Group] = {}
+        self._counts = Counts()
+        self.totals = Counts()
+        self._last_received = 0.0
+
+    def next_due(self) -> float | None:
+        """When the first group is due (monotonic); None when there is no group."""
+        if not self.groups:
+            return None
+        return min(group.due(self.flush_after) for group in self.groups.values())
+
+    def pending(self) -> int:
+        """Events grouped and not sent yet."""
+        return sum(len(group.items) for group in list(self.groups.values()))
+
+    def group(self, messages: Iterable[Message]) -> None:
+        groups, now = self.groups, time.monotonic()
+        max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
+        # Counted here, once per call and category (the metric, not each message).
+        read: dict[str, int] = {}
+        for raw_channel, data, received, receipt in messages:
+            channel = raw_channel.decode("utf-8", "replace")
+            if "\x00" in channel:  # no text column can hold it; like bad UTF-8, replaced
+                channel = channel.replace("\x00", "\ufffd")
+            try:
+                if receipt is not None and receipt.problem:
+                    raise InvalidEvent(receipt.problem)
+                task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
+                item = EventItem(channel, text, received).encode()
+                category = queue
+            except InvalidEvent as exc:
+                task, queue = DEADLETTER_TASK, DEADLETTER_QUEUE
+                item = dead_letter_item(channel, data, received, str(exc), self.settings)
+                log.info("dead letter from %s: %s", channel, exc)
+                category = self.category(channel)
+            read[category] = read.get(category, 0) + 1
+            group = groups.get(task)
+            if group is None:
+                # After a quiet spell, an event goes out at once (its group is due):
+                # waiting to fill a batch only pays while events keep coming.
+                quiet = received - self._last_received >= self.flush_after
+                group = groups[task] = Group(queue=queue, since=now - quiet * self.flush_after)
+            group.items.append(item)
+            group.sizes.append(len(raw_channel) + len(data) + MESSAGE_OVERHEAD)
+            group.receipts.append(receipt)
+            self._last_received = received
+        for category, count in read.items():
+            metrics.MESSAGES_READ.labels(category).inc(count)
+
+    def category(self, channel: str) -> str:
+        """The ``category`` label of a rejected message: its channel's, when it is known."""
+        category = category_of(channel, self.prefix)
+        return category if category in CATEGORIES else metrics.OTHER_CATEGORY
+
+    def flush(self, force: bool) -> None:
+        now = time.monotonic()
+        for task in list(self.groups):
+            group = self.groups[task]
+            while len(group.items) >= self.batch_size:
+                self._send(task, group, self.batch_size)
+            if group.items and (force or now >= group.due(self.flush_after)):
+                if not force and self._hold_back(group, now):
+                    continue
+                self._send(task, group, len(group.items))
+            if not group.items:
+                self.groups.pop(task, None)
+
+    def _hold_back(self, group: Group, now: float) -> bool:
+        """Whether a due partial batch should wait for more events: its queue has a backlog."""
+        limit = group.since + self.max_hold
+        if now >= limit or group.queue not in self._busy_queues(now):
+            return False
+        group.held_until = min(limit, now + self.flush_after)
+        self._counts.held += 1
+        self.totals.held += 1
+        return True
+
+    def _busy_queues(self, now: float) -> frozenset[str]:
+        """The queues with messages no worker has taken yet, looked up at most every flush/2."""
+        backlog = getattr(self.send, "backlog", None)
+        if backlog is None or self.max_hold <= self.flush_after:
+            return frozenset()
+        if now - self._busy_at >= self.flush_after / 2:
+            self._busy_at = now
+            queues = {group.queue for group in self.groups.values()}
+            try:
+                self._busy = frozenset(
+                    q for q, waiting in backlog(sorted(queues)).items() if waiting
+                )
+            except Exception as exc:  # the broker away: send as if idle (send will retry)
+                log.debug("could not read the queues' backlog (%s)", exc)
+                self._busy = frozenset()
+        return self._busy
+
+    def _send(self, task: str, group: Group, count: int) -> None:
+        """Hand the group's first ``count`` items to Celery, then acknowledge them."""
+        items = group.items[:count]
+        handed_over = True
+        while True:
+            try:
+                self.send(task, group.queue, items)
+                break
+            except Exception as exc:
+                if self.durable and self._stopping.is_set():
+                    # Unacknowledged, they stay pending in Redis for the next bridge.
+                    log.warning(
+                        "could not hand %d events to %s (%s) while stopping: leaving them "
+                        "unacknowledged for another bridge to claim",
+                        count,
+                        task,
+                        exc,
+                    )
+                    handed_over = False
+                    break
+                # Keep the batch: a broker outage must not lose what was read.
+                log.error("could not hand %d events to %s (%s); retrying", count, task, exc)
+                time.sleep(0.5)
+        receipts = group.receipts[:count]
+        self._held.let_go(sum(group.sizes[:count]))
+        del group.items[:count], group.sizes[:count], group.receipts[:count]
+        group.since = time.monotonic()
+        group.held_until = 0.0
+        if handed_over:
+            self._acknowledge(receipts)
+        else:
+            self._release(receipts)
+            return
+        for counts in (self._counts, self.totals):
+            counts.batches += 1
+            if task == DEADLETTER_TASK:
+                counts.dead_letters += count
+            else:
+                counts.forwarded[group.queue] += count
+        metrics.BATCHES_SENT.labels(group.queue).inc()
+        if task == DEADLETTER_TASK:
+            # Rare: each rejected item's channel is looked at again for its category.
+            for category, n in collections.Counter(
+                self.category(item[0]) for item in items
+            ).items():
+                metrics.MESSAGES_DEAD_LETTERED.labels(category).inc(n)
+        else:
+            metrics.MESSAGES_FORWARDED.labels(group.queue).inc(count)
+
+    def sweep_ledger(self) -> None:
+        """Re-send what workers lost (a ``send`` with a delivery ledger has ``sweep``)."""
+        sweep = getattr(self.send, "sweep", None)
+        if sweep is None:
+            return
+        try:
+            sweep()
+        except Exception as exc:  # Redis away: the next sweep tries again
+            log.warning("could not sweep the delivery ledger (%s)", exc)
+
+    def log_counts(self, final: bool = False) -> None:
+        """Log what was sent since the last line (``final``: since the start) and what is held."""
+        counts = self.totals if final else self._counts
+        parts = " ".join(f"{queue}={n}" for queue, n in sorted(counts.forwarded.items()))
+        spool = self._held.spool
+        spooled = f", {spool.pending} spooled on disk" if spool is not None and spool.active else ""
+        waited = (
+            f"; {counts.held} times a partial batch waited for a busy queue" if counts.held else ""
+        )
+        log.info(
+            "%s: forwarded %s (%d batches), dead letters %d, buffered %d (%s held%s)%s",
+            "total" if final else "last interval",
+            parts or "nothing",
+            counts.batches,
+            counts.dead_letters,
+            len(self._held.buffer),
+            megabytes(max(self._held.held_bytes, 0)),
+            spooled,
+            waited,
+        )
+        if not final:
+            self._counts = Counts()

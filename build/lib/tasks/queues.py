@@ -1,0 +1,51 @@
+"""Queues and task names, declared in one place: the bridge routes by these, workers consume them.
+
+One queue per event category lets a deployment give order traffic its own pool
+of workers; ``misc`` takes event types nobody registered yet, ``deadletter``
+takes what the bridge could not even parse.
+"""
+
+from __future__ import annotations
+
+from analytics.events import CATEGORIES, REGISTRY
+
+MISC_QUEUE = "misc"
+DEADLETTER_QUEUE = "deadletter"
+#: Rollup recomputations (beat and backfills): slower work, kept off the event queues.
+ROLLUPS_QUEUE = "rollups"
+#: Every queue a worker consumes unless told otherwise.
+QUEUES: tuple[str, ...] = (*CATEGORIES, MISC_QUEUE, DEADLETTER_QUEUE, ROLLUPS_QUEUE)
+
+#: Stores events of types that have no schema yet: raw, counted, no aggregate.
+UNKNOWN_EVENT_TASK = "misc.unknown"
+#: Records messages the bridge rejected before they had an event type.
+DEADLETTER_TASK = "deadletter.record"
+
+#: Recomputes one tenant's rollups for one day (what a backfill sends, per day and tenant).
+ROLLUP_DAY_TASK = "rollups.day"
+#: Beat: recompute the days that received events, and the recent window.
+ROLLUP_REFRESH_TASK = "rollups.refresh"
+#: Beat, after midnight UTC: recompute the day that just ended.
+ROLLUP_CLOSE_DAY_TASK = "rollups.close_day"
+
+#: Ingestion task name -> queue.
+INGEST_ROUTES: dict[str, str] = {
+    **{name: spec.category for name, spec in REGISTRY.items()},
+    UNKNOWN_EVENT_TASK: MISC_QUEUE,
+    DEADLETTER_TASK: DEADLETTER_QUEUE,
+}
+#: Task name -> queue, for every task the workers run.
+ROUTES: dict[str, str] = {
+    **INGEST_ROUTES,
+    ROLLUP_DAY_TASK: ROLLUPS_QUEUE,
+    ROLLUP_REFRESH_TASK: ROLLUPS_QUEUE,
+    ROLLUP_CLOSE_DAY_TASK: ROLLUPS_QUEUE,
+}
+
+
+def route_for(event_type: str) -> tuple[str, str]:
+    """The ``(task name, queue)`` that ingests events of this type."""
+    spec = REGISTRY.get(event_type)
+    if spec is None:
+        return UNKNOWN_EVENT_TASK, MISC_QUEUE
+    return spec.name, spec.category

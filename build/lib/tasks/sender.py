@@ -1,0 +1,78 @@
+"""The bridge's `send`: hands batches to the Celery app by task name, each recorded in the
+delivery ledger first, and re-sends the ledger's overdue batches.
+
+It lives with the tasks, not in the bridge: the bridge only receives a callable
+``send(task, queue, items)`` (built here by the `analytics bridge` command), so that it
+imports neither the Celery app nor the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from analytics.config import Settings, get_settings
+from tasks.ledger import Ledger, is_redis_url, ledger_url
+
+log = logging.getLogger("bridge")
+
+
+class CelerySender:
+    """Hands batches to the Celery app by task name, each recorded in the delivery ledger first.
+
+    :meth:`sweep` re-sends the ledger's overdue batches (see :mod:`tasks.ledger`).
+    """
+
+    def __init__(self, app: Any = None, settings: Settings | None = None):
+        # Imported here: a sender given its own app (tests, benchmarks) never builds the default.
+        from tasks.app import BATCH_COMPRESSION
+        from tasks.app import app as default_app
+
+        self.compression = BATCH_COMPRESSION
+        self.app = app or default_app
+        settings = settings or get_settings()
+        self.resend_after = settings.ledger_resend_after
+        self.ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
+        #: Queue lengths are read from the broker when it is Redis (a kombu queue is
+        #: a list named like it); with another broker, batches are never held.
+        self._broker_is_redis = is_redis_url(settings.celery_broker_url)
+
+    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+        task_id = str(uuid.uuid4())
+        self.ledger.record(task_id, task, queue, items)
+        self._send(task_id, task, queue, items)
+
+    def _send(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
+        # argsrepr is what logs, Flower and `celery inspect` show of a task's
+        # arguments; by default the first 1 KB of the events, e-mail addresses and
+        # all, computed on every send.
+        self.app.send_task(
+            task,
+            args=[items],
+            queue=queue,
+            task_id=task_id,
+            argsrepr=f"[<{len(items)} events>]",
+            compression=self.compression,
+        )
+
+    def backlog(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each queue that no worker has taken yet."""
+        if not self._broker_is_redis:
+            return {}
+        return self.ledger.waiting(queues)
+
+    def sweep(self) -> int:
+        """Re-send the batches no worker finished in time; how many were re-sent."""
+        overdue = self.ledger.overdue(self.resend_after)
+        for task_id, task, queue, items in overdue:
+            log.warning(
+                "re-sending batch %s of %d events to %s: not done %.0fs after it was sent "
+                "and its queue is empty (lost by a worker)",
+                task_id,
+                len(items),
+                task,
+                self.resend_after,
+            )
+            self._send(task_id, task, queue, items)
+        return len(overdue)
