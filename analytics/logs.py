@@ -6,7 +6,8 @@ inside a Celery task also ``task_id``, ``task`` and ``queue``, and ``exception``
 traceback when there is one. Messages carry counts, ids and reasons, never event content.
 
 Celery writes two lines for every task (received, succeeded with its counts); at INFO they
-would be most of a busy worker's log, so they are shown at DEBUG only (``--loglevel DEBUG``).
+would be most of a busy worker's log, so they are shown at DEBUG only (``--loglevel DEBUG``),
+or with ``LOG_TASKS=1`` (the benchmarks and fault tests read them).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def configure(level: int | str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    per_task = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    shown = root.level <= logging.DEBUG or os.environ.get("LOG_TASKS", "") in {"1", "true", "yes"}
+    per_task = logging.NOTSET if shown else logging.WARNING
     for name in PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(per_task)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -476,6 +476,7 @@ class Benchmark:
             CELERY_RESULT_BACKEND=self.broker_url,
             EVENT_CHANNEL_PATTERN=f"{prefix}:*",
             PYTHONUNBUFFERED="1",
+            LOG_TASKS="1",  # the workers' per-task lines give the task durations (TASK_DONE)
         )
         return env
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import billiard.pool
 import zstandard
 from celery import Celery, signals
@@ -10,6 +12,7 @@ from kombu import Queue
 from kombu.compression import register as register_compression
 
 from analytics.config import Settings, get_settings
+from tasks.ledger import is_redis_url
 from tasks.queues import (
     MISC_QUEUE,
     QUEUES,
@@ -48,6 +51,24 @@ billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = round(
 )
 
 
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """The broker's transport options: Redis' redelivery timers, or RabbitMQ's confirms."""
+    if not is_redis_url(settings.celery_broker_url):
+        # RabbitMQ redelivers what a lost consumer had not acknowledged by itself (no
+        # ledger needed); publisher confirms make send_task return only once the broker
+        # has the batch, so the bridge never counts as handed over what it did not take.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps for messages past their visibility timeout on a 10 s timer
+        # but scans only every 10th time by default: a worker killed with -9 had
+        # its batches back ~100 s after the timeout (measured with a 5 s one).
+        # Scan on every sweep, a few sweeps per timeout.
+        "unacked_restore_interval": settings.restore_interval,
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery(
@@ -66,15 +87,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=2,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            # kombu sweeps for messages past their visibility timeout on a 10 s timer
-            # but scans only every 10th time by default: a worker killed with -9 had
-            # its batches back ~100 s after the timeout (measured with a 5 s one).
-            # Scan on every sweep, a few sweeps per timeout.
-            "unacked_restore_interval": settings.restore_interval,
-            "unacked_restore_throttle": 1,
-        },
+        broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue=MISC_QUEUE,

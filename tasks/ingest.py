@@ -36,7 +36,7 @@ from analytics.events import Event, parse
 from analytics.ingest import BatchResult, Context, Planned, apply_planned, plan
 from tasks import metrics
 from tasks.app import app
-from tasks.ledger import Ledger, ledger_url
+from tasks.ledger import Ledger, is_redis_url
 from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, UNKNOWN_EVENT_TASK
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,10 @@ def _done(task_id: str | None) -> None:
         return
     try:
         if _ledger is None:
-            settings = get_settings()
-            _ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
+            broker_url = get_settings().celery_broker_url
+            if not is_redis_url(broker_url):
+                return  # only a Redis broker has a ledger (tasks.sender)
+            _ledger = Ledger(broker_url)
         _ledger.done(task_id)
     except Exception as exc:  # the batch may be re-sent: it will count once
         log.warning("could not strike batch %s from the delivery ledger (%s)", task_id, exc)

@@ -48,11 +48,6 @@ def is_redis_url(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "unix://"))
 
 
-def ledger_url(broker_url: str, redis_url: str) -> str:
-    """The broker's Redis when the broker is Redis (the ledger follows its messages)."""
-    return broker_url if is_redis_url(broker_url) else redis_url
-
-
 class Ledger:
     """Batches handed to Celery and not yet done, in Redis."""
 

@@ -1,5 +1,5 @@
 """The bridge's `send`: hands batches to the Celery app by task name, each recorded in the
-delivery ledger first, and re-sends the ledger's overdue batches.
+delivery ledger first (on a Redis broker), and re-sends the ledger's overdue batches.
 
 It lives with the tasks, not in the bridge: the bridge only receives a callable
 ``send(task, queue, items)`` (built here by the `analytics bridge` command), so that it
@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from analytics.config import Settings, get_settings
-from tasks.ledger import Ledger, is_redis_url, ledger_url
+from tasks.ledger import Ledger, is_redis_url
 
 log = logging.getLogger("bridge")
 
@@ -33,14 +33,17 @@ class CelerySender:
         self.app = app or default_app
         settings = settings or get_settings()
         self.resend_after = settings.ledger_resend_after
-        self.ledger = Ledger(ledger_url(settings.celery_broker_url, settings.redis_url))
-        #: Queue lengths are read from the broker when it is Redis (a kombu queue is
-        #: a list named like it); with another broker, batches are never held.
-        self._broker_is_redis = is_redis_url(settings.celery_broker_url)
+        #: The ledger makes up for kombu's Redis transport, which can lose a batch a worker
+        #: took; RabbitMQ redelivers whatever a lost consumer had not acknowledged, and
+        #: its queues are not lists in Redis, so there is no ledger (and no held batch).
+        self.ledger = (
+            Ledger(settings.celery_broker_url) if is_redis_url(settings.celery_broker_url) else None
+        )
 
     def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
         task_id = str(uuid.uuid4())
-        self.ledger.record(task_id, task, queue, items)
+        if self.ledger is not None:
+            self.ledger.record(task_id, task, queue, items)
         self._send(task_id, task, queue, items)
 
     def _send(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
@@ -58,12 +61,14 @@ class CelerySender:
 
     def backlog(self, queues: list[str]) -> dict[str, int]:
         """Messages waiting in each queue that no worker has taken yet."""
-        if not self._broker_is_redis:
+        if self.ledger is None:
             return {}
         return self.ledger.waiting(queues)
 
     def sweep(self) -> int:
         """Re-send the batches no worker finished in time; how many were re-sent."""
+        if self.ledger is None:
+            return 0
         overdue = self.ledger.overdue(self.resend_after)
         for task_id, task, queue, items in overdue:
             log.warning(

@@ -243,6 +243,7 @@ def pipeline_env(postgres_url: str, redis_url: str, channel_prefix: str) -> dict
         BEAT_KEY_PREFIX=f"{channel_prefix}:beat:",
         BRIDGE_LOG_INTERVAL="1",
         PYTHONUNBUFFERED="1",
+        LOG_TASKS="1",  # tests read which batches a worker received and finished
     )
     return env
 

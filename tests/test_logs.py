@@ -110,7 +110,8 @@ def _batch(tenant: str, n: int) -> list[list[Any]]:
 def test_a_worker_logs_json_and_per_task_lines_only_at_debug(
     level, pg, start_worker, pipeline_env, redis_url
 ):
-    worker = start_worker("--loglevel", level, env={**pipeline_env, "LOG_FORMAT": "json"})
+    env = {**pipeline_env, "LOG_FORMAT": "json", "LOG_TASKS": ""}
+    worker = start_worker("--loglevel", level, env=env)
     app = make_app(Settings.from_env({"REDIS_URL": redis_url}))
     try:
         for n in range(3):
@@ -132,6 +133,19 @@ def test_a_worker_logs_json_and_per_task_lines_only_at_debug(
     if level == "INFO":
         assert succeeded == []
         assert not any("received" in line["message"] for line in lines)
-    else:
+    else:  # as with LOG_TASKS=1 at INFO
         assert len(succeeded) == 3
         assert all(line["logger"] == "celery.app.trace" for line in succeeded)
+
+
+@pytest.mark.parametrize(
+    ("level", "log_tasks", "shown"),
+    [("INFO", "", False), ("INFO", "1", True), ("DEBUG", "", True), ("WARNING", "1", False)],
+)
+def test_per_task_lines_show_at_debug_or_with_log_tasks(
+    level, log_tasks, shown, monkeypatch, restore_logging
+):
+    monkeypatch.setenv("LOG_TASKS", log_tasks)
+    logs.configure(level)
+    for name in logs.PER_TASK_LOGGERS:
+        assert logging.getLogger(name).isEnabledFor(logging.INFO) is shown

@@ -1,1 +1,0 @@
-"""Analytics domain: configuration, event schemas, models, ingestion, CLI."""

@@ -1,5 +1,0 @@
-"""``python -m analytics`` runs the CLI."""
-
-from analytics.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""The bridge: Redis pub/sub in, Celery batches out."""
