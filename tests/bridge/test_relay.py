@@ -271,6 +271,7 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
     sender("order.created", "order", items)
     sender("order.updated", "order", items)
     lost, finished = app.sent[0]["task_id"], app.sent[1]["task_id"]
+    assert sender.ledger is not None
     sender.ledger.done(finished)  # a worker finished this one; the other was lost
     assert sender.sweep() == 0  # not overdue yet
     time.sleep(2.1)
@@ -296,6 +297,19 @@ def test_the_sender_reads_the_backlog_of_each_queue_from_a_redis_broker(
     assert sender.backlog(["order", "user"]) == {"order": 2, "user": 0}
     amqp = dataclasses.replace(ledger_settings(redis_url), celery_broker_url="amqp://localhost//")
     assert CelerySender(FakeApp(), amqp).backlog(["order"]) == {}  # never held
+
+
+def test_with_rabbitmq_as_broker_batches_go_without_a_ledger(redis_url, redis_client, fresh_broker):
+    from tasks.ledger import BATCHES_KEY, SENT_KEY
+    from tasks.sender import CelerySender
+
+    amqp = dataclasses.replace(ledger_settings(redis_url), celery_broker_url="amqp://localhost//")
+    app = FakeApp()
+    sender = CelerySender(app, amqp)
+    sender("order.created", "order", [["events:order:created", "{}", 1.0]])
+    assert sender.ledger is None and len(app.sent) == 1
+    assert sender.sweep() == 0
+    assert not redis_client.exists(BATCHES_KEY, SENT_KEY)
 
 
 @dataclasses.dataclass
