@@ -134,6 +134,39 @@ def redis_url() -> Iterator[str]:
     client.close()
 
 
+class RabbitMQ:
+    """A RabbitMQ virtual host of one test's own (the machine's server, via rabbitmqctl)."""
+
+    def __init__(self, vhost: str):
+        self.vhost = vhost
+        self.url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+    @staticmethod
+    def ctl(*args: str) -> str:
+        return subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+
+    def backlog(self) -> dict[str, int]:
+        """Messages in each queue of the vhost, ready or delivered and not acknowledged."""
+        out = self.ctl("list_queues", "-p", self.vhost, "name", "messages", "--no-table-headers")
+        counts = (line.split("\t") for line in out.splitlines() if line.strip())
+        return {name: int(n) for name, n in counts if int(n)}
+
+
+@pytest.fixture
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A fresh RabbitMQ vhost for the Celery broker, deleted after the test."""
+    broker = RabbitMQ(f"analytics_test_{RUN_ID}_{uuid.uuid4().hex[:6]}")
+    try:
+        broker.ctl("add_vhost", broker.vhost)
+        broker.ctl("set_permissions", "-p", broker.vhost, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        _unavailable("RabbitMQ", exc)
+    yield broker
+    broker.ctl("delete_vhost", broker.vhost)
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
