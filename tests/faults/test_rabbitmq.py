@@ -21,16 +21,17 @@ def settle(pg, stream, rabbitmq, timeout: float = 180) -> None:
     """Every event of the stream stored and nothing left in RabbitMQ."""
     from loadgen import checking
 
-    last: list[object] = []
+    stored, held = 0, {}
 
     def settled() -> bool:
-        last[:] = [checking.count_stored(pg, stream.tenants), rabbitmq.backlog()]
-        return last[0] >= len(stream) and not last[1]
+        nonlocal stored, held
+        stored, held = checking.count_stored(pg, stream.tenants), rabbitmq.backlog()
+        return stored >= len(stream) and not held
 
     try:
         wait_for(settled, timeout=timeout, interval=1.0, what=f"{len(stream)} events stored")
     except BaseException:
-        log(f"not settled: {last[0]} of {len(stream)} stored, RabbitMQ holds {last[1]}")
+        log(f"not settled: {stored} of {len(stream)} stored, RabbitMQ holds {held}")
         raise
 
 
