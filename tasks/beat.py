@@ -20,12 +20,17 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
+from celery.signals import beat_init
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("celery.beat")
+
+# RedBeat takes the lock from Celery's beat_init signal, where a Redis that is not up yet
+# ends in a traceback; Scheduler.tick takes it instead, retrying with one line a try.
+beat_init.disconnect(acquire_distributed_beat_lock)
 
 #: What a lost or slow Redis raises; beat waits and tries again.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -56,6 +61,15 @@ class Scheduler(RedBeatScheduler):
             # tick renews it if it is still ours, or finds it lost and stands by.
             log.warning("beat: Redis unreachable (%s); retrying in %ss", exc, self.max_interval)
             return float(self.max_interval)
+
+    def setup_schedule(self) -> None:
+        try:
+            super().setup_schedule()
+        except UNREACHABLE as exc:
+            # Beat started before Redis answers: install the schedule once it does (the
+            # first tick takes the lock and installs it) instead of exiting.
+            log.warning("beat: Redis unreachable (%s); waiting for it", exc)
+            self._reinstall = True
 
     def _take_lock(self) -> bool:
         """Wait for the lock as a newly started beat does; then (re)install the schedule."""

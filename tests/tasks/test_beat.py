@@ -33,8 +33,9 @@ LOCK_TIMEOUT = 5.0
 #: How long after its last renewal a dead beat's lock can stand, plus a standby's poll.
 TAKEOVER = LOCK_TIMEOUT + LOCK_TIMEOUT / 5
 SENT = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
-    r"Scheduler: Sending due task rollups-refresh"
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[celery.beat\] "
+    r"Scheduler: Sending due task rollups-refresh",
+    re.MULTILINE,
 )
 
 
