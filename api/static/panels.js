@@ -228,13 +228,16 @@ export function topProducts(panel, rows) {
         label: currency,
         data: rows.map((row) => (row.currency === currency ? row.revenue : null)),
         backgroundColor: PALETTE[index % PALETTE.length],
-        skipNull: true,
+        grouped: false, // one bar per product: each row is of one currency only
       })),
     },
     options: baseOptions({
       indexAxis: "y",
       interaction: { mode: "nearest", intersect: true },
-      scales: { x: { beginAtZero: true, title: { display: true, text: "revenue" } } },
+      scales: {
+        x: { beginAtZero: true, title: { display: true, text: "revenue" } },
+        y: { ticks: { autoSkip: false } },
+      },
     }),
   });
 }

@@ -32,9 +32,7 @@ def test_the_dashboard_is_served_at_the_root_with_no_key(client):
         reply = client.get(source)
         assert reply.status_code == 200, source
         assert reply.content == (STATIC / source.removeprefix("/static/")).read_bytes()
-    assert client.get("/static/dashboard.js").headers["content-type"].startswith(
-        "text/javascript"
-    )
+    assert client.get("/static/dashboard.js").headers["content-type"].startswith("text/javascript")
 
 
 def test_every_module_the_page_imports_is_served(client):
