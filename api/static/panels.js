@@ -117,7 +117,7 @@ export function revenue(panel, rows) {
       data: days.map((day) => byDay.get(day) ?? 0),
       borderColor: PALETTE[index % PALETTE.length],
       backgroundColor: PALETTE[index % PALETTE.length],
-      tension: 0.25,
+      cubicInterpolationMode: "monotone",
       pointRadius: 2,
     };
   });
@@ -168,7 +168,7 @@ export function activeUsers(panel, dau, wau, mau) {
         data: merged.map((row) => row[name]),
         borderColor: PALETTE[index],
         backgroundColor: PALETTE[index],
-        tension: 0.25,
+        cubicInterpolationMode: "monotone",
         pointRadius: 2,
         spanGaps: true,
       })),
