@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import api
 from tests.analytics.helpers import apply
@@ -71,3 +77,29 @@ def test_open_alerts_need_a_key_and_are_the_keys_tenants(pg, client, new_key):
     assert set(rows[0]) == {"created_at", "alert_type", "severity", "message"}
     other = client.get("/api/v1/alerts/open", headers=auth(new_key("tenant-b")))
     assert other.json() == []
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_dashboard(tmp_path):
+    # A non-editable install serves the page only if its files are package data.
+    root = Path(__file__).resolve().parents[2]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    source = tmp_path / "src"
+    for name in tracked:  # a copy, so that the build leaves nothing in the checkout
+        if (root / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "-w", str(tmp_path / "dist"), str(source)],
+        check=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name for name in archive.namelist() if name.startswith("api/static/")}
+    wanted = {
+        f"api/static/{path.relative_to(STATIC)}" for path in STATIC.rglob("*") if path.is_file()
+    }
+    assert wanted and packed == wanted

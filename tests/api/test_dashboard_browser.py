@@ -122,7 +122,7 @@ def signed_in(page: Any) -> None:
 
 
 def table(page: Any, selector: str) -> list[dict[str, str]]:
-    return page.eval_on_selector(selector, READ_TABLE)  # type: ignore[no-any-return]
+    return page.eval_on_selector(selector, READ_TABLE)
 
 
 def shown(value: Any) -> str:
