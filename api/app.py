@@ -47,6 +47,16 @@ MAX_EVENTS_PER_REQUEST = 1000
 #: The dashboard's HTML, CSS, JavaScript and vendored Chart.js (package data of ``api``).
 STATIC_DIR = Path(__file__).parent / "static"
 
+#: The page loads only this app's files and talks only to it; a framing page cannot
+#: overlay it, and a new version of it is fetched on every visit.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'none'"
+    ),
+    "Cache-Control": "no-cache",
+}
+
 _bearer = HTTPBearer(auto_error=False, description="An API key from `analytics keys create`.")
 
 
@@ -248,7 +258,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIR / "index.html", headers=DASHBOARD_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

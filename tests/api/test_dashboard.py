@@ -103,3 +103,9 @@ def test_a_wheel_carries_the_dashboard(tmp_path):
         f"api/static/{path.relative_to(STATIC)}" for path in STATIC.rglob("*") if path.is_file()
     }
     assert wanted and packed == wanted
+
+
+def test_the_page_may_load_and_reach_only_this_app(client):
+    policy = client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
