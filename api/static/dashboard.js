@@ -70,7 +70,8 @@ function showSignIn(error) {
 
 function showDashboard() {
   $("signin").hidden = true;
-  for (const id of ["dashboard", "range", "signout"]) $(id).hidden = false;
+  for (const id of ["range", "signout"]) $(id).hidden = false;
+  say("Loading…"); // the panels appear with their first numbers
   clearInterval(timer);
   timer = setInterval(refresh, REFRESH_MS);
   refresh();
@@ -132,6 +133,7 @@ async function refresh() {
     const data = await load(key, since, until);
     if (storedKey() !== key) return; // signed out (or in again) meanwhile
     render(data);
+    $("dashboard").hidden = false;
     $("dashboard").dataset.since = since;
     $("dashboard").dataset.until = until;
     if (isEmpty(data)) {
@@ -155,8 +157,11 @@ async function refresh() {
       forgetKey();
       showSignIn(REFUSED);
     } else {
-      say(`The server could not answer (${error.message}). The numbers shown may be out of date; ` +
-          `the dashboard tries again every ${REFRESH_MS / 1000} s.`, "error");
+      const retry = `the dashboard tries again every ${REFRESH_MS / 1000} s.`;
+      const next = $("dashboard").hidden
+        ? retry[0].toUpperCase() + retry.slice(1)
+        : `The numbers below are from the last update; ${retry}`;
+      say(`The server could not answer (${error.message}). ${next}`, "error");
     }
   } finally {
     loading = false;

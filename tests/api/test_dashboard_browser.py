@@ -12,6 +12,7 @@ Playwright never downloads a browser here: never run `playwright install`.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections import defaultdict
@@ -45,6 +46,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SINCE, UNTIL = "2024-03-04", "2024-03-13"
+PAGE_NOW = datetime(2024, 3, 14, 9, 30, tzinfo=UTC)
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 #: Every table cell of a panel as {data-key: data-value}, one dict per body row.
@@ -135,6 +137,14 @@ def table(page: Any, selector: str) -> list[dict[str, str]]:
     return page.eval_on_selector(selector, READ_TABLE)
 
 
+def screenshot(page: Any, name: str) -> None:
+    """Save the whole page as test-artifacts/<name>.png (a test artifact) and say where."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"\nscreenshot: {path}")
+
+
 def shown(value: Any) -> str:
     """A JSON value as the page's data-value carries it (JavaScript's String(value))."""
     if value is None:
@@ -151,6 +161,9 @@ def as_shown(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 def test_each_panel_shows_the_numbers_the_api_returns(oracle_loaded, server, new_key, page):
     key = new_key("tenant-1")
     get = api(server, key)
+    # The page's clock starts the morning after the dataset's last day, so that the alerts'
+    # ages read like a real morning's (and the saved screenshot is the same on every run).
+    page.clock.install(time=PAGE_NOW)
     sign_in(page, server, key)
     signed_in(page)
 
@@ -186,12 +199,13 @@ def test_each_panel_shows_the_numbers_the_api_returns(oracle_loaded, server, new
     assert [{k: v for k, v in row.items() if k != "age"} for row in shown_alerts] == as_shown(
         alerts
     )
-    now = datetime.now(UTC).replace(tzinfo=None)
     for row, alert in zip(shown_alerts, alerts, strict=True):
-        raised = datetime.fromisoformat(alert["created_at"].removesuffix("Z"))
-        assert abs(int(row["age"]) - (now - raised).total_seconds()) < 120
+        raised = datetime.fromisoformat(alert["created_at"].replace("Z", "+00:00"))
+        assert abs(int(row["age"]) - (PAGE_NOW - raised).total_seconds()) < 120
     ages = page.locator("#alerts-table tbody th").all_inner_texts()
-    assert all(text.endswith(" h") and " d " in text for text in ages), ages  # years old
+    assert alerts[0]["created_at"] == "2024-03-13T20:00:00Z"
+    assert ages[0] in ("13 h 30 min", "13 h 31 min")
+    assert all(re.fullmatch(r"\d+ d \d+ h|\d+ h \d+ min|\d+ min", text) for text in ages), ages
 
     # The heatmap sums activity-heatmap of each day by weekday; its columns add up to the
     # activity-heatmap of the whole range (an independent check of the page's arithmetic).
@@ -229,10 +243,7 @@ def test_each_panel_shows_the_numbers_the_api_returns(oracle_loaded, server, new
 
     assert page.get_by_role("heading", name="Revenue by day").is_visible()
     assert page.locator("#updated").inner_text().startswith("Updated at ")
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "dashboard.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"\nscreenshot of the dashboard: {shot}")
+    screenshot(page, "dashboard")
 
 
 @pytest.mark.parametrize("which", ["wrong", "revoked"])
@@ -245,6 +256,7 @@ def test_a_refused_key_is_said_clearly(pg, server, new_key, page, which):
     assert error.get_attribute("role") == "alert"
     assert page.locator("#dashboard").is_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+    screenshot(page, f"dashboard-{which}-key")
 
 
 def test_an_empty_tenant_gets_an_empty_state(pg, server, new_key, page):
@@ -255,6 +267,7 @@ def test_an_empty_tenant_gets_an_empty_state(pg, server, new_key, page):
     panels = page.eval_on_selector_all(".panel", "ps => ps.map(p => [p.id, p.dataset.empty])")
     assert panels and all(empty == "true" for _, empty in panels), panels
     assert page.locator("#panel-alerts .empty").inner_text() == "No open alerts."
+    screenshot(page, "dashboard-empty")
 
 
 def test_a_server_error_is_said_clearly_and_the_next_refresh_recovers(
@@ -276,11 +289,20 @@ def test_a_server_error_is_said_clearly_and_the_next_refresh_recovers(
     text = status.inner_text()
     assert "The server could not answer (reports/payments answered HTTP 500: boom)" in text
     assert status.get_attribute("role") == "alert"
+    assert "The dashboard tries again every 30 s." in text
+    assert page.locator("#dashboard").is_hidden()  # no empty panels pretending to be numbers
+    screenshot(page, "dashboard-server-error")
     failing["on"] = False
     page.clock.run_for(31_000)
     status.wait_for(state="hidden", timeout=20_000)
     signed_in(page)
     assert table(page, "#payments-table")
+    # A failure after a good load keeps the numbers and says they are from the last update.
+    failing["on"] = True
+    page.clock.run_for(30_000)
+    status.wait_for(state="visible", timeout=20_000)
+    assert "The numbers below are from the last update" in status.inner_text()
+    assert page.locator("#dashboard").is_visible()
 
 
 def test_it_refreshes_every_30_seconds_and_signs_out(oracle_loaded, server, new_key, page):
