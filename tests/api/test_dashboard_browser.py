@@ -31,7 +31,8 @@ from api.app import create_app
 from tests.analytics.helpers import apply, make
 from tests.conftest import IN_CI, wait_for
 
-pytestmark = pytest.mark.browser
+# Also slow: a browser and a server per test; the fast run (-m "not slow") leaves them out.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: The machine's network is closed: without these Chromium keeps dialling out.
