@@ -171,6 +171,7 @@ async function refresh() {
 // ------------------------------------------------------------------------ wiring
 
 function start() {
+  panels.buildChartPanels($("chart-panel"));
   const { since, until } = initialRange();
   $("since").value = since;
   $("until").value = until;

@@ -61,6 +61,21 @@ export function fillTable(table, columns, rows) {
   }
 }
 
+/** Give each chart panel (section[data-chart]) a copy of ``template``, filled in from its data. */
+export function buildChartPanels(template) {
+  for (const panel of document.querySelectorAll("section[data-chart]")) {
+    const body = template.content.cloneNode(true);
+    const name = panel.id.replace(/^panel-/, "");
+    const canvas = body.querySelector("canvas");
+    canvas.id = `${name}-chart`;
+    canvas.setAttribute("aria-label", `${panel.dataset.chart}; the numbers are in the table below`);
+    body.querySelector(".empty").textContent = panel.dataset.whenEmpty;
+    body.querySelector("table").id = `${name}-table`;
+    body.querySelector("caption").textContent = panel.dataset.caption;
+    panel.append(body);
+  }
+}
+
 /** Show a panel's chart and numbers, or its empty-state sentence. */
 function showEmpty(panel, empty) {
   panel.querySelector(".empty").hidden = !empty;
@@ -91,6 +106,25 @@ function baseOptions(extra = {}) {
   };
 }
 
+/** A line chart of ``datasets`` (``{label, data}``) over ``labels``, coloured in order. */
+function lineChart(canvas, labels, datasets, yTitle) {
+  draw(canvas, {
+    type: "line",
+    data: {
+      labels,
+      datasets: datasets.map((dataset, index) => ({
+        ...dataset,
+        borderColor: PALETTE[index % PALETTE.length],
+        backgroundColor: PALETTE[index % PALETTE.length],
+        cubicInterpolationMode: "monotone",
+        pointRadius: 2,
+        spanGaps: true,
+      })),
+    },
+    options: baseOptions({ scales: { y: { beginAtZero: true, title: { display: true, text: yTitle } } } }),
+  });
+}
+
 function byDateAscending(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -110,22 +144,11 @@ export function revenue(panel, rows) {
   const totals = currencyTotals(rows);
   const currencies = [...totals.keys()];
   const days = [...new Set(rows.map((row) => row.date))].sort(byDateAscending);
-  const datasets = currencies.map((currency, index) => {
+  const datasets = currencies.map((currency) => {
     const byDay = new Map(rows.filter((r) => r.currency === currency).map((r) => [r.date, r.revenue]));
-    return {
-      label: currency,
-      data: days.map((day) => byDay.get(day) ?? 0),
-      borderColor: PALETTE[index % PALETTE.length],
-      backgroundColor: PALETTE[index % PALETTE.length],
-      cubicInterpolationMode: "monotone",
-      pointRadius: 2,
-    };
+    return { label: currency, data: days.map((day) => byDay.get(day) ?? 0) };
   });
-  draw(panel.querySelector("canvas"), {
-    type: "line",
-    data: { labels: days, datasets },
-    options: baseOptions({ scales: { y: { beginAtZero: true, title: { display: true, text: "revenue" } } } }),
-  });
+  lineChart(panel.querySelector("canvas"), days, datasets, "revenue");
 }
 
 /** Revenue and orders per currency over ``rows`` of revenue-by-day, biggest revenue first. */
@@ -159,22 +182,11 @@ export function activeUsers(panel, dau, wau, mau) {
     { key: "wau", label: "WAU", format: count, numeric: true },
     { key: "mau", label: "MAU", format: count, numeric: true },
   ], merged);
-  draw(panel.querySelector("canvas"), {
-    type: "line",
-    data: {
-      labels: days,
-      datasets: ["dau", "wau", "mau"].map((name, index) => ({
-        label: name.toUpperCase(),
-        data: merged.map((row) => row[name]),
-        borderColor: PALETTE[index],
-        backgroundColor: PALETTE[index],
-        cubicInterpolationMode: "monotone",
-        pointRadius: 2,
-        spanGaps: true,
-      })),
-    },
-    options: baseOptions({ scales: { y: { beginAtZero: true, title: { display: true, text: "users" } } } }),
-  });
+  const datasets = ["dau", "wau", "mau"].map((name) => ({
+    label: name.toUpperCase(),
+    data: merged.map((row) => row[name]),
+  }));
+  lineChart(panel.querySelector("canvas"), days, datasets, "users");
 }
 
 export function payments(panel, rows) {

@@ -242,7 +242,17 @@ def test_each_panel_shows_the_numbers_the_api_returns(oracle_loaded, server, new
     assert float(kpis["failure-rate"]) == pytest.approx(failed / tried)
     assert int(kpis["open-alerts"]) == len(alerts)
 
-    assert page.get_by_role("heading", name="Revenue by day").is_visible()
+    # What a screen reader needs: a heading per panel, a label per chart, a caption per table.
+    headings = page.get_by_role("heading", level=2).all_inner_texts()
+    for title in ("Revenue by day", "Active users", "Payment failure rate", "Top products",
+                  "Open alerts", "Activity by hour and weekday"):  # fmt: skip
+        assert title in headings
+    labels = page.eval_on_selector_all(
+        "canvas", "cs => cs.map(c => [c.getAttribute('role'), c.getAttribute('aria-label')])"
+    )
+    assert len(labels) == 4 and all(role == "img" and label for role, label in labels), labels
+    captions = page.eval_on_selector_all("table", "ts => ts.map(t => t.caption?.textContent)")
+    assert len(captions) == 6 and all(captions), captions
     assert page.locator("#updated").inner_text().startswith("Updated at ")
     screenshot(page, "dashboard")
 
