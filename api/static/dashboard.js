@@ -14,6 +14,7 @@ const REFUSED =
 const $ = (id) => document.getElementById(id);
 let timer = null;
 let loading = false;
+let again = false;
 
 // ------------------------------------------------------------------------ dates (UTC days)
 
@@ -106,11 +107,8 @@ function render(data) {
   panels.payments($("panel-payments"), data.paymentRows);
   panels.topProducts($("panel-products"), data.productRows);
   panels.openAlerts($("panel-alerts"), data.alertRows);
-  panels.heatmap($("panel-heatmap"), data.perDay);
-  if (data.heatmapTooLong) {
-    const empty = $("panel-heatmap").querySelector(".empty");
-    empty.textContent = `Choose at most ${HEATMAP_MAX_DAYS} days to see the heatmap.`;
-  }
+  const tooLong = `Choose a range of at most ${HEATMAP_MAX_DAYS} days to see the heatmap.`;
+  panels.heatmap($("panel-heatmap"), data.perDay, data.heatmapTooLong ? tooLong : null);
 }
 
 function isEmpty(data) {
@@ -127,8 +125,12 @@ async function refresh() {
   const { since, until } = currentRange();
   if (!isDay(since) || !isDay(until)) return say("Choose a start and an end day.", "error");
   if (since > until) return say(`The start day ${since} is after the end day ${until}.`, "error");
-  if (loading) return;
+  if (loading) {
+    again = true; // a new range (or a tick) while loading: load once more when this one ends
+    return;
+  }
   loading = true;
+  again = false;
   try {
     const data = await load(key, since, until);
     if (storedKey() !== key) return; // signed out (or in again) meanwhile
@@ -137,8 +139,8 @@ async function refresh() {
     $("dashboard").dataset.since = since;
     $("dashboard").dataset.until = until;
     if (isEmpty(data)) {
-      say(`No data for this key's tenant from ${since} to ${until}: no events were stored in this range. ` +
-          "Choose another range, or check that events reach the pipeline.", "empty");
+      say(`No data for this key's tenant from ${since} to ${until}: no report has a row in this ` +
+          "range. Choose another range, or check that events reach the pipeline.", "empty");
     } else {
       say("");
     }
@@ -165,6 +167,7 @@ async function refresh() {
     }
   } finally {
     loading = false;
+    if (again) refresh();
   }
 }
 

@@ -271,8 +271,11 @@ export function openAlerts(panel, rows, now = new Date()) {
   ], rows);
 }
 
-/** ``perDay``: [[YYYY-MM-DD, rows of activity-heatmap for that day], ...]. */
-export function heatmap(panel, perDay) {
+/**
+ * ``perDay``: [[YYYY-MM-DD, rows of activity-heatmap for that day], ...]; ``why``: a sentence
+ * saying why there are no days (instead of the panel's empty-state sentence), if there is one.
+ */
+export function heatmap(panel, perDay, why = null) {
   const grid = WEEKDAYS.map(() => new Array(24).fill(0));
   for (const [day, rows] of perDay) {
     const weekday = (new Date(`${day}T00:00:00Z`).getUTCDay() + 6) % 7; // Monday first
@@ -280,6 +283,7 @@ export function heatmap(panel, perDay) {
   }
   const peak = Math.max(0, ...grid.flat());
   showEmpty(panel, peak === 0);
+  panel.querySelector(".empty").textContent = why || panel.dataset.whenEmpty;
   const table = panel.querySelector("table");
   table.querySelectorAll("thead, tbody").forEach((part) => part.remove());
   const head = table.createTHead().insertRow();

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import Engine
 
 from analytics.config import Settings
@@ -62,8 +64,6 @@ def browser() -> Iterator[Any]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
@@ -364,3 +364,27 @@ def test_the_range_picker_defaults_to_the_last_30_days(pg, server, new_key, page
     page.get_by_label("to", exact=True).fill("2024-03-04")
     page.get_by_role("button", name="Show").click()
     assert "is after the end day" in page.locator("#status").inner_text()
+
+    heatmap = page.locator("#panel-heatmap .empty")
+    for since, until, sentence in [
+        ("2024-01-01", "2024-06-30", "Choose a range of at most 92 days to see the heatmap."),
+        ("2024-01-01", "2024-01-31", "No events in this range."),
+    ]:
+        page.get_by_label("From").fill(since)
+        page.get_by_label("to", exact=True).fill(until)
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("#dashboard")).to_have_attribute("data-until", until)
+        assert heatmap.inner_text() == sentence
+    assert page.url.endswith("#since=2024-01-01&until=2024-01-31")
+
+    # A range chosen while the last one is still loading is loaded next, not dropped.
+    def slowly(route: Any) -> None:
+        time.sleep(0.05)
+        route.continue_()
+
+    page.route("**/api/v1/reports/**", slowly)
+    for until in ("2024-02-10", "2024-02-20"):
+        page.get_by_label("to", exact=True).fill(until)
+        page.get_by_role("button", name="Show").click()
+    expect(page.locator("#dashboard")).to_have_attribute("data-until", "2024-02-20")
+    assert page.get_by_label("to", exact=True).input_value() == "2024-02-20"
