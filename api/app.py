@@ -3,6 +3,8 @@ reads the annotations of the routes, which name dependencies local to create_app
 
 - ``GET /api/v1/reports/{name}``: the rows of ``analytics report NAME --format json`` (or
   csv) for the key's tenant, from the same query layer (:func:`analytics.reports.run`);
+- ``GET /api/v1/alerts/open``: the alerts report's rows of the alerts not resolved yet;
+- ``GET /``: the dashboard (static files in ``api/static/``, served as they are);
 - ``POST /api/v1/events``: one event or an array of them, for the key's tenant, validated
   like the worker validates them (:func:`analytics.events.parse`) and, only if all are
   valid, published where a Rust service would publish them;
@@ -16,13 +18,15 @@ Nothing here logs a key.
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,11 +37,24 @@ from analytics.errors import InvalidEvent
 from analytics.events import channel_for, parse
 from analytics.ingest import Context, plan
 from analytics.keys import KeyInfo, authenticate
-from analytics.reports import REPORTS, ReportError, run
+from analytics.reports import REPORTS, ReportError, run, stock
 from analytics.reports import Query as ReportQuery
 
 #: Events one POST /api/v1/events may carry at most.
 MAX_EVENTS_PER_REQUEST = 1000
+
+#: The dashboard's HTML, CSS, JavaScript and vendored Chart.js (package data of ``api``).
+STATIC_DIR = Path(__file__).parent / "static"
+
+#: The page loads only this app's files and talks only to it; a framing page cannot
+#: overlay it, and a new version of it is fetched on every visit.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'none'"
+    ),
+    "Cache-Control": "no-cache",
+}
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `analytics keys create`.")
 
@@ -227,6 +244,20 @@ def create_app(settings: Settings) -> FastAPI:
             body = REPORTS[name].render(rows, "csv") + "\n"
             return Response(body, media_type="text/csv")
         return Response(REPORTS[name].render(rows, "json"), media_type="application/json")
+
+    @app.get("/api/v1/alerts/open")
+    def open_alerts(
+        key: Annotated[KeyInfo, Depends(tenant)], db: Annotated[Session, Depends(session)]
+    ) -> Response:
+        """The key's tenant's alerts not resolved yet, newest first (keys of the alerts report)."""
+        rows = stock.open_alerts(db, key.tenant_id)
+        return Response(REPORTS["alerts"].render(rows, "json"), media_type="application/json")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=DASHBOARD_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.post("/api/v1/events", status_code=202)
     async def events(request: Request, key: Annotated[KeyInfo, Depends(tenant)]) -> dict[str, Any]:

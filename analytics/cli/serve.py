@@ -11,7 +11,8 @@ from analytics.cli import _settings, _setup_logging, main
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def serve(host: str, port: int) -> None:
-    """Serve the HTTP API: reports and event intake, per API key (OpenAPI at /docs)."""
+    """Serve the HTTP API: reports and event intake, per API key (OpenAPI at /docs), and the
+    dashboard at / (sign in with a key)."""
     import uvicorn
 
     from api.app import create_app

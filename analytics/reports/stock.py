@@ -1,6 +1,6 @@
-"""Stock reports: inventory, dead-stock, and the alerts report.
+"""Stock reports: inventory, dead-stock, the alerts report, and the alerts still open.
 
-All of them except alerts walk the stock movements (:func:`_stock`) and name a product at a
+All of them except the alerts walk the stock movements (:func:`_stock`) and name a product at a
 location by its SKU.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from analytics.models import Alert, InventoryLevel, InventoryMovement, ProductSale
@@ -167,9 +167,21 @@ def dead_stock(session: Session, q: Query) -> list[Row]:
 
 
 def alerts(session: Session, q: Query) -> list[Row]:
+    return _alert_rows(session, q.tenant, q.between(Alert.created_at))
+
+
+def open_alerts(session: Session, tenant: str) -> list[Row]:
+    """The tenant's alerts not resolved yet (the rows of the alerts report), newest first.
+
+    No date range: an alert raised long ago that is still open is still worth a look.
+    """
+    return _alert_rows(session, tenant, Alert.resolved_at.is_(None))
+
+
+def _alert_rows(session: Session, tenant: str, condition: ColumnElement[bool]) -> list[Row]:
     from analytics import rollups
 
-    rollups.refresh_dirty(session, q.tenant)  # payment-failure alerts come from rollups
+    rollups.refresh_dirty(session, tenant)  # payment-failure alerts come from rollups
     return [
         {
             "created_at": iso_time(created),
@@ -179,7 +191,7 @@ def alerts(session: Session, q: Query) -> list[Row]:
         }
         for created, kind, severity, message in session.execute(
             select(Alert.created_at, Alert.alert_type, Alert.severity, Alert.message)
-            .where(Alert.tenant_id == q.tenant, q.between(Alert.created_at))
+            .where(Alert.tenant_id == tenant, condition)
             .order_by(Alert.created_at.desc(), Alert.id.desc())
         )
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -12,6 +13,9 @@ from sqlalchemy.orm import Session
 from analytics.config import Settings
 from analytics.keys import create_key, revoke_key
 from api.app import create_app
+from tests.analytics.helpers import apply
+from tests.reports import dataset
+from tests.reports.test_against_oracle import NOW
 
 
 @pytest.fixture
@@ -55,3 +59,17 @@ def new_key(pg: Engine) -> Callable[..., str]:
         return text
 
     return make
+
+
+@pytest.fixture
+def oracle_loaded(pg: Engine) -> Engine:
+    """The oracle dataset of tests/reports, through the real writer (as that test loads it)."""
+    from analytics.events import parse
+
+    events = [
+        parse(orjson.dumps(d), channel="events:x:y", received_at=NOW, max_bytes=1 << 20)
+        for d in dataset.build()
+    ]
+    for start in range(0, len(events), 250):
+        apply(pg, events[start : start + 250])
+    return pg

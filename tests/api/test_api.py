@@ -11,18 +11,16 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from analytics.events import channel_for
 from analytics.reports import REPORTS, Query, run
-from tests.analytics.helpers import apply
-from tests.reports import dataset
-from tests.reports.test_against_oracle import NOW, RANGES
+from tests.reports.test_against_oracle import RANGES
 
 ENDPOINTS = [
     ("get", "/api/v1/reports/revenue-by-day"),
     ("get", "/api/v1/reports/nope"),
+    ("get", "/api/v1/alerts/open"),
     ("post", "/api/v1/events"),
 ]
 
@@ -39,20 +37,6 @@ def order(tenant: str = "someone-else", **extra: Any) -> dict[str, Any]:
         "data": {"order_id": "o-1", "total_amount": 12.5, "currency": "EUR"},
         **extra,
     }
-
-
-@pytest.fixture
-def oracle_loaded(pg: Engine) -> Engine:
-    """The oracle dataset of tests/reports, through the real writer (as that test loads it)."""
-    from analytics.events import parse
-
-    events = [
-        parse(orjson.dumps(d), channel="events:x:y", received_at=NOW, max_bytes=1 << 20)
-        for d in dataset.build()
-    ]
-    for start in range(0, len(events), 250):
-        apply(pg, events[start : start + 250])
-    return pg
 
 
 def test_every_report_over_http_equals_the_query_layer(oracle_loaded, client, new_key):
