@@ -1,0 +1,106 @@
+"""What a stored event looks like in the warehouse: the table's schema and the row of one event.
+
+The schema is declared once here and created by the sink when the table is
+missing; the SQL files beside this module query it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, select
+
+from analytics.models import StoredEvent
+
+#: ``(name, BigQuery type, mode)`` of every column, in order.
+SCHEMA: tuple[tuple[str, str, str], ...] = (
+    ("event_id", "STRING", "REQUIRED"),
+    ("event_type", "STRING", "REQUIRED"),
+    ("tenant_id", "STRING", "REQUIRED"),
+    ("user_id", "STRING", "NULLABLE"),
+    # The event's own time (the envelope's timestamp, UTC): the table's day partitions.
+    ("timestamp", "TIMESTAMP", "REQUIRED"),
+    ("data", "JSON", "NULLABLE"),
+    ("metadata", "JSON", "NULLABLE"),
+    # When the pipeline stored it in PostgreSQL.
+    ("stored_at", "TIMESTAMP", "NULLABLE"),
+)
+#: Day partitions on this column; queries that filter on it read only those days.
+PARTITION_COLUMN = "timestamp"
+#: Rows stored sorted by these within a partition: every dashboard query filters a tenant.
+CLUSTER_COLUMNS = ("tenant_id", "event_type")
+
+
+def insert_id(tenant_id: str, event_id: str) -> str:
+    """BigQuery's ``insertId`` of an event: one per ``(tenant_id, event_id)``.
+
+    Event ids are unique per tenant only (the ``events`` key is the pair), so the id
+    is qualified by the tenant; hashed, because each part may be 128 characters
+    and hold any character, and a separator could be ambiguous.
+    """
+    return hashlib.sha256(f"{tenant_id}\x00{event_id}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One stored event on its way: its ``events.id``, its insertId and its row."""
+
+    row_id: int
+    tenant_id: str
+    event_id: str
+    insert_id: str
+    row: dict[str, Any]
+
+
+#: The columns of ``events`` a warehouse row is made of.
+COLUMNS = (
+    StoredEvent.id,
+    StoredEvent.tenant_id,
+    StoredEvent.event_id,
+    StoredEvent.event_type,
+    StoredEvent.user_id,
+    StoredEvent.occurred_at,
+    StoredEvent.stored_at,
+    StoredEvent.payload,
+)
+
+
+def select_events() -> Select[Any]:
+    """The columns :func:`outgoing` reads, in ``events.id`` order."""
+    return select(*COLUMNS).order_by(StoredEvent.id)
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    # Naive UTC in the database; BigQuery reads this form as UTC.
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json(value: Any) -> str | None:
+    # A JSON column takes its value as JSON text in insertAll.
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def outgoing(record: Any) -> Outgoing:
+    """The warehouse row of one ``events`` row (as :func:`select_events` reads it)."""
+    payload = record.payload or {}
+    row = {
+        "event_id": record.event_id,
+        "event_type": record.event_type,
+        "tenant_id": record.tenant_id,
+        "user_id": record.user_id,
+        "timestamp": _timestamp(record.occurred_at),
+        "data": _json(payload.get("data")),
+        "metadata": _json(payload.get("metadata")),
+        "stored_at": _timestamp(record.stored_at),
+    }
+    return Outgoing(
+        row_id=record.id,
+        tenant_id=record.tenant_id,
+        event_id=record.event_id,
+        insert_id=insert_id(record.tenant_id, record.event_id),
+        row=row,
+    )
