@@ -264,7 +264,7 @@ class Settings:
 
     @property
     def warehouse_sink(self) -> str:
-        """The sink's name: its destination, so that a new destination starts from the first event."""
+        """The sink's name: its destination (a new destination starts from the first event)."""
         if not self.warehouse_enabled:
             return ""
         return f"bigquery:{self.bigquery_project}.{self.bigquery_dataset}.{self.bigquery_table}"
@@ -378,7 +378,8 @@ def _warehouse(env: Mapping[str, str]) -> dict[str, object]:
     batch = _int(env, "WAREHOUSE_BATCH", DEFAULT_WAREHOUSE_BATCH)
     if batch > MAX_WAREHOUSE_BATCH:
         raise ConfigError(
-            f"WAREHOUSE_BATCH={batch} is over BigQuery's limit of {MAX_WAREHOUSE_BATCH:,} rows a request"
+            f"WAREHOUSE_BATCH={batch} is over BigQuery's limit of "
+            f"{MAX_WAREHOUSE_BATCH:,} rows a request"
         )
     return {
         "warehouse": warehouse,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from analytics.config import Settings
@@ -147,7 +147,9 @@ def keep_rejects(
     return len(rows)
 
 
-def _fail(sessions: sessionmaker[Session], settings: Settings, owner: str, why: str, now: datetime) -> None:
+def _fail(
+    sessions: sessionmaker[Session], settings: Settings, owner: str, why: str, now: datetime
+) -> None:
     name = settings.warehouse_sink
     with sessions.begin() as session:
         sink = _sink_row(session, name)
@@ -231,34 +233,3 @@ def deliver(
         if run.state not in ("failed", "lost"):
             with sessions.begin() as session:
                 session.execute(_mine(name, owner).values(lease_owner=None, lease_until=None))
-
-
-def undelivered_floor(session: Session, settings: Settings) -> int | None:
-    """The smallest ``events.id`` that may not have reached the warehouse yet (None: no sink).
-
-    Retention must keep every event from this id on. Rows BigQuery refused are
-    behind it (they are kept in ``warehouse_rejects`` by their ids, not in ``events``).
-    """
-    if not settings.warehouse_enabled:
-        return None
-    delivered = session.scalar(
-        select(WarehouseSink.delivered_id).where(WarehouseSink.name == settings.warehouse_sink)
-    )
-    return int(delivered or 0) + 1
-
-
-def lag(session: Session, sink: WarehouseSink, now: datetime) -> tuple[int, float]:
-    """Events not yet delivered, and the seconds the oldest of them has been stored."""
-    waiting = session.scalar(
-        select(func.count()).select_from(StoredEvent).where(StoredEvent.id > sink.delivered_id)
-    )
-    first = session.execute(
-        select(StoredEvent.stored_at, StoredEvent.received_at)
-        .where(StoredEvent.id > sink.delivered_id)
-        .order_by(StoredEvent.id)
-        .limit(1)
-    ).first()
-    if first is None:
-        return int(waiting or 0), 0.0
-    since = first.stored_at or first.received_at
-    return int(waiting or 0), max(0.0, (now - since).total_seconds())

@@ -217,17 +217,25 @@ class BigQueryServer:
                         faults.transient_requests -= 1
                         server.store.refused_requests += 1
                         errors = [
-                            {"index": i, "errors": [{"reason": "backendError", "message": "try again"}]}
+                            {
+                                "index": i,
+                                "errors": [{"reason": "backendError", "message": "try again"}],
+                            }
                             for i in range(len(rows))
                         ]
-                        return self._send(200, {"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors})
+                        return self._send(
+                            200,
+                            {"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors},
+                        )
                     errors = []
                     for index, entry in enumerate(rows):
                         why = _valid(schema, entry["json"])
                         if why is None and faults.reject is not None:
                             why = faults.reject(entry["json"])
                         if why is not None:
-                            errors.append({"index": index, "errors": [{"reason": "invalid", "message": why}]})
+                            errors.append(
+                                {"index": index, "errors": [{"reason": "invalid", "message": why}]}
+                            )
                     if errors and not body.get("skipInvalidRows"):
                         bad = {e["index"] for e in errors}
                         errors += [
