@@ -99,6 +99,9 @@ MAX_WAREHOUSE_BATCH = 50_000
 DEFAULT_WAREHOUSE_INTERVAL = 5.0
 #: Seconds one insertAll request may take before it counts as failed (and is sent again).
 DEFAULT_WAREHOUSE_TIMEOUT = 30.0
+#: insertAll requests one sink run has in flight at once: each waits for BigQuery's answer
+#: (tens of ms), so one at a time would cap the rate at a few batches a second.
+DEFAULT_WAREHOUSE_CONCURRENCY = 4
 #: Longest wait between two attempts while BigQuery keeps failing (backoff 1, 2, 4 ... s).
 DEFAULT_WAREHOUSE_MAX_BACKOFF = 60.0
 
@@ -222,6 +225,7 @@ class Settings:
     warehouse_batch: int = DEFAULT_WAREHOUSE_BATCH
     warehouse_interval: float = DEFAULT_WAREHOUSE_INTERVAL
     warehouse_timeout: float = DEFAULT_WAREHOUSE_TIMEOUT
+    warehouse_concurrency: int = DEFAULT_WAREHOUSE_CONCURRENCY
     warehouse_max_backoff: float = DEFAULT_WAREHOUSE_MAX_BACKOFF
 
     def __repr__(self) -> str:
@@ -392,6 +396,7 @@ def _warehouse(env: Mapping[str, str]) -> dict[str, object]:
         "warehouse_timeout": _float(
             env, "WAREHOUSE_TIMEOUT", DEFAULT_WAREHOUSE_TIMEOUT, minimum=0.1
         ),
+        "warehouse_concurrency": _int(env, "WAREHOUSE_CONCURRENCY", DEFAULT_WAREHOUSE_CONCURRENCY),
         "warehouse_max_backoff": _float(
             env, "WAREHOUSE_MAX_BACKOFF", DEFAULT_WAREHOUSE_MAX_BACKOFF, minimum=1
         ),

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Text, cast, select
 
 from analytics.models import StoredEvent
 
@@ -56,7 +55,9 @@ class Outgoing:
     row: dict[str, Any]
 
 
-#: The columns of ``events`` a warehouse row is made of.
+#: The columns of ``events`` a warehouse row is made of. ``data`` and ``metadata`` come as
+#: JSON text straight from the database: decoding and encoding them again in Python
+#: took most of the sink's CPU (benchmarks/warehouse.py).
 COLUMNS = (
     StoredEvent.id,
     StoredEvent.tenant_id,
@@ -65,7 +66,8 @@ COLUMNS = (
     StoredEvent.user_id,
     StoredEvent.occurred_at,
     StoredEvent.stored_at,
-    StoredEvent.payload,
+    cast(StoredEvent.payload["data"], Text).label("data"),
+    cast(StoredEvent.payload["metadata"], Text).label("metadata"),
 )
 
 
@@ -74,27 +76,39 @@ def select_events() -> Select[Any]:
     return select(*COLUMNS).order_by(StoredEvent.id)
 
 
+def select_after(after: int, up_to: int, limit: int) -> Select[Any]:
+    """The first ``limit`` events with ``after < id <= up_to``, in ``events.id`` order.
+
+    The ids are chosen first, in a subquery, so that the JSON columns are extracted
+    for those rows only: with the range's size misjudged (statistics not yet updated
+    after a burst), PostgreSQL otherwise extracted them for the whole range and
+    sorted it (measured 100 ms for 15,000 rows, against 3 ms).
+    """
+    ids = (
+        select(StoredEvent.id)
+        .where(StoredEvent.id > after, StoredEvent.id <= up_to)
+        .order_by(StoredEvent.id)
+        .limit(limit)
+    )
+    return select_events().where(StoredEvent.id.in_(ids.scalar_subquery()))
+
+
 def _timestamp(value: datetime | None) -> str | None:
     # Naive UTC in the database; BigQuery reads this form as UTC.
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json(value: Any) -> str | None:
-    # A JSON column takes its value as JSON text in insertAll.
-    return None if value is None else orjson.dumps(value).decode()
-
-
 def outgoing(record: Any) -> Outgoing:
     """The warehouse row of one ``events`` row (as :func:`select_events` reads it)."""
-    payload = record.payload or {}
+    # A JSON column takes its value as JSON text in insertAll.
     row = {
         "event_id": record.event_id,
         "event_type": record.event_type,
         "tenant_id": record.tenant_id,
         "user_id": record.user_id,
         "timestamp": _timestamp(record.occurred_at),
-        "data": _json(payload.get("data")),
-        "metadata": _json(payload.get("metadata")),
+        "data": record.data,
+        "metadata": record.metadata,
         "stored_at": _timestamp(record.stored_at),
     }
     return Outgoing(

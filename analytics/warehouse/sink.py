@@ -9,9 +9,11 @@ One run (a Celery task on the ``warehouse`` queue, started by beat every
    seconds) to pass.
 2. Move the safe id (:mod:`analytics.warehouse.fence`) and read up to
    ``WAREHOUSE_BATCH`` events after ``delivered_id`` and not after the safe id.
-3. Send them with their insertIds (no transaction is open meanwhile).
-4. Only once BigQuery accepted the batch, commit ``delivered_id`` = the batch's last
-   id, with the rows it refused (``insertErrors``) kept in ``warehouse_rejects``.
+3. Send them with their insertIds, up to ``WAREHOUSE_CONCURRENCY`` batches at once
+   (no transaction is open meanwhile).
+4. Only once BigQuery accepted them, commit ``delivered_id`` = the last id of the
+   leading batches it accepted, with the rows it refused (``insertErrors``) kept in
+   ``warehouse_rejects``, and read the next batches in the same transaction.
 
 A crash between 3 and 4 (the worker killed, the connection dropped after BigQuery
 took the rows) sends the same rows again with the same insertIds, which BigQuery
@@ -26,6 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -36,10 +39,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from analytics.config import Settings
 from analytics.db import insert_for
 from analytics.errors import WarehouseError
-from analytics.models import StoredEvent, WarehouseReject, WarehouseSink
+from analytics.models import WarehouseReject, WarehouseSink
 from analytics.warehouse import fence
 from analytics.warehouse.bigquery import InsertResult
-from analytics.warehouse.rows import Outgoing, outgoing, select_events
+from analytics.warehouse.rows import Outgoing, outgoing, select_after
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +104,26 @@ def _claim(session: Session, name: str, owner: str, now: datetime, lease: float)
     return None
 
 
-def _next_batch(session: Session, name: str, owner: str, size: int) -> list[Outgoing] | None:
-    """The next events to send, after moving the safe id; None when the lease was lost."""
+def _next_batches(
+    session: Session, name: str, owner: str, size: int, count: int
+) -> list[list[Outgoing]] | None:
+    """Up to ``count`` batches of the next events, after moving the safe id; None when the
+    lease was lost."""
     sink = _sink_row(session, name)
     if sink.lease_owner != owner:
         return None
     safe = fence.advance(session, sink)
-    query = (
-        select_events()
-        .where(StoredEvent.id > sink.delivered_id, StoredEvent.id <= safe)
-        .limit(size)
-    )
-    return [outgoing(record) for record in session.execute(query)]
+    rows = [
+        outgoing(r) for r in session.execute(select_after(sink.delivered_id, safe, size * count))
+    ]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _send(destination: Destination, batch: Sequence[Outgoing]) -> InsertResult | WarehouseError:
+    try:
+        return destination.insert(batch)
+    except WarehouseError as exc:
+        return exc
 
 
 def _mine(name: str, owner: str) -> Any:
@@ -145,6 +156,46 @@ def keep_rejects(
             rows,
         )
     return len(rows)
+
+
+def _room(run: Run, parallel: int, max_batches: int | None) -> int:
+    """How many batches the next round may send."""
+    if max_batches is None:
+        return parallel
+    return max(1, min(parallel, max_batches - run.batches))
+
+
+def _record(
+    session: Session,
+    name: str,
+    owner: str,
+    done: list[tuple[list[Outgoing], InsertResult]],
+    at: datetime,
+    lease: float,
+    run: Run,
+) -> bool:
+    """Move the mark past batches BigQuery accepted, keep what it refused; False: the lease
+    was lost (another run took over after it ran out and sends these rows again, with the
+    same insertIds)."""
+    rows = sum(len(batch) for batch, _ in done)
+    moved = session.execute(
+        _mine(name, owner).values(
+            delivered_id=done[-1][0][-1].row_id,
+            delivered_at=at,
+            rows_delivered=WarehouseSink.rows_delivered + rows,
+            failures=0,
+            retry_at=None,
+            last_error=None,
+            lease_until=at + timedelta(seconds=lease),
+        )
+    )
+    if moved.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    for batch, result in done:
+        run.rejected += keep_rejects(session, name, batch, result, at)
+        run.sent += len(batch) - len(result.rejected)
+        run.batches += 1
+    return True
 
 
 def _fail(
@@ -182,54 +233,56 @@ def deliver(
         return Run(refused)
     run = Run("drained")
     started = time.monotonic()
+    size, parallel = settings.warehouse_batch, settings.warehouse_concurrency
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="warehouse") if parallel > 1 else None
     try:
+        with sessions.begin() as session:
+            batches = _next_batches(session, name, owner, size, _room(run, parallel, max_batches))
         while True:
-            with sessions.begin() as session:
-                batch = _next_batch(session, name, owner, settings.warehouse_batch)
-            if batch is None:
+            if batches is None:
                 run.state = "lost"
                 return run
-            if not batch:
+            if not batches:
                 return run
-            try:
-                result = destination.insert(batch)
-            except WarehouseError as exc:
-                run.state, run.error = "failed", str(exc)
-                _fail(sessions, settings, owner, str(exc), now())
-                return run
-            if result.retry:
-                run.state = "failed"
-                run.error = f"{len(result.retry)} of {len(batch)} rows failed transiently"
-                _fail(sessions, settings, owner, run.error, now())
-                return run
+            # Up to WAREHOUSE_CONCURRENCY requests at once; the mark then moves past the
+            # leading batches BigQuery answered for, and stops at the first that failed.
+            if pool is None:
+                results = [_send(destination, batches[0])]
+            else:
+                results = list(pool.map(lambda b: _send(destination, b), batches))
+            done: list[tuple[list[Outgoing], InsertResult]] = []
+            failure = None
+            for batch, result in zip(batches, results, strict=True):
+                if isinstance(result, WarehouseError):
+                    failure = str(result)
+                elif result.retry:
+                    failure = f"{len(result.retry)} of {len(batch)} rows failed transiently"
+                else:
+                    done.append((batch, result))
+                    continue
+                break
             at = now()
+            # One transaction records the batches and reads the next ones.
             with sessions.begin() as session:
-                moved = session.execute(
-                    _mine(name, owner).values(
-                        delivered_id=batch[-1].row_id,
-                        delivered_at=at,
-                        rows_delivered=WarehouseSink.rows_delivered + len(batch),
-                        failures=0,
-                        retry_at=None,
-                        last_error=None,
-                        lease_until=at + timedelta(seconds=lease),
-                    )
-                )
-                if moved.rowcount == 0:  # type: ignore[attr-defined]
-                    # Another run took over after our lease ran out; it sends these
-                    # rows again, with the same insertIds.
+                if done and not _record(session, name, owner, done, at, lease, run):
                     run.state = "lost"
                     return run
-                run.rejected += keep_rejects(session, name, batch, result, at)
-            run.sent += len(batch) - len(result.rejected)
-            run.batches += 1
-            if max_batches is not None and run.batches >= max_batches:
-                run.state = "budget"
-                return run
-            if time.monotonic() - started > budget:
-                run.state = "budget"
-                return run
+                if failure is not None:
+                    run.state, run.error = "failed", failure
+                    break
+                if (max_batches is not None and run.batches >= max_batches) or (
+                    time.monotonic() - started > budget
+                ):
+                    run.state = "budget"
+                    return run
+                batches = _next_batches(
+                    session, name, owner, size, _room(run, parallel, max_batches)
+                )
+        _fail(sessions, settings, owner, run.error or "", now())
+        return run
     finally:
+        if pool is not None:
+            pool.shutdown(wait=False)
         if run.state not in ("failed", "lost"):
             with sessions.begin() as session:
                 session.execute(_mine(name, owner).values(lease_owner=None, lease_until=None))
