@@ -171,7 +171,7 @@ PASS_THROUGH = {
     "--queues",
     default=None,
     help="Comma-separated queues to consume (default: all of user, order, payment, "
-    "inventory, misc, deadletter).",
+    "inventory, misc, deadletter, rollups, warehouse).",
 )
 @click.option(
     "--metrics-port",
