@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from analytics.errors import ConfigError
 
@@ -354,7 +355,7 @@ class Settings:
         )
 
 
-def _warehouse(env: Mapping[str, str]) -> dict[str, object]:
+def _warehouse(env: Mapping[str, str]) -> dict[str, Any]:
     """The warehouse settings: all of them valid when WAREHOUSE is set, else only defaults."""
     warehouse = (env.get("WAREHOUSE") or "").strip().lower()
     if warehouse not in WAREHOUSES:

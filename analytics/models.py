@@ -390,7 +390,7 @@ class WarehouseSink(Base):
     delivered_id: Mapped[int] = mapped_column(BigInteger, default=0)
     safe_id: Mapped[int] = mapped_column(BigInteger, default=0)
     fence_id: Mapped[int | None] = mapped_column(BigInteger)
-    fence_writers: Mapped[Any] = mapped_column(JSON)
+    fence_writers: Mapped[Any] = mapped_column(JSON, nullable=True)
     #: The run that may send now, and until when (a killed run's lease runs out).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)

@@ -25,7 +25,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, text
 
 from analytics.config import Settings
 from analytics.db import make_engine, session_factory
@@ -105,7 +105,7 @@ def main() -> int:
         rows = _rows(publishing.simulate(args.events, tenants=3, seed=7))
         with sessions.begin() as session:
             for start in range(0, len(rows), 5_000):
-                session.execute(StoredEvent.__table__.insert(), rows[start : start + 5_000])
+                session.execute(insert(StoredEvent), rows[start : start + 5_000])
         checks = "no row checks" if args.no_checks else "every row checked against the schema"
         print(f"{args.events} simulated events (all 15 types, 3 tenants) in PostgreSQL")
         print(f"BigQuery test server in its own process ({checks})")

@@ -71,12 +71,12 @@ COLUMNS = (
 )
 
 
-def select_events() -> Select[Any]:
+def select_events() -> Select:
     """The columns :func:`outgoing` reads, in ``events.id`` order."""
     return select(*COLUMNS).order_by(StoredEvent.id)
 
 
-def select_after(after: int, up_to: int, limit: int) -> Select[Any]:
+def select_after(after: int, up_to: int, limit: int) -> Select:
     """The first ``limit`` events with ``after < id <= up_to``, in ``events.id`` order.
 
     The ids are chosen first, in a subquery, so that the JSON columns are extracted

@@ -104,8 +104,7 @@ class BigQueryServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> BigQueryServer:
         self._thread.start()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from analytics.config import Settings
 from analytics.db import session_factory
@@ -66,7 +66,7 @@ def store_events(engine: Engine, numbers: range | list[int], tenant: str = "t1")
     """Store events numbered ``numbers`` (one transaction); return their insertIds."""
     rows = [event_row(n, tenant) for n in numbers]
     with session_factory(engine).begin() as session:
-        session.execute(StoredEvent.__table__.insert(), rows)
+        session.execute(insert(StoredEvent), rows)
     return {insert_id(r["tenant_id"], r["event_id"]) for r in rows}
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import date
 
 import pytest
+from sqlalchemy import insert
 
 from analytics.config import Settings
 from analytics.db import session_factory
@@ -42,9 +43,7 @@ def test_undelivered_floor_is_the_first_id_the_warehouse_may_not_have(engine, bi
 def test_undelivered_floor_stays_below_a_writer_still_in_flight(pg, bigquery):
     settings = warehouse_settings(bigquery)
     with pg.connect() as slow:
-        (first,) = slow.execute(
-            StoredEvent.__table__.insert().returning(StoredEvent.id), [event_row(1)]
-        ).one()
+        (first,) = slow.execute(insert(StoredEvent).returning(StoredEvent.id), [event_row(1)]).one()
         store_events(pg, range(2, 5))
         deliver(session_factory(pg), settings, BigQueryTable(settings))
         assert floor(pg, settings) <= first

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, insert, select, text
 
 from analytics.db import session_factory
 from analytics.models import StoredEvent, WarehouseReject, WarehouseSink
@@ -110,7 +110,7 @@ def test_a_rolled_back_writer_releases_the_fence(pg, bigquery):
     settings = warehouse_settings(bigquery)
     table = BigQueryTable(settings)
     with pg.connect() as a:
-        a.execute(StoredEvent.__table__.insert(), [event_row(99)])
+        a.execute(insert(StoredEvent), [event_row(99)])
         expected = store_events(pg, range(3))
         assert deliver(session_factory(pg), settings, table).sent == 0
         a.rollback()
