@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
 from analytics.config import Settings
 from analytics.db import make_engine, session_factory
-from analytics.migrations import run_migrations
 from analytics.models import StoredEvent, WarehouseSink
 from analytics.warehouse import deliver
 from analytics.warehouse.bigquery import BigQueryTable
 from benchmarks import procs
+from benchmarks.scratch import scratch_database
 from loadgen import publishing
 
-ADMIN_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 #: The pipeline's sustained rate, measured by benchmarks/pipeline.py (docs/performance.md).
 PIPELINE_EVENTS_PER_S = 11_602
 
@@ -81,11 +76,12 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="write a cProfile of the sink's runs")
     args = parser.parse_args()
 
-    name = f"warehouse_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with scratch_database("warehouse_bench") as url:
+        return _measure(args, url)
+
+
+def _measure(args: argparse.Namespace, url: str) -> int:
+    name = url.rsplit("/", 1)[1]
     server = subprocess.Popen(
         [
             sys.executable,
@@ -99,7 +95,6 @@ def main() -> int:
     engine = None
     try:
         endpoint = server.stdout.readline().strip()  # type: ignore[union-attr]
-        run_migrations(url)
         engine = make_engine(url)
         sessions = session_factory(engine)
         rows = _rows(publishing.simulate(args.events, tenants=3, seed=7))
@@ -162,16 +157,6 @@ def main() -> int:
         server.wait()
         if engine is not None:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
     return 0
 
 
