@@ -36,6 +36,8 @@ _WRITERS = text(
     "SELECT DISTINCT virtualtransaction FROM pg_locks "
     "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
     "AND pid IS DISTINCT FROM pg_backend_pid() "
+    # pg_locks shows every database's locks, and relation OIDs are per database.
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND relation IN (SELECT 'events'::regclass UNION ALL "
     "SELECT inhrelid FROM pg_inherits WHERE inhparent = 'events'::regclass)"
 )

@@ -148,3 +148,20 @@ def test_warehouse_commands_show_status_and_backfill(sqlite_url, bigquery):
         bad.stderr.strip().splitlines()[-1]
         == "Error: --since 2026-12-02 is after --until 2026-12-01"
     )
+
+
+def test_beat_sends_the_sink_runs_only_when_a_warehouse_is_configured():
+    import sys
+
+    import tasks  # noqa: F401  (tasks.app, the module, is shadowed by its `app`)
+
+    schedule = sys.modules["tasks.app"]._warehouse_schedule
+    assert schedule(Settings()) == {}
+    on = Settings.from_env(
+        {"WAREHOUSE": "bigquery", "BIGQUERY_PROJECT": "p", "BIGQUERY_DATASET": "d"}
+    )
+    (entry,) = schedule(on).values()
+    assert entry["task"] == "warehouse.deliver" and entry["schedule"] == on.warehouse_interval
+    from tasks.queues import ROUTES
+
+    assert ROUTES["warehouse.deliver"] == "warehouse"
