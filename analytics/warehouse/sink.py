@@ -82,13 +82,14 @@ def lease_seconds(settings: Settings) -> float:
     return 2 * settings.warehouse_timeout + settings.warehouse_interval
 
 
-def _sink_row(session: Session, name: str, lock: bool = True) -> WarehouseSink:
+def _sink_row(session: Session, name: str) -> WarehouseSink:
+    """The sink's row, created when missing, locked until the transaction ends."""
     session.execute(
         insert_for(session)(WarehouseSink)
         .values(name=name, delivered_id=0, safe_id=0, failures=0, rows_delivered=0)
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    row = session.get(WarehouseSink, name, with_for_update=lock, populate_existing=True)
+    row = session.get(WarehouseSink, name, with_for_update=True, populate_existing=True)
     assert row is not None
     return row
 
