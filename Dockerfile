@@ -10,7 +10,7 @@ WORKDIR /app
 
 # The code stays owned by root: the processes that run it cannot rewrite it.
 COPY . .
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e '.[bigquery]'
 
 # Runtime state (a SQLite database when DATABASE_URL is left at its default) goes
 # to a directory the unprivileged user owns. Beat keeps its schedule in Redis.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from analytics.errors import ConfigError
 
@@ -85,6 +87,24 @@ DEFAULT_ROLLUP_RECENT_DAYS = 2
 DEFAULT_BEAT_LOCK_TIMEOUT = 30.0
 #: Where beat keeps its schedule and its lock in REDIS_URL's database.
 DEFAULT_BEAT_KEY_PREFIX = "analytics:beat:"
+#: Where stored events are copied: nowhere, or BigQuery (analytics/warehouse/).
+WAREHOUSES = ("", "bigquery")
+#: The BigQuery table the sink writes when BIGQUERY_TABLE is not set.
+DEFAULT_BIGQUERY_TABLE = "events"
+#: Rows per insertAll request: BigQuery's own recommendation is up to 500 rows a
+#: request (the hard limits are 50,000 rows and 10 MB).
+DEFAULT_WAREHOUSE_BATCH = 500
+MAX_WAREHOUSE_BATCH = 50_000
+#: Seconds between the sink's runs (beat): the longest a stored event waits for a
+#: partial batch, plus the time its transaction's neighbours take to commit.
+DEFAULT_WAREHOUSE_INTERVAL = 5.0
+#: Seconds one insertAll request may take before it counts as failed (and is sent again).
+DEFAULT_WAREHOUSE_TIMEOUT = 30.0
+#: insertAll requests one sink run has in flight at once: each waits for BigQuery's answer
+#: (tens of ms), so one at a time would cap the rate at a few batches a second.
+DEFAULT_WAREHOUSE_CONCURRENCY = 4
+#: Longest wait between two attempts while BigQuery keeps failing (backoff 1, 2, 4 ... s).
+DEFAULT_WAREHOUSE_MAX_BACKOFF = 60.0
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -214,6 +234,18 @@ class Settings:
     celery_result_backend: str = DEFAULT_REDIS_URL
     #: The HTTP API's POST /test/publish-event (no key needed): for tests and demos only.
     enable_test_endpoints: bool = False
+    #: "bigquery" copies every stored event to BigQuery; empty: no warehouse.
+    warehouse: str = ""
+    bigquery_project: str = ""
+    bigquery_dataset: str = ""
+    bigquery_table: str = DEFAULT_BIGQUERY_TABLE
+    #: Another API root (an emulator, the tests' server); empty: Google's.
+    bigquery_api_endpoint: str = ""
+    warehouse_batch: int = DEFAULT_WAREHOUSE_BATCH
+    warehouse_interval: float = DEFAULT_WAREHOUSE_INTERVAL
+    warehouse_timeout: float = DEFAULT_WAREHOUSE_TIMEOUT
+    warehouse_concurrency: int = DEFAULT_WAREHOUSE_CONCURRENCY
+    warehouse_max_backoff: float = DEFAULT_WAREHOUSE_MAX_BACKOFF
 
     def __repr__(self) -> str:
         shown = []
@@ -249,6 +281,18 @@ class Settings:
         return self.beat_lock_timeout / 5
 
     @property
+    def warehouse_enabled(self) -> bool:
+        """Whether stored events are copied to a warehouse (validated complete by from_env)."""
+        return self.warehouse == "bigquery"
+
+    @property
+    def warehouse_sink(self) -> str:
+        """The sink's name: its destination (a new destination starts from the first event)."""
+        if not self.warehouse_enabled:
+            return ""
+        return f"bigquery:{self.bigquery_project}.{self.bigquery_dataset}.{self.bigquery_table}"
+
+    @property
     def channel_prefix(self) -> str:
         """The part of the pattern before ``*``: ``events:`` for ``events:*``."""
         return self.event_channel_pattern.split("*", 1)[0]
@@ -282,6 +326,7 @@ class Settings:
                 f"EVENT_TIME_MAX={time_max:%Y-%m-%d}, both between years 2 and 9998"
             )
         return cls(
+            **_warehouse(env),
             redis_url=redis_url,
             event_channel_pattern=pattern,
             celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
@@ -326,6 +371,59 @@ class Settings:
             celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
             enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
         )
+
+
+def _warehouse(env: Mapping[str, str]) -> dict[str, Any]:
+    """The warehouse settings: all of them valid when WAREHOUSE is set, else only defaults."""
+    warehouse = (env.get("WAREHOUSE") or "").strip().lower()
+    if warehouse not in WAREHOUSES:
+        raise ConfigError(f"WAREHOUSE={warehouse!r} is not one of: bigquery (or empty for none)")
+    names = {
+        "bigquery_project": env.get("BIGQUERY_PROJECT") or "",
+        "bigquery_dataset": env.get("BIGQUERY_DATASET") or "",
+        "bigquery_table": env.get("BIGQUERY_TABLE") or DEFAULT_BIGQUERY_TABLE,
+    }
+    endpoint = env.get("BIGQUERY_API_ENDPOINT") or ""
+    if warehouse:
+        for key, value in names.items():
+            variable = key.upper()
+            if not value:
+                raise ConfigError(f"WAREHOUSE=bigquery needs {variable} (it is not set)")
+            # Project ids may hold '-', '.' and ':' (domain-scoped); datasets and tables
+            # only letters, digits and '_'.
+            allowed = _BQ_PROJECT if key == "bigquery_project" else _BQ_NAME
+            if not allowed.fullmatch(value):
+                raise ConfigError(f"{variable}={value!r} is not a valid BigQuery name")
+        if endpoint and "://" not in endpoint:
+            raise ConfigError(
+                f"BIGQUERY_API_ENDPOINT={endpoint!r} is not a URL (e.g. http://localhost:9050)"
+            )
+    batch = _int(env, "WAREHOUSE_BATCH", DEFAULT_WAREHOUSE_BATCH)
+    if batch > MAX_WAREHOUSE_BATCH:
+        raise ConfigError(
+            f"WAREHOUSE_BATCH={batch} is over BigQuery's limit of "
+            f"{MAX_WAREHOUSE_BATCH:,} rows a request"
+        )
+    return {
+        "warehouse": warehouse,
+        **names,
+        "bigquery_api_endpoint": endpoint,
+        "warehouse_batch": batch,
+        "warehouse_interval": _float(
+            env, "WAREHOUSE_INTERVAL", DEFAULT_WAREHOUSE_INTERVAL, minimum=0.1
+        ),
+        "warehouse_timeout": _float(
+            env, "WAREHOUSE_TIMEOUT", DEFAULT_WAREHOUSE_TIMEOUT, minimum=0.1
+        ),
+        "warehouse_concurrency": _int(env, "WAREHOUSE_CONCURRENCY", DEFAULT_WAREHOUSE_CONCURRENCY),
+        "warehouse_max_backoff": _float(
+            env, "WAREHOUSE_MAX_BACKOFF", DEFAULT_WAREHOUSE_MAX_BACKOFF, minimum=1
+        ),
+    }
+
+
+_BQ_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,127}")
+_BQ_NAME = re.compile(r"[A-Za-z0-9_]{1,1024}")
 
 
 @lru_cache(maxsize=1)

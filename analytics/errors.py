@@ -53,3 +53,7 @@ def plain(messages: Any) -> Any:
     if messages is None or isinstance(messages, str | int | float | bool):
         return messages
     return str(messages)
+
+
+class WarehouseError(AnalyticsError):
+    """The warehouse did not accept a request (unreachable, failing, or refusing it whole)."""

@@ -370,3 +370,56 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class WarehouseSink(Base):
+    """How far one warehouse destination has received the ``events`` table, in ``events.id`` order.
+
+    ``delivered_id``: every event with ``id <= delivered_id`` was accepted by the
+    warehouse (or rejected and kept in ``warehouse_rejects``). ``safe_id``: no event
+    with ``id <= safe_id`` can still appear (a writer that took a smaller id has
+    ended). ``fence_id`` and ``fence_writers``: a bound being confirmed, and the
+    writer transactions that must end before it is safe (:mod:`analytics.warehouse.fence`).
+    No foreign key to ``events``: ids are only compared, and ``events`` may be
+    partitioned.
+    """
+
+    __tablename__ = "warehouse_sinks"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    delivered_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    safe_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    fence_id: Mapped[int | None] = mapped_column(BigInteger)
+    fence_writers: Mapped[Any] = mapped_column(JSON, nullable=True)
+    #: The run that may send now, and until when (a killed run's lease runs out).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Consecutive failed attempts, and when the next may start (backoff).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: When the warehouse last accepted a batch, and how many rows it accepted in all.
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    rows_delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WarehouseReject(Base):
+    """A stored event the warehouse refused (an ``insertErrors`` entry), with the reason.
+
+    Kept here rather than in ``dead_letters``: a dead letter is a message the
+    pipeline could not ingest and is replayed into it; this event was ingested and
+    counted, only its copy failed, and it is sent again by ``warehouse backfill``.
+    """
+
+    __tablename__ = "warehouse_rejects"
+    __table_args__ = (Index(None, "sink", "event_row_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(255))
+    #: ``events.id`` of the refused event.
+    event_row_id: Mapped[int] = mapped_column(BigInteger)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    rejected_at: Mapped[datetime] = mapped_column(DateTime)

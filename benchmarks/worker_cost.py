@@ -23,22 +23,17 @@ import os
 import pstats
 import statistics
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from analytics.db import make_engine, session_factory
 from analytics.ingest import Context, apply_planned
-from analytics.migrations import run_migrations
 from benchmarks import procs
+from benchmarks.scratch import scratch_database
 from loadgen import publishing
-
-ADMIN_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def batches_of(stream: publishing.Stream, size: int) -> list[list[list[Any]]]:
@@ -64,14 +59,13 @@ def main() -> int:
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
 
-    name = f"worker_cost_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with scratch_database("worker_cost") as url:
+        return _measure(args, url)
+
+
+def _measure(args: argparse.Namespace, url: str) -> int:
     engine = None
     try:
-        run_migrations(url)
         os.environ["DATABASE_URL"] = url
         from tasks.ingest import decode_batch
 
@@ -136,9 +130,6 @@ def main() -> int:
     finally:
         if engine is not None:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     return 0
 
 

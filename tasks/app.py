@@ -19,6 +19,7 @@ from tasks.queues import (
     ROLLUP_CLOSE_DAY_TASK,
     ROLLUP_REFRESH_TASK,
     ROUTES,
+    WAREHOUSE_DELIVER_TASK,
 )
 
 #: Event batches travel compressed with zstd at level 1: a 500-event batch goes
@@ -69,13 +70,30 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _warehouse_schedule(settings: Settings) -> dict[str, Any]:
+    """Beat's sink runs, when a warehouse is configured: one every WAREHOUSE_INTERVAL.
+
+    A run that finds another still sending returns at once (the lease), and an unrun
+    one is superseded by the next, so it expires after one interval.
+    """
+    if not settings.warehouse_enabled:
+        return {}
+    return {
+        "warehouse-deliver": {
+            "task": WAREHOUSE_DELIVER_TASK,
+            "schedule": settings.warehouse_interval,
+            "options": {"expires": max(1.0, settings.warehouse_interval)},
+        }
+    }
+
+
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery(
         "analytics",
         broker=settings.celery_broker_url,
         backend=settings.celery_result_backend,
-        include=["tasks.ingest", "tasks.rollups"],
+        include=["tasks.ingest", "tasks.rollups", "tasks.warehouse"],
     )
     app.conf.update(
         task_serializer="json",
@@ -109,7 +127,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         # Set, so that RedBeat does not borrow the broker's transport options; the
         # timeouts keep a beat cut off from Redis from hanging past its lock.
         redbeat_redis_options={"socket_timeout": 5, "socket_connect_timeout": 5},
-        beat_schedule={
+        beat_schedule=_warehouse_schedule(settings)
+        | {
             # Late events and backfills mark their days; this recomputes them and the
             # last ROLLUP_RECENT_DAYS days. An unrun refresh is superseded by the next.
             "rollups-refresh": {

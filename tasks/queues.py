@@ -13,8 +13,17 @@ MISC_QUEUE = "misc"
 DEADLETTER_QUEUE = "deadletter"
 #: Rollup recomputations (beat and backfills): slower work, kept off the event queues.
 ROLLUPS_QUEUE = "rollups"
+#: The warehouse sink's runs: they wait on BigQuery, so they are kept off the event
+#: queues and get workers of their own (``analytics worker -Q warehouse``).
+WAREHOUSE_QUEUE = "warehouse"
 #: Every queue a worker consumes unless told otherwise.
-QUEUES: tuple[str, ...] = (*CATEGORIES, MISC_QUEUE, DEADLETTER_QUEUE, ROLLUPS_QUEUE)
+QUEUES: tuple[str, ...] = (
+    *CATEGORIES,
+    MISC_QUEUE,
+    DEADLETTER_QUEUE,
+    ROLLUPS_QUEUE,
+    WAREHOUSE_QUEUE,
+)
 
 #: Stores events of types that have no schema yet: raw, counted, no aggregate.
 UNKNOWN_EVENT_TASK = "misc.unknown"
@@ -27,6 +36,8 @@ ROLLUP_DAY_TASK = "rollups.day"
 ROLLUP_REFRESH_TASK = "rollups.refresh"
 #: Beat, after midnight UTC: recompute the day that just ended.
 ROLLUP_CLOSE_DAY_TASK = "rollups.close_day"
+#: Beat, every WAREHOUSE_INTERVAL: copy newly stored events to the warehouse.
+WAREHOUSE_DELIVER_TASK = "warehouse.deliver"
 
 #: Ingestion task name -> queue.
 INGEST_ROUTES: dict[str, str] = {
@@ -40,6 +51,7 @@ ROUTES: dict[str, str] = {
     ROLLUP_DAY_TASK: ROLLUPS_QUEUE,
     ROLLUP_REFRESH_TASK: ROLLUPS_QUEUE,
     ROLLUP_CLOSE_DAY_TASK: ROLLUPS_QUEUE,
+    WAREHOUSE_DELIVER_TASK: WAREHOUSE_QUEUE,
 }
 
 
