@@ -85,6 +85,12 @@ DEFAULT_ROLLUP_RECENT_DAYS = 2
 DEFAULT_BEAT_LOCK_TIMEOUT = 30.0
 #: Where beat keeps its schedule and its lock in REDIS_URL's database.
 DEFAULT_BEAT_KEY_PREFIX = "analytics:beat:"
+#: Days of event time the raw store keeps (``events`` and dead letters); 0 keeps them
+#: forever. Beat prunes past it once a day; aggregates are never pruned.
+DEFAULT_RAW_RETENTION_DAYS = 0
+#: Monthly partitions of ``events`` created ahead of the current month (PostgreSQL):
+#: an event dated next month must find its partition waiting, not the DEFAULT one.
+DEFAULT_RAW_PARTITIONS_AHEAD = 2
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -196,6 +202,8 @@ class Settings:
     celery_result_backend: str = DEFAULT_REDIS_URL
     #: The HTTP API's POST /test/publish-event (no key needed): for tests and demos only.
     enable_test_endpoints: bool = False
+    raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
+    raw_partitions_ahead: int = DEFAULT_RAW_PARTITIONS_AHEAD
 
     def __repr__(self) -> str:
         shown = []
@@ -307,6 +315,12 @@ class Settings:
             beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
             celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
             enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
+            raw_retention_days=_int(
+                env, "RAW_RETENTION_DAYS", DEFAULT_RAW_RETENTION_DAYS, minimum=0
+            ),
+            raw_partitions_ahead=_int(
+                env, "RAW_PARTITIONS_AHEAD", DEFAULT_RAW_PARTITIONS_AHEAD, minimum=1
+            ),
         )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
@@ -294,6 +295,29 @@ def insert_new(
         f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
     )
     return {tuple(row) for row in result}
+
+
+def stored_pairs(
+    session: Session, table: Table, columns: tuple[str, str], pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of ``pairs`` (values of two text ``columns``) ``table`` already holds.
+
+    PostgreSQL: the pairs come in as two arrays and are joined with ``unnest``: one
+    index probe per pair and partition, where ``(a, b) IN (...)`` would plan a list of
+    OR-ed conditions for every partition. SQLite: a row-value ``IN``.
+    """
+    if not pairs:
+        return set()
+    first, second = (table.c[name] for name in columns)
+    if _dialect(session) == "postgresql":
+        given = func.unnest(
+            bindparam("firsts", [a for a, _ in pairs], postgresql.ARRAY(Text)),
+            bindparam("seconds", [b for _, b in pairs], postgresql.ARRAY(Text)),
+        ).table_valued("a", "b").render_derived()
+        stmt = select(first, second).join(given, (first == given.c.a) & (second == given.c.b))
+    else:
+        stmt = select(first, second).where(tuple_(first, second).in_(list(pairs)))
+    return {(a, b) for a, b in session.execute(stmt)}
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -65,11 +65,18 @@ class Base(DeclarativeBase):
 
 
 class StoredEvent(Base):
-    """Every accepted event, once: the ``(tenant_id, event_id)`` key makes replays no-ops."""
+    """Every accepted event, once per ``(tenant_id, event_id)``: replays are no-ops.
+
+    On PostgreSQL the table is partitioned by month of ``occurred_at``
+    (:mod:`analytics.retention`) and its primary key is ``(id, occurred_at)``. A unique
+    index there must hold the partition key, so the one below catches a re-sent envelope
+    (same id, same time) atomically; the writer finds the same ``(tenant_id, event_id)``
+    under another time itself, across partitions.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index(None, "tenant_id", "event_id", unique=True),
+        Index(None, "tenant_id", "event_id", "occurred_at", unique=True),
         # Reports and rebuilds read a tenant's events by time; nothing filters raw
         # events by type (counters answer that), so no index for it: each index
         # costs every insert.

@@ -27,6 +27,10 @@ ROLLUP_DAY_TASK = "rollups.day"
 ROLLUP_REFRESH_TASK = "rollups.refresh"
 #: Beat, after midnight UTC: recompute the day that just ended.
 ROLLUP_CLOSE_DAY_TASK = "rollups.close_day"
+#: Beat: create the coming months' partitions of the raw store (PostgreSQL).
+RETENTION_PARTITIONS_TASK = "retention.partitions"
+#: Beat, with RAW_RETENTION_DAYS set: drop raw events and dead letters past the horizon.
+RETENTION_PRUNE_TASK = "retention.prune"
 
 #: Ingestion task name -> queue.
 INGEST_ROUTES: dict[str, str] = {
@@ -40,6 +44,9 @@ ROUTES: dict[str, str] = {
     ROLLUP_DAY_TASK: ROLLUPS_QUEUE,
     ROLLUP_REFRESH_TASK: ROLLUPS_QUEUE,
     ROLLUP_CLOSE_DAY_TASK: ROLLUPS_QUEUE,
+    # Maintenance of the raw store: slow and rare, like the rollups, off the event queues.
+    RETENTION_PARTITIONS_TASK: ROLLUPS_QUEUE,
+    RETENTION_PRUNE_TASK: ROLLUPS_QUEUE,
 }
 
 

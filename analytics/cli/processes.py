@@ -24,14 +24,14 @@ from analytics.migrations import run_migrations
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic upgrade to head).
+    """Create or upgrade the database schema (Alembic upgrade to head) and its partitions.
 
     Safe to run again: a database already at the newest schema is left alone.
     """
     _setup_logging()
     settings = _settings()
     try:
-        revision = run_migrations(settings.database_url)
+        revision = run_migrations(settings.database_url, settings.raw_partitions_ahead)
     except Exception as exc:
         raise click.ClickException(f"migration failed: {describe(exc)}") from None
     click.echo(f"database is at schema revision {revision}")
@@ -288,7 +288,7 @@ def up(concurrency: int, no_beat: bool) -> None:
     """
     _setup_logging()
     settings = _settings()
-    revision = run_migrations(settings.database_url)
+    revision = run_migrations(settings.database_url, settings.raw_partitions_ahead)
     log.info("database at revision %s: %s", revision, settings.database_url.split("@")[-1])
     command = [sys.executable, "-m", "analytics"]
     specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]
