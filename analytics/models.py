@@ -100,6 +100,18 @@ class StoredEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class RawHorizon(Base):
+    """One row once raw events were pruned: those dated before ``pruned_before`` may be gone.
+
+    Rebuilds read raw events, so they cannot start before it (:mod:`analytics.rebuild`).
+    """
+
+    __tablename__ = "raw_horizon"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pruned_before: Mapped[datetime] = mapped_column(DateTime)
+
+
 class DeadLetter(Base):
     """A message that could not be ingested, kept for listing and replay.
 

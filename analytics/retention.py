@@ -29,7 +29,8 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from analytics.errors import AnalyticsError
-from analytics.models import DeadLetter, StoredEvent
+from analytics.db import one_at_a_time
+from analytics.models import DeadLetter, RawHorizon, StoredEvent
 
 #: Monthly partitions are named after their month: ``events_p202612``.
 PARTITION_PREFIX = "events_p"
@@ -220,10 +221,13 @@ def prune(
     ``id >= keep_from_id`` excepted.
     """
     result = Pruned(cutoff=now - older_than)
+    one_at_a_time(session, "retention")  # two prunes at once would race on the horizon
     events = StoredEvent.__table__
+    horizon: datetime | None = result.cutoff
     if is_partitioned(session):
         ensure_partitions(session, now, ahead=0)  # empties DEFAULT into month partitions
-        for part in partitions(session):
+        partitions_before = partitions(session)
+        for part in partitions_before:
             if part.end is None or part.end > result.cutoff:
                 continue
             count, newest = session.execute(
@@ -235,6 +239,9 @@ def prune(
             session.execute(text(f"DROP TABLE {part.name}"))
             result.dropped.append(part.name)
             result.events += int(count)
+        # Whole months went: every event before the end of the last one dropped may be gone.
+        ends = [p.end for p in partitions_before if p.name in result.dropped and p.end]
+        horizon = max(ends) if ends else None
     else:
         stmt = delete(events).where(events.c.occurred_at < result.cutoff)
         if keep_from_id is not None:
@@ -242,9 +249,21 @@ def prune(
         result.events = int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
     gone = session.execute(delete(DeadLetter).where(DeadLetter.received_at < result.cutoff))
     result.dead_letters = int(gone.rowcount or 0)  # type: ignore[attr-defined]
+    if horizon is not None and (result.events or result.dropped):
+        _move_horizon(session, horizon)
     return result
 
 
-def oldest_event(session: Session) -> datetime | None:
-    """The event time of the oldest raw event kept: where rebuilds can start."""
-    return session.execute(select(func.min(StoredEvent.occurred_at))).scalar()
+def _move_horizon(session: Session, horizon: datetime) -> None:
+    row = session.get(RawHorizon, 1)
+    if row is None:
+        session.add(RawHorizon(id=1, pruned_before=horizon))
+    elif row.pruned_before < horizon:
+        row.pruned_before = horizon
+    session.flush()
+
+
+def pruned_before(session: Session) -> datetime | None:
+    """Raw events dated before this may have been pruned (None: nothing ever was)."""
+    return session.execute(select(RawHorizon.pruned_before)).scalar()
+

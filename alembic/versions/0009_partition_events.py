@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
+import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0009"
@@ -39,6 +41,12 @@ def _next_month(month: date) -> date:
 
 
 def upgrade() -> None:
+    op.create_table(
+        "raw_horizon",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("pruned_before", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_raw_horizon")),
+    )
     if op.get_bind().dialect.name != "postgresql":
         with op.batch_alter_table("events") as batch:
             batch.drop_index("ix_events_tenant_id_event_id")
@@ -100,6 +108,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("raw_horizon")
     if op.get_bind().dialect.name != "postgresql":
         with op.batch_alter_table("events") as batch:
             batch.drop_index("ix_events_tenant_id_event_id_occurred_at")
