@@ -198,6 +198,10 @@ class _DayFile:
         os.replace(self.partial, self.path)
 
     def abandon(self) -> None:
+        try:
+            self.writer.close()  # Parquet's writer would otherwise write to a closed file later
+        except Exception:  # noqa: S110 - the file is being thrown away; the first error goes on
+            pass
         self.handle.close()
         self.partial.unlink(missing_ok=True)
 
