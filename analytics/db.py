@@ -310,10 +310,14 @@ def stored_pairs(
         return set()
     first, second = (table.c[name] for name in columns)
     if _dialect(session) == "postgresql":
-        given = func.unnest(
-            bindparam("firsts", [a for a, _ in pairs], postgresql.ARRAY(Text)),
-            bindparam("seconds", [b for _, b in pairs], postgresql.ARRAY(Text)),
-        ).table_valued("a", "b").render_derived()
+        given = (
+            func.unnest(
+                bindparam("firsts", [a for a, _ in pairs], postgresql.ARRAY(Text)),
+                bindparam("seconds", [b for _, b in pairs], postgresql.ARRAY(Text)),
+            )
+            .table_valued("a", "b")
+            .render_derived()
+        )
         stmt = select(first, second).join(given, (first == given.c.a) & (second == given.c.b))
     else:
         stmt = select(first, second).where(tuple_(first, second).in_(list(pairs)))

@@ -14,6 +14,7 @@ JSON text in Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -198,10 +199,10 @@ class _DayFile:
         os.replace(self.partial, self.path)
 
     def abandon(self) -> None:
-        try:
-            self.writer.close()  # Parquet's writer would otherwise write to a closed file later
-        except Exception:  # noqa: S110 - the file is being thrown away; the first error goes on
-            pass
+        # Parquet's writer would otherwise write its footer to a closed file later;
+        # the file is being thrown away, and the first error is the one that goes on.
+        with contextlib.suppress(Exception):
+            self.writer.close()
         self.handle.close()
         self.partial.unlink(missing_ok=True)
 

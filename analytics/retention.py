@@ -1,4 +1,4 @@
-"""The bounded raw store: ``events`` in monthly partitions on PostgreSQL, dropped whole past a horizon.
+"""The bounded raw store: ``events`` in monthly partitions, dropped whole past a horizon.
 
 On PostgreSQL ``events`` is partitioned by ``RANGE (occurred_at)`` (migration 0009): one
 partition per calendar month of event time, ``events_pYYYYMM``, and a DEFAULT partition
@@ -25,11 +25,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.orm import Session
 
-from analytics.errors import AnalyticsError
 from analytics.db import one_at_a_time
+from analytics.errors import AnalyticsError
 from analytics.models import DeadLetter, RawHorizon, StoredEvent
 
 #: Monthly partitions are named after their month: ``events_p202612``.
@@ -153,7 +153,7 @@ def _move_out_of_default(session: Session, month: date) -> int:
             "INSERT INTO moving_events SELECT * FROM gone"
         ),
         bounds,
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]
     _create_partition(session, month)
     session.execute(text("INSERT INTO events SELECT * FROM moving_events"))
     session.execute(text("DELETE FROM moving_events"))
@@ -223,6 +223,7 @@ def prune(
     result = Pruned(cutoff=now - older_than)
     one_at_a_time(session, "retention")  # two prunes at once would race on the horizon
     events = StoredEvent.__table__
+    assert isinstance(events, Table)
     horizon: datetime | None = result.cutoff
     if is_partitioned(session):
         ensure_partitions(session, now, ahead=0)  # empties DEFAULT into month partitions
@@ -266,4 +267,3 @@ def _move_horizon(session: Session, horizon: datetime) -> None:
 def pruned_before(session: Session) -> datetime | None:
     """Raw events dated before this may have been pruned (None: nothing ever was)."""
     return session.execute(select(RawHorizon.pruned_before)).scalar()
-

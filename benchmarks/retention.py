@@ -51,7 +51,8 @@ INSERT INTO events (tenant_id, event_id, event_type, known, user_id, occurred_at
 SELECT 'tenant-' || (n % 10), md5(n::text), 'order.created', true, 'user-' || (n % 50000),
        t, t, t, 'events:order:created', NULL, false, false,
        json_build_object(
-         'event_id', md5(n::text), 'event_type', 'order.created', 'tenant_id', 'tenant-' || (n % 10),
+         'event_id', md5(n::text), 'event_type', 'order.created',
+         'tenant_id', 'tenant-' || (n % 10),
          'user_id', 'user-' || (n % 50000), 'timestamp', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
          'data', json_build_object(
            'order_id', 'order-' || n, 'customer_id', 'customer-' || (n % 50000),

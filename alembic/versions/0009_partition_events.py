@@ -1,4 +1,4 @@
-"""partition events: monthly range partitions on occurred_at (PostgreSQL); dedup key with occurred_at
+"""partition events: monthly range partitions on occurred_at (PostgreSQL), the retention horizon
 
 Revision ID: 0009
 Revises: 0008
@@ -145,8 +145,6 @@ def downgrade() -> None:
     execute("ALTER SEQUENCE events_id_seq OWNED BY events.id")
     execute(f"INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM events_0009")
     execute("ALTER TABLE events ADD CONSTRAINT pk_events PRIMARY KEY (id)")
-    execute(
-        "CREATE UNIQUE INDEX ix_events_tenant_id_event_id ON events (tenant_id, event_id)"
-    )
+    execute("CREATE UNIQUE INDEX ix_events_tenant_id_event_id ON events (tenant_id, event_id)")
     execute("CREATE INDEX ix_events_tenant_id_occurred_at ON events (tenant_id, occurred_at)")
     execute("DROP TABLE events_0009")

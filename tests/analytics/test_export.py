@@ -64,9 +64,7 @@ def test_jsonl_files_per_tenant_and_day_equal_the_stored_events(engine, tmp_path
         "tenant%2Fwith%2Eodd%20chars/2024-03-01.jsonl",
     ]
     lines = [
-        orjson.loads(line)
-        for name in files
-        for line in (tmp_path / name).read_bytes().splitlines()
+        orjson.loads(line) for name in files for line in (tmp_path / name).read_bytes().splitlines()
     ]
     expected = [as_exported(row) for row in stored_rows(engine, date(2024, 3, 1), date(2024, 3, 2))]
     assert lines == expected

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from analytics.models import Base
@@ -95,7 +95,9 @@ def events_of(engine) -> list[tuple]:
         return [
             tuple(row)
             for row in conn.execute(
-                text("SELECT id, tenant_id, event_id, occurred_at, payload::text FROM events ORDER BY id")
+                text(
+                    "SELECT id, tenant_id, event_id, occurred_at, payload::text FROM events ORDER BY id"
+                )
             )
         ]
 
@@ -122,15 +124,23 @@ def test_0009_partitions_a_populated_events_table_and_downgrades_back(scratch_po
         command.upgrade(config, "0009")
         assert events_of(engine) == before
         with engine.connect() as conn:
-            parts = conn.execute(
-                text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+            parts = (
+                conn.execute(
+                    text(
+                        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+                    )
                 )
-            ).scalars().all()
-            indexes = conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
+            indexes = (
+                conn.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
+                )
+                .scalars()
+                .all()
+            )
         # 2024-01-16 .. 2024-04-14: a partition per month, and DEFAULT.
         assert parts == [
             "events_default", "events_p202401", "events_p202402", "events_p202403",
@@ -156,10 +166,18 @@ def test_0009_partitions_a_populated_events_table_and_downgrades_back(scratch_po
         with engine.connect() as conn:
             kind = conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'events'"))
             assert kind.scalar() == "r"
-            indexes = conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
-            ).scalars().all()
-        assert indexes == ["ix_events_tenant_id_event_id", "ix_events_tenant_id_occurred_at", "pk_events"]
+            indexes = (
+                conn.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
+                )
+                .scalars()
+                .all()
+            )
+        assert indexes == [
+            "ix_events_tenant_id_event_id",
+            "ix_events_tenant_id_occurred_at",
+            "pk_events",
+        ]
         command.upgrade(config, "head")
         assert diff(scratch_postgres) == []
         assert events_of(engine) == after
