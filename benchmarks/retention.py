@@ -145,13 +145,19 @@ def main() -> int:
     parser.add_argument("--months", type=int, default=6, help="event times span this many months")
     parser.add_argument("--export-days", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="a database a --keep run left at revision 0008 with its rows: skip generating",
+    )
     args = parser.parse_args()
     from alembic import command
 
-    name = f"retention_bench_{uuid.uuid4().hex[:8]}"
+    name = args.reuse or f"retention_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    if not args.reuse:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     engine = make_engine(url)
     try:
@@ -159,10 +165,11 @@ def main() -> int:
         command.upgrade(config, "0008")
         now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         start = now - timedelta(days=30 * args.months)
-        say(f"database {name}; generating {args.rows:,} events from {start:%Y-%m-%d} to {now}")
+        doing = "reusing" if args.reuse else "generating"
+        say(f"database {name}; {doing} {args.rows:,} events from {start:%Y-%m-%d} to {now}")
         began = time.monotonic()
         step = 1_000_000
-        for first in range(1, args.rows + 1, step):
+        for first in range(1, 0 if args.reuse else args.rows + 1, step):
             with engine.begin() as conn:
                 conn.execute(
                     text(GENERATE),

@@ -40,6 +40,31 @@ def _next_month(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
+def _create_events(partitioning: str) -> None:
+    """The events table of revision 0008's columns, partitioned or not; its id sequence kept."""
+    op.execute(
+        f"""
+        CREATE TABLE events (
+            id BIGINT NOT NULL DEFAULT nextval('events_id_seq'),
+            tenant_id VARCHAR(128) NOT NULL,
+            event_id VARCHAR(128) NOT NULL,
+            event_type VARCHAR(128) NOT NULL,
+            known BOOLEAN NOT NULL,
+            user_id VARCHAR(128),
+            occurred_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+            received_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+            stored_at TIMESTAMP WITHOUT TIME ZONE,
+            channel VARCHAR(255) NOT NULL,
+            response_time_ms DOUBLE PRECISION,
+            event_id_derived BOOLEAN NOT NULL,
+            timestamp_derived BOOLEAN NOT NULL,
+            payload JSON NOT NULL
+        ) {partitioning}
+        """
+    )
+    op.execute("ALTER SEQUENCE events_id_seq OWNED BY events.id")
+
+
 def upgrade() -> None:
     op.create_table(
         "raw_horizon",
@@ -62,27 +87,7 @@ def upgrade() -> None:
     execute("ALTER INDEX pk_events RENAME TO pk_events_0008")
     execute("ALTER INDEX ix_events_tenant_id_event_id RENAME TO ix_events_0008_key")
     execute("ALTER INDEX ix_events_tenant_id_occurred_at RENAME TO ix_events_0008_time")
-    execute(
-        """
-        CREATE TABLE events (
-            id BIGINT NOT NULL DEFAULT nextval('events_id_seq'),
-            tenant_id VARCHAR(128) NOT NULL,
-            event_id VARCHAR(128) NOT NULL,
-            event_type VARCHAR(128) NOT NULL,
-            known BOOLEAN NOT NULL,
-            user_id VARCHAR(128),
-            occurred_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
-            received_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
-            stored_at TIMESTAMP WITHOUT TIME ZONE,
-            channel VARCHAR(255) NOT NULL,
-            response_time_ms DOUBLE PRECISION,
-            event_id_derived BOOLEAN NOT NULL,
-            timestamp_derived BOOLEAN NOT NULL,
-            payload JSON NOT NULL
-        ) PARTITION BY RANGE (occurred_at)
-        """
-    )
-    execute("ALTER SEQUENCE events_id_seq OWNED BY events.id")
+    _create_events("PARTITION BY RANGE (occurred_at)")
     months = (
         op.get_bind()
         .exec_driver_sql("SELECT DISTINCT date_trunc('month', occurred_at) FROM events_0008")
@@ -122,27 +127,7 @@ def downgrade() -> None:
     execute("ALTER INDEX pk_events RENAME TO pk_events_0009")
     execute("ALTER INDEX ix_events_tenant_id_occurred_at RENAME TO ix_events_0009_time")
     execute("ALTER INDEX ix_events_tenant_id_event_id_occurred_at RENAME TO ix_events_0009_key")
-    execute(
-        """
-        CREATE TABLE events (
-            id BIGINT NOT NULL DEFAULT nextval('events_id_seq'),
-            tenant_id VARCHAR(128) NOT NULL,
-            event_id VARCHAR(128) NOT NULL,
-            event_type VARCHAR(128) NOT NULL,
-            known BOOLEAN NOT NULL,
-            user_id VARCHAR(128),
-            occurred_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
-            received_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
-            stored_at TIMESTAMP WITHOUT TIME ZONE,
-            channel VARCHAR(255) NOT NULL,
-            response_time_ms DOUBLE PRECISION,
-            event_id_derived BOOLEAN NOT NULL,
-            timestamp_derived BOOLEAN NOT NULL,
-            payload JSON NOT NULL
-        )
-        """
-    )
-    execute("ALTER SEQUENCE events_id_seq OWNED BY events.id")
+    _create_events("")
     execute(f"INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM events_0009")
     execute("ALTER TABLE events ADD CONSTRAINT pk_events PRIMARY KEY (id)")
     execute("CREATE UNIQUE INDEX ix_events_tenant_id_event_id ON events (tenant_id, event_id)")

@@ -73,21 +73,10 @@ def test_analytics_migrate_reports_an_unreachable_database_in_one_line(tmp_path)
 @pytest.fixture
 def scratch_postgres():
     """An empty PostgreSQL database of this test's own, dropped after it."""
-    from tests.conftest import ADMIN_URL, RUN_ID, _unavailable, _with_database
+    from tests.conftest import RUN_ID, scratch_database
 
-    name = f"analytics_test_{RUN_ID}_migrate"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        _unavailable("PostgreSQL", exc)
-    try:
-        yield _with_database(ADMIN_URL, name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(f"analytics_test_{RUN_ID}_migrate") as url:
+        yield url
 
 
 def events_of(engine) -> list[tuple]:

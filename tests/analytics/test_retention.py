@@ -166,7 +166,9 @@ def test_two_transactions_with_one_id_under_two_times_store_it_once(pg, extra):
     # The second waits for the first's key lock, then finds its row: no race lets both in.
     session = Session(pg)
     session.begin()
-    first = apply_events(session, [order("race", "2023-06-01T10:00:00Z"), *others(extra, "01")], CTX)
+    first = apply_events(
+        session, [order("race", "2023-06-01T10:00:00Z"), *others(extra, "01")], CTX
+    )
     outcome: dict[str, int] = {}
 
     def second() -> None:
