@@ -98,7 +98,9 @@ def is_partitioned(session: Session) -> bool:
 
 
 def partitions(session: Session) -> list[Partition]:
-    """The partitions of ``events``, oldest first, the DEFAULT partition last."""
+    """The partitions of ``events``, oldest first, the DEFAULT partition last (none on SQLite)."""
+    if not is_partitioned(session):
+        return []
     rows = session.execute(
         text(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "

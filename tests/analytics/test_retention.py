@@ -315,3 +315,24 @@ def test_beat_prunes_only_when_a_retention_is_set():
     assert RETENTION_PARTITIONS_TASK in tasks({})
     assert RETENTION_PRUNE_TASK not in tasks({})
     assert RETENTION_PRUNE_TASK in tasks({"RAW_RETENTION_DAYS": "90"})
+
+
+def test_the_retention_commands_answer_in_one_line_on_sqlite(sqlite_url):
+    import subprocess
+    import sys
+
+    env = {"DATABASE_URL": sqlite_url, "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "analytics", "retention", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+
+    pruned = run("prune", "--older-than", "90d", "--format", "json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert '"events":0' in pruned.stdout
+    bad = run("prune", "--older-than", "3 months")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "Error: --older-than '3 months' is not an age such as 90d or 12w"
+    listed = run("partitions")
+    assert listed.returncode == 0
+    assert "not partitioned here (SQLite)" in listed.stderr
