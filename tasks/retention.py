@@ -41,6 +41,8 @@ def prune(self: Task) -> dict[str, Any]:
     days = get_settings().raw_retention_days
     if not days:
         return {"skipped": "RAW_RETENTION_DAYS is 0: raw events are kept forever"}
+    # keep_from_id: None keeps nothing back. With a warehouse sink, the first id it
+    # has not delivered goes here, so that no partition it still needs is dropped.
     result = _in_transaction(
         self, lambda s: retention.prune(s, timedelta(days=days), _now(), keep_from_id=None)
     )

@@ -239,7 +239,10 @@ def _run_worker(
 @main.command(context_settings=PASS_THROUGH)
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Run Celery beat, which schedules the periodic rollups.
+    """Run Celery beat, which schedules the periodic rollups and raw-store upkeep.
+
+    Daily: the coming months' partitions of events, and with RAW_RETENTION_DAYS set,
+    the prune of raw events and dead letters past it.
 
     Run two on different hosts for redundancy: they share a schedule and a lock in
     Redis (REDIS_URL), one sends and the other stands by, taking over within
