@@ -8,6 +8,7 @@ from alembic import context
 from analytics.config import get_settings
 from analytics.db import make_engine
 from analytics.models import Base
+from analytics.retention import include_name
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -40,6 +41,7 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -105,6 +105,12 @@ DEFAULT_WAREHOUSE_TIMEOUT = 30.0
 DEFAULT_WAREHOUSE_CONCURRENCY = 4
 #: Longest wait between two attempts while BigQuery keeps failing (backoff 1, 2, 4 ... s).
 DEFAULT_WAREHOUSE_MAX_BACKOFF = 60.0
+#: Days of event time the raw store keeps (``events`` and dead letters); 0 keeps them
+#: forever. Beat prunes past it once a day; aggregates are never pruned.
+DEFAULT_RAW_RETENTION_DAYS = 0
+#: Monthly partitions of ``events`` created ahead of the current month (PostgreSQL):
+#: an event dated next month must find its partition waiting, not the DEFAULT one.
+DEFAULT_RAW_PARTITIONS_AHEAD = 2
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -246,6 +252,8 @@ class Settings:
     warehouse_timeout: float = DEFAULT_WAREHOUSE_TIMEOUT
     warehouse_concurrency: int = DEFAULT_WAREHOUSE_CONCURRENCY
     warehouse_max_backoff: float = DEFAULT_WAREHOUSE_MAX_BACKOFF
+    raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
+    raw_partitions_ahead: int = DEFAULT_RAW_PARTITIONS_AHEAD
 
     def __repr__(self) -> str:
         shown = []
@@ -370,6 +378,12 @@ class Settings:
             beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
             celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
             enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
+            raw_retention_days=_int(
+                env, "RAW_RETENTION_DAYS", DEFAULT_RAW_RETENTION_DAYS, minimum=0
+            ),
+            raw_partitions_ahead=_int(
+                env, "RAW_PARTITIONS_AHEAD", DEFAULT_RAW_PARTITIONS_AHEAD, minimum=1
+            ),
         )
 
 

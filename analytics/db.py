@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
@@ -294,6 +295,83 @@ def insert_new(
         f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
     )
     return {tuple(row) for row in result}
+
+
+def insert_once(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    key: tuple[str, str],
+    conflict: tuple[str, ...],
+) -> set[tuple[str, str]]:
+    """Insert the rows whose ``key`` (two text columns) ``table`` holds nowhere; return those keys.
+
+    For a table whose unique index (``conflict``) must hold more than the key, as a
+    partitioned table's holds its partition key: the index alone would let the same
+    key in again under another value of the rest. Transactions inserting the same
+    key run in turn: each first takes a transaction-scoped advisory lock per key
+    (:func:`key_lock`, all in one sorted order), then looks the keys up in a new
+    statement, whose snapshot holds what the transaction before it committed.
+
+    On PostgreSQL with enough rows, the keys are locked and looked up from the COPY
+    staging table (:func:`insert_new`), without sending them again as parameters.
+    """
+    if not rows:
+        return set()
+    first, second = key
+    if _dialect(session) == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        staging, names = copy_to_staging(session, table, rows)
+        connection = session.connection()
+        name = f"'{table.name}:' || length({first}) || ':' || {first} || {second}"
+        connection.exec_driver_sql(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) FROM "
+            f'(SELECT DISTINCT {name} COLLATE "C" AS name FROM {staging} ORDER BY 1) AS ordered'
+        )
+        listed = ", ".join(names)
+        result = connection.exec_driver_sql(
+            f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
+            f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
+            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+        )
+        return {(a, b) for a, b in result}
+    one_at_a_time(session, *(key_lock(table, row[first], row[second]) for row in rows))
+    stored = stored_pairs(session, table, key, [(row[first], row[second]) for row in rows])
+    fresh = [row for row in rows if (row[first], row[second]) not in stored]
+    at = conflict.index(first), conflict.index(second)
+    return {(found[at[0]], found[at[1]]) for found in insert_new(session, table, fresh, conflict)}
+
+
+def key_lock(table: Table, first: str, second: str) -> str:
+    """The advisory lock name :func:`insert_once` takes for a key (the same in SQL there)."""
+    return f"{table.name}:{len(first)}:{first}{second}"
+
+
+def stored_pairs(
+    session: Session, table: Table, columns: tuple[str, str], pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of ``pairs`` (values of two text ``columns``) ``table`` already holds.
+
+    PostgreSQL: the pairs come in as two arrays and are joined with ``unnest``: one
+    index probe per pair and partition, where ``(a, b) IN (...)`` would plan a list of
+    OR-ed conditions for every partition. SQLite: a row-value ``IN``.
+    """
+    if not pairs:
+        return set()
+    first, second = (table.c[name] for name in columns)
+    if _dialect(session) == "postgresql":
+        given = (
+            func.unnest(
+                bindparam("firsts", [a for a, _ in pairs], postgresql.ARRAY(Text)),
+                bindparam("seconds", [b for _, b in pairs], postgresql.ARRAY(Text)),
+            )
+            .table_valued("a", "b")
+            .render_derived()
+        )
+        stmt = select(first, second).join(given, (first == given.c.a) & (second == given.c.b))
+    else:
+        stmt = select(first, second).where(tuple_(first, second).in_(list(pairs)))
+    return {(a, b) for a, b in session.execute(stmt)}
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

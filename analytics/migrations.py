@@ -6,8 +6,11 @@ to bring a database to the newest schema.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from analytics.config import DEFAULT_RAW_PARTITIONS_AHEAD
 
 #: The migrations: ``alembic/`` at the top of the source tree, reached through the package's
 #: ``schema`` link so that a wheel (which copies them into the package) has them too.
@@ -26,12 +29,25 @@ def alembic_config(database_url: str) -> Any:
     return config
 
 
-def run_migrations(database_url: str) -> str:
-    """Upgrade the database to the newest schema; return the revision it is at."""
+def run_migrations(database_url: str, partitions_ahead: int = DEFAULT_RAW_PARTITIONS_AHEAD) -> str:
+    """Upgrade the database to the newest schema; return the revision it is at.
+
+    Then make sure the raw store's partitions for this month and ``partitions_ahead``
+    more exist (PostgreSQL), so that a fresh database takes events at once.
+    """
     from alembic.script import ScriptDirectory
+    from sqlalchemy.orm import Session
 
     from alembic import command
+    from analytics.db import make_engine
+    from analytics.retention import ensure_partitions
 
     config = alembic_config(database_url)
     command.upgrade(config, "head")
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            ensure_partitions(session, datetime.now(UTC).replace(tzinfo=None), partitions_ahead)
+    finally:
+        engine.dispose()
     return str(ScriptDirectory.from_config(config).get_current_head())

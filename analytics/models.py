@@ -65,11 +65,18 @@ class Base(DeclarativeBase):
 
 
 class StoredEvent(Base):
-    """Every accepted event, once: the ``(tenant_id, event_id)`` key makes replays no-ops."""
+    """Every accepted event, once per ``(tenant_id, event_id)``: replays are no-ops.
+
+    On PostgreSQL the table is partitioned by month of ``occurred_at``
+    (:mod:`analytics.retention`) and its primary key is ``(id, occurred_at)``. A unique
+    index there must hold the partition key, so the one below catches a re-sent envelope
+    (same id, same time) atomically; the writer finds the same ``(tenant_id, event_id)``
+    under another time itself, across partitions.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index(None, "tenant_id", "event_id", unique=True),
+        Index(None, "tenant_id", "event_id", "occurred_at", unique=True),
         # Reports and rebuilds read a tenant's events by time; nothing filters raw
         # events by type (counters answer that), so no index for it: each index
         # costs every insert.
@@ -91,6 +98,18 @@ class StoredEvent(Base):
     event_id_derived: Mapped[bool] = mapped_column(Boolean, default=False)
     timestamp_derived: Mapped[bool] = mapped_column(Boolean, default=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RawHorizon(Base):
+    """One row once raw events were pruned: those dated before ``pruned_before`` may be gone.
+
+    Rebuilds read raw events, so they cannot start before it (:mod:`analytics.rebuild`).
+    """
+
+    __tablename__ = "raw_horizon"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pruned_before: Mapped[datetime] = mapped_column(DateTime)
 
 
 class DeadLetter(Base):

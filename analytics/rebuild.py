@@ -5,7 +5,8 @@ For after a handler fix, or after aggregates were lost. Time-bucketed tables
 are deleted for the range and re-derived from the events of the range. State
 tables (orders, payments, stock levels, cohorts, alerts) carry sums and
 last-writer-wins values across all time, so they are re-derived from all of the
-tenant's events. The raw store itself is never changed.
+tenant's events, as long as the raw store holds all of them (nothing was pruned).
+The raw store itself is never changed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
+from analytics.errors import AnalyticsError
 from analytics.events import Event, parse
 from analytics.ingest import (
     COHORTS,
@@ -47,6 +49,7 @@ from analytics.models import (
     UserCohort,
     UserSession,
 )
+from analytics.retention import pruned_before
 
 #: Tables with one row per time bucket or per event, and the column that places them in time.
 BUCKETED: tuple[tuple[Any, Any], ...] = (
@@ -101,28 +104,47 @@ def stored_events(session: Session, tenant: str, chunk: int = 1000) -> Iterator[
         last = (rows[-1].occurred_at, rows[-1].id)
 
 
+class RebuildError(AnalyticsError):
+    """A rebuild that would need raw events the store no longer holds."""
+
+
 def rebuild(
     session: Session, tenant: str, since: date, until: date, ctx: Context
 ) -> dict[str, int]:
-    """Recompute ``tenant``'s aggregates for ``[since, until]``; return what was replayed."""
+    """Recompute ``tenant``'s aggregates for ``[since, until]``; return what was replayed.
+
+    Once raw events were pruned (:func:`analytics.retention.pruned_before`), a range
+    must start at the horizon or later, and the state tables are left as they are:
+    re-deriving them needs every event since the first, and the oldest are gone.
+    """
     start = datetime.combine(since, time())
     end = datetime.combine(until + timedelta(days=1), time())
+    horizon = pruned_before(session)
+    if horizon is not None and start < horizon:
+        first = (horizon + timedelta(days=1) - timedelta(microseconds=1)).date()
+        raise RebuildError(
+            f"raw events before {horizon:%Y-%m-%d %H:%M} were pruned: "
+            f"a rebuild can start on {first} at the earliest"
+        )
     for model, column in BUCKETED:
         low, high = (since, until) if column.type.python_type is date else (start, end)
         inclusive = column <= high if column.type.python_type is date else column < high
         session.execute(delete(model).where(model.tenant_id == tenant, column >= low, inclusive))
-    for model in STATE:
-        session.execute(delete(model).where(model.tenant_id == tenant))
+    if horizon is None:
+        for model in STATE:
+            session.execute(delete(model).where(model.tenant_id == tenant))
 
     def in_range(event: Event) -> bool:
         return start <= event.timestamp < end
 
     def keep(event: Event, change: Change) -> bool:
+        is_state = isinstance(change, Upsert) and change.aggregate in STATE_AGGREGATES
+        if horizon is not None:
+            # State kept as it is: applying its changes again would add sums twice.
+            return in_range(event) and not is_state
         # Stock alerts are recomputed from all of a product's movements, those outside
         # the range (not deleted) and those of the range (appended again) alike.
-        if in_range(event) or isinstance(change, StockAlerts):
-            return True
-        return isinstance(change, Upsert) and change.aggregate in STATE_AGGREGATES
+        return in_range(event) or isinstance(change, StockAlerts) or is_state
 
     replayed = in_range_count = 0
     for chunk in stored_events(session, tenant):

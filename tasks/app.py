@@ -16,6 +16,8 @@ from tasks.ledger import is_redis_url
 from tasks.queues import (
     MISC_QUEUE,
     QUEUES,
+    RETENTION_PARTITIONS_TASK,
+    RETENTION_PRUNE_TASK,
     ROLLUP_CLOSE_DAY_TASK,
     ROLLUP_REFRESH_TASK,
     ROUTES,
@@ -93,7 +95,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         "analytics",
         broker=settings.celery_broker_url,
         backend=settings.celery_result_backend,
-        include=["tasks.ingest", "tasks.rollups", "tasks.warehouse"],
+        include=["tasks.ingest", "tasks.rollups", "tasks.retention", "tasks.warehouse"],
     )
     app.conf.update(
         task_serializer="json",
@@ -142,8 +144,22 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "schedule": crontab(minute=5, hour=0),
                 "options": {"expires": 3600},
             },
+            # The coming months' partitions of the raw store, long before they are needed
+            # (daily, so a missed run costs nothing: RAW_PARTITIONS_AHEAD months are ready).
+            "retention-partitions": {
+                "task": RETENTION_PARTITIONS_TASK,
+                "schedule": crontab(minute=20, hour=0),
+                "options": {"expires": 3600},
+            },
         },
     )
+    if settings.raw_retention_days:
+        # Drops raw events and dead letters past RAW_RETENTION_DAYS, once a day.
+        app.conf.beat_schedule["retention-prune"] = {
+            "task": RETENTION_PRUNE_TASK,
+            "schedule": crontab(minute=40, hour=3),
+            "options": {"expires": 3600},
+        }
     return app
 
 

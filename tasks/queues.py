@@ -38,6 +38,10 @@ ROLLUP_REFRESH_TASK = "rollups.refresh"
 ROLLUP_CLOSE_DAY_TASK = "rollups.close_day"
 #: Beat, every WAREHOUSE_INTERVAL: copy newly stored events to the warehouse.
 WAREHOUSE_DELIVER_TASK = "warehouse.deliver"
+#: Beat: create the coming months' partitions of the raw store (PostgreSQL).
+RETENTION_PARTITIONS_TASK = "retention.partitions"
+#: Beat, with RAW_RETENTION_DAYS set: drop raw events and dead letters past the horizon.
+RETENTION_PRUNE_TASK = "retention.prune"
 
 #: Ingestion task name -> queue.
 INGEST_ROUTES: dict[str, str] = {
@@ -52,6 +56,9 @@ ROUTES: dict[str, str] = {
     ROLLUP_REFRESH_TASK: ROLLUPS_QUEUE,
     ROLLUP_CLOSE_DAY_TASK: ROLLUPS_QUEUE,
     WAREHOUSE_DELIVER_TASK: WAREHOUSE_QUEUE,
+    # Maintenance of the raw store: slow and rare, like the rollups, off the event queues.
+    RETENTION_PARTITIONS_TASK: ROLLUPS_QUEUE,
+    RETENTION_PRUNE_TASK: ROLLUPS_QUEUE,
 }
 
 

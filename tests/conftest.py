@@ -9,6 +9,7 @@ fail under CI and skip elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,22 +47,17 @@ def _with_database(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A freshly created and migrated PostgreSQL database, dropped after the run."""
-    from analytics.migrations import run_migrations
-
-    name = f"analytics_test_{RUN_ID}"
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """An empty PostgreSQL database ``name`` (its URL), dropped when the block ends."""
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         _unavailable("PostgreSQL", exc)
-    url = _with_database(ADMIN_URL, name)
     try:
-        run_migrations(url)
-        yield url
+        yield _with_database(ADMIN_URL, name)
     finally:
         with admin.connect() as conn:
             conn.execute(
@@ -73,6 +69,16 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A freshly created and migrated PostgreSQL database, dropped after the run."""
+    from analytics.migrations import run_migrations
+
+    with scratch_database(f"analytics_test_{RUN_ID}") as url:
+        run_migrations(url)
+        yield url
 
 
 def truncate_all(engine: Engine) -> None:

@@ -82,6 +82,7 @@ from analytics.cli import (  # noqa: E402
     processes,
     reports,
     serve,
+    storage,
     traffic,
     warehouse,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "processes",
     "reports",
     "serve",
+    "storage",
     "traffic",
     "warehouse",
 ]

@@ -129,17 +129,22 @@ def backfill_rebuild(tenant: str, since: str, until: str) -> None:
 
     For after a handler fix: counters, activity, sales, logins, sessions, refunds and
     stock movements of the range are re-derived from the stored events; order,
-    payment and stock state and alerts from all of the tenant's events. One
-    transaction: it applies completely or not at all.
+    payment and stock state and alerts from all of the tenant's events. Once raw
+    events were pruned (`analytics retention prune`), the range must start after the
+    retention horizon and the state is left as it is. One transaction: it applies
+    completely or not at all.
     """
     from analytics.db import session_factory
     from analytics.ingest import Context
-    from analytics.rebuild import rebuild
+    from analytics.rebuild import RebuildError, rebuild
 
     settings = _settings()
     first, last = _range(since, until)
-    with session_factory().begin() as session:
-        counts = rebuild(session, tenant, first, last, Context.from_settings(settings))
+    try:
+        with session_factory().begin() as session:
+            counts = rebuild(session, tenant, first, last, Context.from_settings(settings))
+    except RebuildError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"rebuilt {tenant} {first}..{last}: {counts['events_in_range']} events in range, "
         f"{counts['events_replayed']} replayed for state"

@@ -25,14 +25,14 @@ from analytics.migrations import run_migrations
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic upgrade to head).
+    """Create or upgrade the database schema (Alembic upgrade to head) and its partitions.
 
     Safe to run again: a database already at the newest schema is left alone.
     """
     _setup_logging()
     settings = _settings()
     try:
-        revision = run_migrations(settings.database_url)
+        revision = run_migrations(settings.database_url, settings.raw_partitions_ahead)
     except Exception as exc:
         raise click.ClickException(f"migration failed: {describe(exc)}") from None
     click.echo(f"database is at schema revision {revision}")
@@ -254,7 +254,10 @@ def _run_worker(
 @main.command(context_settings=PASS_THROUGH)
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Run Celery beat, which schedules the periodic rollups.
+    """Run Celery beat, which schedules the periodic rollups and raw-store upkeep.
+
+    Daily: the coming months' partitions of events, and with RAW_RETENTION_DAYS set,
+    the prune of raw events and dead letters past it.
 
     Run two on different hosts for redundancy: they share a schedule and a lock in
     Redis (REDIS_URL), one sends and the other stands by, taking over within
@@ -305,7 +308,7 @@ def up(concurrency: int, no_beat: bool) -> None:
     """
     _setup_logging()
     settings = _settings()
-    revision = run_migrations(settings.database_url)
+    revision = run_migrations(settings.database_url, settings.raw_partitions_ahead)
     log.info("database at revision %s: %s", revision, settings.database_url.split("@")[-1])
     command = [sys.executable, "-m", "analytics"]
     specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]

@@ -23,7 +23,7 @@ from sqlalchemy import Table, and_, case, func, or_
 from sqlalchemy.orm import Session
 
 from analytics import rollups
-from analytics.db import insert_new, statement, upsert_many
+from analytics.db import insert_once, statement, upsert_many
 from analytics.errors import InvalidEvent
 from analytics.events import Event
 from analytics.ingest.alerts import StockKey, apply_stock_alerts
@@ -191,8 +191,20 @@ class BatchResult:
     refused: list[tuple[Event, InvalidEvent]] = field(default_factory=list)
 
 
+#: The dedup key of a raw event, and the columns of its unique index.
+EVENT_KEY = ("tenant_id", "event_id")
+EVENT_UNIQUE = (*EVENT_KEY, "occurred_at")
+
+
 def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
-    """Insert the batch's raw events; return the ones that were not stored before."""
+    """Insert the batch's raw events; return the ones that were not stored before.
+
+    An event is new unless its ``(tenant_id, event_id)`` is stored, under any time:
+    the unique index holds ``occurred_at`` too (PostgreSQL wants the partition key in
+    it), and alone would take a re-sent id with another timestamp for a new event
+    (an id-less, timestamp-less payload forwarded by two bridges; a producer that
+    re-stamps a retry). :func:`analytics.db.insert_once` keeps it once per key.
+    """
     unique: dict[tuple[str, str], Event] = {}
     for event in batch:
         unique.setdefault((event.tenant_id, event.event_id), event)
@@ -218,7 +230,7 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
         for e in unique.values()
     ]
     table = StoredEvent.__table__
-    inserted = insert_new(session, table, rows, ("tenant_id", "event_id"))  # type: ignore[arg-type]
+    inserted = insert_once(session, table, rows, EVENT_KEY, EVENT_UNIQUE)  # type: ignore[arg-type]
     return [event for key, event in unique.items() if key in inserted]
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from analytics.models import Base
+from analytics.retention import include_name
 
 
 def head() -> str:
@@ -24,7 +26,9 @@ def diff(url: str) -> list:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_name": include_name}
+            )
             return compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
@@ -64,3 +68,107 @@ def test_analytics_migrate_reports_an_unreachable_database_in_one_line(tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("Error: migration failed:")
+
+
+@pytest.fixture
+def scratch_postgres():
+    """An empty PostgreSQL database of this test's own, dropped after it."""
+    from tests.conftest import RUN_ID, scratch_database
+
+    with scratch_database(f"analytics_test_{RUN_ID}_migrate") as url:
+        yield url
+
+
+def events_of(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                text(
+                    "SELECT id, tenant_id, event_id, occurred_at, payload::text FROM events ORDER BY id"
+                )
+            )
+        ]
+
+
+def test_0010_partitions_a_populated_events_table_and_downgrades_back(scratch_postgres):
+    from alembic import command
+    from analytics.migrations import alembic_config
+
+    config = alembic_config(scratch_postgres)
+    command.upgrade(config, "0009")
+    engine = create_engine(scratch_postgres)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (tenant_id, event_id, event_type, known, occurred_at, "
+                    "received_at, channel, event_id_derived, timestamp_derived, payload) "
+                    "SELECT 't' || (n % 3), 'e-' || n, 'user.logged_in', true, "
+                    "timestamp '2024-01-15' + n * interval '1 day', now(), 'events:user:x', "
+                    "false, false, json_build_object('n', n) FROM generate_series(1, 90) n"
+                )
+            )
+        before = events_of(engine)
+        command.upgrade(config, "0010")
+        assert events_of(engine) == before
+        with engine.connect() as conn:
+            parts = (
+                conn.execute(
+                    text(
+                        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            indexes = (
+                conn.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
+                )
+                .scalars()
+                .all()
+            )
+        # 2024-01-16 .. 2024-04-14: a partition per month, and DEFAULT.
+        assert parts == [
+            "events_default", "events_p202401", "events_p202402", "events_p202403",
+            "events_p202404",
+        ]  # fmt: skip
+        assert indexes == [
+            "ix_events_tenant_id_event_id_occurred_at",
+            "ix_events_tenant_id_occurred_at",
+            "pk_events",
+        ]
+        with engine.begin() as conn:  # the id sequence goes on after the copied ids
+            conn.execute(
+                text(
+                    "INSERT INTO events (tenant_id, event_id, event_type, known, occurred_at, "
+                    "received_at, channel, event_id_derived, timestamp_derived, payload) "
+                    "VALUES ('t0', 'new', 'x.y', false, '2024-02-02', now(), 'c', false, false, '{}')"
+                )
+            )
+        after = events_of(engine)
+        assert after[:-1] == before and after[-1][0] == before[-1][0] + 1
+        command.downgrade(config, "0009")
+        assert events_of(engine) == after
+        with engine.connect() as conn:
+            kind = conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'events'"))
+            assert kind.scalar() == "r"
+            indexes = (
+                conn.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")
+                )
+                .scalars()
+                .all()
+            )
+        assert indexes == [
+            "ix_events_tenant_id_event_id",
+            "ix_events_tenant_id_occurred_at",
+            "pk_events",
+        ]
+        command.upgrade(config, "head")
+        assert diff(scratch_postgres) == []
+        assert events_of(engine) == after
+    finally:
+        engine.dispose()

@@ -24,7 +24,11 @@ from sqlalchemy.orm import Session
 from analytics import rollups
 from analytics.models import ActiveUsersDaily, Alert
 from tasks.app import app as celery_app
-from tasks.queues import ROLLUP_CLOSE_DAY_TASK, ROLLUP_REFRESH_TASK
+from tasks.queues import (
+    RETENTION_PARTITIONS_TASK,
+    ROLLUP_CLOSE_DAY_TASK,
+    ROLLUP_REFRESH_TASK,
+)
 from tests.analytics.helpers import apply, make
 from tests.conftest import REDIS_BASE, wait_for
 
@@ -63,9 +67,12 @@ def sends(process: Any) -> list[datetime]:
 def test_beat_sends_only_idempotent_rollups():
     # Beat may run twice for the same moment around a takeover (a send, then the
     # lock expires before it is recorded): every entry must be safe to repeat.
-    # rollups.refresh and rollups.close_day recompute windows and upsert them.
+    # rollups.refresh and rollups.close_day recompute windows and upsert them;
+    # retention.partitions creates what is missing (retention.prune, scheduled only
+    # with RAW_RETENTION_DAYS, finds nothing left the second time: tests/analytics/
+    # test_retention.py).
     tasks = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
-    assert tasks == {ROLLUP_REFRESH_TASK, ROLLUP_CLOSE_DAY_TASK}
+    assert tasks == {ROLLUP_REFRESH_TASK, ROLLUP_CLOSE_DAY_TASK, RETENTION_PARTITIONS_TASK}
     assert celery_app.conf.beat_scheduler == "tasks.beat:Scheduler"
 
 
