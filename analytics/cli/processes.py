@@ -14,11 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from analytics.cli import _settings, _setup_logging, describe, log, main
+from analytics.cli.waiting import wait_for
+from analytics.config import safe_url
 from analytics.logs import log_format
 from analytics.migrations import run_migrations
 
@@ -282,6 +285,19 @@ def flower(ctx: click.Context) -> None:
 # -------------------------------------------------------------------------- up
 
 
+def _ping(url: str) -> Callable[[], object]:
+    def ping() -> object:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        try:
+            return client.ping()
+        finally:
+            client.close()
+
+    return ping
+
+
 def _die_with_parent() -> None:
     """In a child: have Linux send SIGTERM when the parent process dies."""
     if sys.platform.startswith("linux"):
@@ -308,8 +324,14 @@ def up(concurrency: int, no_beat: bool) -> None:
     """
     _setup_logging()
     settings = _settings()
-    revision = run_migrations(settings.database_url, settings.raw_partitions_ahead)
-    log.info("database at revision %s: %s", revision, settings.database_url.split("@")[-1])
+    # Started before its services (a boot, a compose file): wait for them, one line a try.
+    wait_for(f"Redis at {safe_url(settings.redis_url)}", _ping(settings.redis_url), log)
+    revision = wait_for(
+        f"the database at {safe_url(settings.database_url)}",
+        lambda: run_migrations(settings.database_url, settings.raw_partitions_ahead),
+        log,
+    )
+    log.info("database at revision %s: %s", revision, safe_url(settings.database_url))
     command = [sys.executable, "-m", "analytics"]
     specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]
     if not no_beat:
