@@ -7,12 +7,14 @@ reads the annotations of the routes, which name dependencies local to create_app
   like the worker validates them (:func:`analytics.events.parse`) and, only if all are
   valid, published where a Rust service would publish them;
 - ``POST /test/publish-event``: the same without a key, only with ENABLE_TEST_ENDPOINTS=1;
-- ``GET /healthz``, ``GET /readyz``.
+- ``GET /healthz``, ``GET /readyz``;
+- ``GET /metrics``: Prometheus text (:mod:`api.metrics`), unless served on a port of its own.
 
 Keys come as ``Authorization: Bearer <key>``; the tenant is the key's, never a parameter.
 Nothing here logs a key.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -36,6 +38,7 @@ from analytics.keys import KeyInfo, authenticate
 from analytics.render import render
 from analytics.reports import REPORTS, ReportError, run
 from analytics.reports import Query as ReportQuery
+from api.metrics import ApiMetrics, RequestMetrics
 
 #: Events one POST /api/v1/events may carry at most.
 MAX_EVENTS_PER_REQUEST = 1000
@@ -65,9 +68,10 @@ def _day(value: str | None, name: str) -> date | None:
 class Publisher:
     """Validates documents as the worker will and publishes them as a Rust service would."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, metrics: ApiMetrics) -> None:
         self.settings = settings
         self.client = client
+        self.metrics = metrics
         self.context = Context.from_settings(settings)
 
     def prepare(self, document: Any, tenant_id: str | None) -> tuple[str, str, str]:
@@ -120,15 +124,23 @@ class Publisher:
             except InvalidEvent as exc:
                 errors.append({"index": index, "reason": exc.summary, "messages": exc.messages})
         if errors:
+            refused = self.metrics.events_refused
+            refused.labels("invalid").inc(len(errors))
+            refused.labels("with_invalid").inc(len(documents) - len(errors))
             raise HTTPException(
                 422, {"message": f"{len(errors)} of {len(documents)} invalid", "errors": errors}
             )
         self.publish(prepared)
+        self.metrics.events_accepted.inc(len(prepared))
         return [event_id for event_id, _, _ in prepared]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings`` (its database, Redis and channel prefix)."""
+def create_app(settings: Settings, metrics_route: bool = True) -> FastAPI:
+    """The API for ``settings`` (its database, Redis and channel prefix).
+
+    Its metrics are ``app.state.metrics``, served at ``/metrics`` unless ``metrics_route``
+    is false (``analytics serve --metrics-port`` serves them on a port of their own).
+    """
     from alembic.script import ScriptDirectory
 
     from analytics.migrations import alembic_config
@@ -136,7 +148,8 @@ def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    publisher = Publisher(settings, client)
+    metrics = ApiMetrics()
+    publisher = Publisher(settings, client, metrics)
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
 
     app = FastAPI(
@@ -147,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.redis = client
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     def session() -> Iterator[Session]:
         with sessions() as db, db.begin():
@@ -218,6 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
                 days=days,
                 default_currency=settings.default_currency,
             )
+            started = time.perf_counter()
             rows = run(db, name, query)
         except ReportError as exc:
             raise HTTPException(422, str(exc).replace("--", "")) from None
@@ -225,9 +241,15 @@ def create_app(settings: Settings) -> FastAPI:
             format is None and "text/csv" in request.headers.get("accept", "")
         )
         if wants_csv:
-            body = render(rows, REPORTS[name].columns, "csv") + "\n"
-            return Response(body, media_type="text/csv")
-        return Response(render(rows, REPORTS[name].columns, "json"), media_type="application/json")
+            reply = Response(
+                render(rows, REPORTS[name].columns, "csv") + "\n", media_type="text/csv"
+            )
+        else:
+            reply = Response(
+                render(rows, REPORTS[name].columns, "json"), media_type="application/json"
+            )
+        metrics.report_duration.labels(name).observe(time.perf_counter() - started)
+        return reply
 
     @app.post("/api/v1/events", status_code=202)
     async def events(request: Request, key: Annotated[KeyInfo, Depends(tenant)]) -> dict[str, Any]:
@@ -240,11 +262,19 @@ def create_app(settings: Settings) -> FastAPI:
         if not documents:
             raise HTTPException(422, "no events")
         if len(documents) > MAX_EVENTS_PER_REQUEST:
+            metrics.events_refused.labels("too_many").inc(len(documents))
             raise HTTPException(
                 422, f"{len(documents)} events; at most {MAX_EVENTS_PER_REQUEST} per request"
             )
         ids = publisher.accept(documents, key.tenant_id)
         return {"accepted": len(ids), "event_ids": ids}
+
+    if metrics_route:
+
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus() -> Response:
+            body, content_type = metrics.exposition()
+            return Response(body, media_type=content_type)
 
     if settings.enable_test_endpoints:
 

@@ -10,12 +10,39 @@ from analytics.cli import _settings, _setup_logging, main
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-def serve(host: str, port: int) -> None:
-    """Serve the HTTP API: reports and event intake, per API key (OpenAPI at /docs)."""
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="SERVE_METRICS_PORT",
+    help="Serve the Prometheus metrics on this port (/metrics) instead of on the API's own "
+    "/metrics (default SERVE_METRICS_PORT, else the API's port).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SERVE_METRICS_HOST",
+    help="Address the --metrics-port server listens on (0.0.0.0 for every interface).",
+)
+def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> None:
+    """Serve the HTTP API: reports and event intake, per API key (OpenAPI at /docs).
+
+    Prometheus metrics (requests and latency per route, events accepted and refused)
+    are at /metrics on the API's port, without a key; with --metrics-port they are
+    served on that port only, e.g. to keep them off a port the public can reach.
+    """
     import uvicorn
 
     from api.app import create_app
+    from api.metrics import serve as serve_metrics
 
     _setup_logging()
-    app = create_app(_settings())
+    app = create_app(_settings(), metrics_route=metrics_port is None)
+    if metrics_port:
+        try:
+            serve_metrics(app.state.metrics, metrics_port, metrics_host)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from None
     uvicorn.run(app, host=host, port=port, log_config=None)
