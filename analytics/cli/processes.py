@@ -271,6 +271,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def up_commands(
+    concurrency: int, no_beat: bool, metrics_base: int | None, metrics_host: str
+) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each process `up` starts, in the order it starts them."""
+    command = [sys.executable, "-m", "analytics"]
+
+    def metrics(offset: int) -> list[str]:
+        if metrics_base is None:
+            return []
+        return ["--metrics-port", str(metrics_base + offset), "--metrics-host", metrics_host]
+
+    # The worker's own options before Celery's, which it passes through.
+    specs = [("worker", [*command, "worker", *metrics(1), "--concurrency", str(concurrency)])]
+    if not no_beat:
+        specs.append(("beat", [*command, "beat"]))
+    specs.append(("bridge", [*command, "bridge", *metrics(0)]))
+    return specs
+
+
 @main.command()
 @click.option(
     "--concurrency",
@@ -280,7 +299,21 @@ def _die_with_parent() -> None:
     help="Worker processes.",
 )
 @click.option("--no-beat", is_flag=True, help="Do not start celery beat.")
-def up(concurrency: int, no_beat: bool) -> None:
+@click.option(
+    "--metrics-port",
+    "metrics_base",
+    metavar="BASE",
+    type=click.IntRange(min=1, max=65534),
+    help="Serve Prometheus metrics: the bridge's on port BASE, the worker's on BASE+1 "
+    "(default off).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address both metrics servers listen on (with --metrics-port).",
+)
+def up(concurrency: int, no_beat: bool, metrics_base: int | None, metrics_host: str) -> None:
     """Migrate the database, then run the bridge, a worker and beat until Ctrl-C.
 
     The one command a new user needs: on the default settings it stores everything
@@ -290,11 +323,12 @@ def up(concurrency: int, no_beat: bool) -> None:
     settings = _settings()
     revision = run_migrations(settings.database_url)
     log.info("database at revision %s: %s", revision, settings.database_url.split("@")[-1])
-    command = [sys.executable, "-m", "analytics"]
-    specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]
-    if not no_beat:
-        specs.append(("beat", [*command, "beat"]))
-    specs.append(("bridge", [*command, "bridge"]))
+    specs = up_commands(concurrency, no_beat, metrics_base, metrics_host)
+    if metrics_base:
+        log.info(
+            "metrics: bridge http://%s:%d/metrics, worker http://%s:%d/metrics",
+            metrics_host, metrics_base, metrics_host, metrics_base + 1,
+        )  # fmt: skip
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
