@@ -26,8 +26,11 @@ Every answer must be 200 with a JSON array; anything else fails the run.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import http.client
+import io
 import os
+import pstats
 import signal
 import socket
 import statistics
@@ -53,7 +56,8 @@ from analytics.events import channel_for, parse
 from analytics.ingest import Context, apply_events
 from analytics.keys import create_key
 from analytics.migrations import run_migrations
-from analytics.reports import REPORTS
+from analytics.reports import REPORTS, run
+from analytics.reports import Query as ReportQuery
 from benchmarks import procs
 from loadgen import Simulator
 
@@ -330,6 +334,25 @@ def print_table(results: list[Result], means: dict[str, float]) -> None:
         )
 
 
+def profile(url: str, name: str, query: ReportQuery, runs: int = 20) -> None:
+    """cProfile ``runs`` runs of a report's query (each in its own transaction)."""
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        run(session, name, query)  # the first run refreshes rollups, as the cold request does
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    for _ in range(runs):
+        with Session(engine) as session, session.begin():
+            profiler.enable()
+            run(session, name, query)
+            profiler.disable()
+    elapsed = (time.perf_counter() - began) / runs
+    engine.dispose()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+    print(f"==== {name}: {elapsed * 1000:.1f} ms a run ({runs} runs)\n{out.getvalue()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -343,6 +366,12 @@ def main() -> int:
         "--range-days", type=int, default=30, help="days each report asks for (the latest)"
     )
     parser.add_argument("--reports", help="comma-separated report names (default: all)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the load: run each report's query 20 times in this process under "
+        "cProfile and print where the time went",
+    )
     args = parser.parse_args()
     names = args.reports.split(",") if args.reports else list(REPORTS)
     unknown = [name for name in names if name not in REPORTS]
@@ -365,6 +394,10 @@ def main() -> int:
         engine.dispose()
         since = (last - timedelta(days=args.range_days - 1)).date()
         query = f"since={since.isoformat()}&until={last.date().isoformat()}"
+        if args.profile:
+            for name in names:
+                profile(url, name, ReportQuery("tenant-1", since, last.date()))
+            return 0
         port = free_port()
         log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"api_load_serve_{port}.log"
         with server(url, port, log_path) as serving:
