@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
@@ -202,14 +203,13 @@ def test_simulate_publishes_the_requested_stream(listener, redis_url, channel_pr
         assert channel.decode() == f"{channel_prefix}:{category}:{action}"
 
 
-@pytest.mark.slow
-def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
-    tmp_path, redis_url, channel_prefix
-):
-    database = tmp_path / "analytics.db"
+def start_up(
+    tmp_path, redis_url: str, channel_prefix: str, *args: str
+) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
+    """`analytics up --concurrency 1 ARGS` on a SQLite file in tmp_path: (process, log, env)."""
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'analytics.db'}",
         "REDIS_URL": redis_url,
         "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
         "PYTHONUNBUFFERED": "1",
@@ -217,13 +217,18 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", *args],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return process, log_path, env
+
+
+@pytest.mark.slow
+def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
+    tmp_path, redis_url, channel_prefix
+):
+    database = tmp_path / "analytics.db"
+    process, log_path, env = start_up(tmp_path, redis_url, channel_prefix)
     try:
         wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
         wait_for(lambda: "ready." in log_path.read_text(), timeout=60, what="the worker")
@@ -429,19 +434,7 @@ def test_backfill_replay_republishes_a_file_on_each_events_channel(
 
 @pytest.mark.slow
 def test_up_killed_outright_leaves_no_process_behind(tmp_path, redis_url, channel_prefix):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
-        "REDIS_URL": redis_url,
-        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", "--no-beat"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process, log_path, _ = start_up(tmp_path, redis_url, channel_prefix, "--no-beat")
     wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
     pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log_path.read_text())]
     assert len(pids) == 2 and all(_alive(pid) for pid in pids)
@@ -486,20 +479,9 @@ def test_up_serves_the_bridge_and_worker_metrics_on_base_and_base_plus_one(
         base = probe.getsockname()[1]
     if base >= 65534:
         base -= 10
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
-        "REDIS_URL": redis_url,
-        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", "--no-beat",
-             "--metrics-port", str(base)],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process, log_path, _ = start_up(
+        tmp_path, redis_url, channel_prefix, "--no-beat", "--metrics-port", str(base)
+    )
     try:
         wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
         wait_for(lambda: "ready." in log_path.read_text(), timeout=60, what="the worker")

@@ -18,7 +18,15 @@ from typing import Any
 
 import click
 
-from analytics.cli import _settings, _setup_logging, describe, log, main
+from analytics.cli import (
+    _settings,
+    _setup_logging,
+    describe,
+    log,
+    main,
+    metrics_options,
+    start_metrics,
+)
 from analytics.migrations import run_migrations
 
 
@@ -56,19 +64,7 @@ def migrate() -> None:
 @click.option(
     "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=1, max=65535),
-    envvar="BRIDGE_METRICS_PORT",
-    help="Serve Prometheus metrics on this port (/metrics; default BRIDGE_METRICS_PORT, else off).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="BRIDGE_METRICS_HOST",
-    help="Address the metrics server listens on (0.0.0.0 for every interface).",
-)
+@metrics_options("BRIDGE", "Serve Prometheus metrics on this port")
 def bridge(
     source: str | None,
     pattern: str | None,
@@ -123,12 +119,7 @@ def bridge(
         from bridge import metrics
 
         metrics.watch(relay)
-        try:
-            metrics.serve(metrics_port, metrics_host)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-            ) from None
+        start_metrics(metrics.serve, metrics_port, metrics_host)
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(
@@ -173,20 +164,7 @@ PASS_THROUGH = {
     help="Comma-separated queues to consume (default: all of user, order, payment, "
     "inventory, misc, deadletter).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=1, max=65535),
-    envvar="WORKER_METRICS_PORT",
-    help="Serve Prometheus metrics of every worker process on this port (/metrics; default "
-    "WORKER_METRICS_PORT, else off).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="WORKER_METRICS_HOST",
-    help="Address the metrics server listens on (0.0.0.0 for every interface).",
-)
+@metrics_options("WORKER", "Serve Prometheus metrics of every worker process on this port")
 @click.pass_context
 def worker(
     ctx: click.Context, queues: str | None, metrics_port: int | None, metrics_host: str
@@ -226,12 +204,10 @@ def _run_worker(
     if metrics_port:
         from tasks import metrics
 
-        try:
-            metrics.serve(metrics_port, metrics_host, app.conf.broker_url, names)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-            ) from None
+        def serve(port: int, host: str) -> None:
+            metrics.serve(port, host, app.conf.broker_url, names)
+
+        start_metrics(serve, metrics_port, metrics_host)
     argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
     app.worker_main(argv)
 

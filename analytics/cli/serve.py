@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import click
 
-from analytics.cli import _settings, _setup_logging, main
+from analytics.cli import _settings, _setup_logging, main, metrics_options, start_metrics
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=1, max=65535),
-    envvar="SERVE_METRICS_PORT",
-    help="Serve the Prometheus metrics on this port (/metrics) instead of on the API's own "
-    "/metrics (default SERVE_METRICS_PORT, else the API's port).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="SERVE_METRICS_HOST",
-    help="Address the --metrics-port server listens on (0.0.0.0 for every interface).",
+@metrics_options(
+    "SERVE", "Serve the Prometheus metrics on this port instead of the API's", "the API's port"
 )
 def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> None:
     """Serve the HTTP API: reports and event intake, per API key (OpenAPI at /docs).
@@ -39,10 +28,9 @@ def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> 
     _setup_logging()
     app = create_app(_settings(), metrics_route=metrics_port is None)
     if metrics_port:
-        try:
-            serve_metrics(app.state.metrics, metrics_port, metrics_host)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-            ) from None
+        start_metrics(
+            lambda port, host: serve_metrics(app.state.metrics, port, host),
+            metrics_port,
+            metrics_host,
+        )
     uvicorn.run(app, host=host, port=port, log_config=None)
