@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,8 +73,8 @@ SEED_BATCH = 500
 
 
 @contextmanager
-def own_database() -> Iterator[str]:
-    """A new, migrated PostgreSQL database; dropped on the way out."""
+def own_database(keep: bool = False) -> Iterator[str]:
+    """A new, migrated PostgreSQL database; dropped on the way out unless ``keep``."""
     name = f"api_load_{uuid.uuid4().hex[:8]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -84,8 +84,11 @@ def own_database() -> Iterator[str]:
         run_migrations(url)
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"kept the database: {url}")
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -374,6 +377,14 @@ def main() -> int:
     )
     parser.add_argument("--reports", help="comma-separated report names (default: all)")
     parser.add_argument(
+        "--database",
+        help="a database URL seeded before (e.g. by --keep): used as it is, neither seeded "
+        "nor dropped",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="do not drop the seeded database; print its URL"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="instead of the load: run each report's query 20 times in this process under "
@@ -388,13 +399,17 @@ def main() -> int:
         parser.error("--clients must be at least 1 and --requests at least --clients")
 
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    with own_database() as url:
-        began = time.perf_counter()
-        stored, first, last = seed(url, args.events, args.days, args.tenants)
-        print(
-            f"seeded {stored:,} events ({args.tenants} tenants, {first:%Y-%m-%d} .. "
-            f"{last:%Y-%m-%d}) through the writer in {time.perf_counter() - began:.1f} s"
-        )
+    with own_database(args.keep) if args.database is None else nullcontext(args.database) as url:
+        if args.database is None:
+            began = time.perf_counter()
+            stored, first, last = seed(url, args.events, args.days, args.tenants)
+            print(
+                f"seeded {stored:,} events ({args.tenants} tenants, {first:%Y-%m-%d} .. "
+                f"{last:%Y-%m-%d}) through the writer in {time.perf_counter() - began:.1f} s"
+            )
+        else:
+            last = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
+            print(f"database {url.rsplit('/', 1)[-1]} as it is (seeded by an earlier run)")
         engine = make_engine(url)
         with Session(engine) as session, session.begin():
             _, key = create_key(session, "tenant-1", "api-load")
