@@ -158,3 +158,29 @@ def test_serve_metrics_port_moves_metrics_off_the_api(pg, pipeline_env, start_pr
     )  # fmt: skip
     assert clash.popen.wait(timeout=60) == 1
     assert f"Error: cannot serve metrics on 127.0.0.1:{metrics_port}" in clash.output()
+
+
+def test_every_api_metric_is_documented_and_the_dashboard_names_only_real_ones(pg, client):
+    import json
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    exported = {
+        family.name
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        if family.name.startswith("analytics_api_") and not family.name.endswith("_created")
+    }
+    assert len(exported) == 5
+    documented = (docs / "metrics.md").read_text()
+    for name in exported:
+        suffix = "_total" if f"`{name}_total`" in documented else ""
+        assert f"`{name}{suffix}`" in documented, name
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {
+        re.sub(r"_(bucket|sum|count|total)$", "", name)
+        for expr in expressions
+        for name in re.findall(r"analytics_api_[a-z_]+", expr)
+    }
+    assert used and used <= exported
