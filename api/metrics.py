@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,7 +119,7 @@ class RequestMetrics:
         finally:
             self.record(scope, status, time.perf_counter() - started)
 
-    def record(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
         route = route_template(scope)
         self.metrics.requests.labels(method, route, str(status)).inc()
