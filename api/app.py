@@ -9,12 +9,14 @@ reads the annotations of the routes, which name dependencies local to create_app
   like the worker validates them (:func:`analytics.events.parse`) and, only if all are
   valid, published where a Rust service would publish them;
 - ``POST /test/publish-event``: the same without a key, only with ENABLE_TEST_ENDPOINTS=1;
-- ``GET /healthz``, ``GET /readyz``.
+- ``GET /healthz``, ``GET /readyz``;
+- ``GET /metrics``: Prometheus text (:mod:`api.metrics`), unless served on a port of its own.
 
 Keys come as ``Authorization: Bearer <key>``; the tenant is the key's, never a parameter.
 Nothing here logs a key.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -30,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from analytics.config import Settings
 from analytics.db import make_engine
@@ -39,6 +42,7 @@ from analytics.ingest import Context, plan
 from analytics.keys import KeyInfo, authenticate
 from analytics.reports import REPORTS, ReportError, run, stock
 from analytics.reports import Query as ReportQuery
+from api.metrics import ApiMetrics, RequestMetrics
 
 #: Events one POST /api/v1/events may carry at most.
 MAX_EVENTS_PER_REQUEST = 1000
@@ -78,12 +82,22 @@ def _day(value: str | None, name: str) -> date | None:
         raise HTTPException(422, f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _key_or_401(db: Session, credentials: HTTPAuthorizationCredentials | None) -> KeyInfo:
+    key = authenticate(db, credentials.credentials if credentials else None)
+    if key is None:
+        raise HTTPException(
+            401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return key
+
+
 class Publisher:
     """Validates documents as the worker will and publishes them as a Rust service would."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, metrics: ApiMetrics) -> None:
         self.settings = settings
         self.client = client
+        self.metrics = metrics
         self.context = Context.from_settings(settings)
 
     def prepare(self, document: Any, tenant_id: str | None) -> tuple[str, str, str]:
@@ -136,15 +150,23 @@ class Publisher:
             except InvalidEvent as exc:
                 errors.append({"index": index, "reason": exc.summary, "messages": exc.messages})
         if errors:
+            refused = self.metrics.events_refused
+            refused.labels("invalid").inc(len(errors))
+            refused.labels("with_invalid").inc(len(documents) - len(errors))
             raise HTTPException(
                 422, {"message": f"{len(errors)} of {len(documents)} invalid", "errors": errors}
             )
         self.publish(prepared)
+        self.metrics.events_accepted.inc(len(prepared))
         return [event_id for event_id, _, _ in prepared]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings`` (its database, Redis and channel prefix)."""
+def create_app(settings: Settings, metrics_route: bool = True) -> FastAPI:
+    """The API for ``settings`` (its database, Redis and channel prefix).
+
+    Its metrics are ``app.state.metrics``, served at ``/metrics`` unless ``metrics_route``
+    is false (``analytics serve --metrics-port`` serves them on a port of their own).
+    """
     from alembic.script import ScriptDirectory
 
     from analytics.migrations import alembic_config
@@ -152,7 +174,8 @@ def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    publisher = Publisher(settings, client)
+    metrics = ApiMetrics()
+    publisher = Publisher(settings, client, metrics)
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
 
     app = FastAPI(
@@ -163,6 +186,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.redis = client
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     def session() -> Iterator[Session]:
         with sessions() as db, db.begin():
@@ -172,12 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         db: Annotated[Session, Depends(session)],
     ) -> KeyInfo:
-        key = authenticate(db, credentials.credentials if credentials else None)
-        if key is None:
-            raise HTTPException(
-                401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return key
+        return _key_or_401(db, credentials)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -209,12 +229,48 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"status": "ready" if ready else "not ready: " + ", ".join(failed), **checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    def answer(
+        credentials: HTTPAuthorizationCredentials | None,
+        name: str,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        days: int,
+        fmt: str,
+    ) -> Response:
+        with sessions() as db, db.begin():
+            key = _key_or_401(db, credentials)
+            if name not in REPORTS:
+                raise HTTPException(
+                    404, f"unknown report {name!r}; choose from {', '.join(REPORTS)}"
+                )
+            first, last = _day(since, "since"), _day(until, "until")
+            started = time.perf_counter()
+            try:
+                query = ReportQuery(
+                    key.tenant_id,
+                    first,
+                    last,
+                    limit=limit,
+                    days=days,
+                    default_currency=settings.default_currency,
+                )
+                rows = run(db, name, query)
+            except ReportError as exc:
+                raise HTTPException(422, str(exc).replace("--", "")) from None
+        body = REPORTS[name].render(rows, fmt)
+        if fmt == "csv":
+            reply = Response(body + "\n", media_type="text/csv")
+        else:
+            reply = Response(body, media_type="application/json")
+        metrics.report_duration.labels(name).observe(time.perf_counter() - started)
+        return reply
+
     @app.get("/api/v1/reports/{name}")
-    def report(
+    async def report(
         name: str,
         request: Request,
-        key: Annotated[KeyInfo, Depends(tenant)],
-        db: Annotated[Session, Depends(session)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         since: Annotated[str | None, Query(description="First day, YYYY-MM-DD (UTC)")] = None,
         until: Annotated[str | None, Query(description="Last day, YYYY-MM-DD (UTC)")] = None,
         limit: Annotated[int, Query(ge=1, description="top-products: rows per currency")] = 10,
@@ -222,28 +278,15 @@ def create_app(settings: Settings) -> FastAPI:
         format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
     ) -> Response:
         """The rows of `analytics report NAME --format json` for the key's tenant."""
-        if name not in REPORTS:
-            raise HTTPException(404, f"unknown report {name!r}; choose from {', '.join(REPORTS)}")
-        first, last = _day(since, "since"), _day(until, "until")
-        try:
-            query = ReportQuery(
-                key.tenant_id,
-                first,
-                last,
-                limit=limit,
-                days=days,
-                default_currency=settings.default_currency,
-            )
-            rows = run(db, name, query)
-        except ReportError as exc:
-            raise HTTPException(422, str(exc).replace("--", "")) from None
         wants_csv = format == "csv" or (
             format is None and "text/csv" in request.headers.get("accept", "")
         )
-        if wants_csv:
-            body = REPORTS[name].render(rows, "csv") + "\n"
-            return Response(body, media_type="text/csv")
-        return Response(REPORTS[name].render(rows, "json"), media_type="application/json")
+        # The key check, the query and the rendering in one trip to the thread pool: a
+        # route with sync dependencies makes one trip for each of them (and two for the
+        # session), and under load those hand-overs cost as much CPU as the query.
+        return await run_in_threadpool(
+            answer, credentials, name, since, until, limit, days, "csv" if wants_csv else "json"
+        )
 
     @app.get("/api/v1/alerts/open")
     def open_alerts(
@@ -270,11 +313,20 @@ def create_app(settings: Settings) -> FastAPI:
         if not documents:
             raise HTTPException(422, "no events")
         if len(documents) > MAX_EVENTS_PER_REQUEST:
+            metrics.events_refused.labels("too_many").inc(len(documents))
             raise HTTPException(
                 422, f"{len(documents)} events; at most {MAX_EVENTS_PER_REQUEST} per request"
             )
-        ids = publisher.accept(documents, key.tenant_id)
+        # Validating and publishing block (Redis): not on the event loop, which serves everyone.
+        ids = await run_in_threadpool(publisher.accept, documents, key.tenant_id)
         return {"accepted": len(ids), "event_ids": ids}
+
+    if metrics_route:
+
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus() -> Response:
+            body, content_type = metrics.exposition()
+            return Response(body, media_type=content_type)
 
     if settings.enable_test_endpoints:
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -261,14 +262,13 @@ def test_simulate_publishes_the_requested_stream(listener, redis_url, channel_pr
         assert channel.decode() == f"{channel_prefix}:{category}:{action}"
 
 
-@pytest.mark.slow
-def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
-    tmp_path, redis_url, channel_prefix
-):
-    database = tmp_path / "analytics.db"
+def start_up(
+    tmp_path, redis_url: str, channel_prefix: str, *args: str
+) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
+    """`analytics up --concurrency 1 ARGS` on a SQLite file in tmp_path: (process, log, env)."""
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'analytics.db'}",
         "REDIS_URL": redis_url,
         "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
         "PYTHONUNBUFFERED": "1",
@@ -276,13 +276,18 @@ def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", *args],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return process, log_path, env
+
+
+@pytest.mark.slow
+def test_up_runs_the_whole_pipeline_on_sqlite_and_stops_cleanly(
+    tmp_path, redis_url, channel_prefix
+):
+    database = tmp_path / "analytics.db"
+    process, log_path, env = start_up(tmp_path, redis_url, channel_prefix)
     try:
         wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
         wait_for(lambda: "ready." in log_path.read_text(), timeout=60, what="the worker")
@@ -547,22 +552,73 @@ def test_backfill_replay_republishes_a_file_on_each_events_channel(
 
 @pytest.mark.slow
 def test_up_killed_outright_leaves_no_process_behind(tmp_path, redis_url, channel_prefix):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
-        "REDIS_URL": redis_url,
-        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", "--no-beat"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process, log_path, _ = start_up(tmp_path, redis_url, channel_prefix, "--no-beat")
     wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
     pids = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log_path.read_text())]
     assert len(pids) == 2 and all(_alive(pid) for pid in pids)
     process.kill()
     process.wait()
     wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=60, what="the orphans to exit")
+
+
+# ------------------------------------------------------------- up --metrics-port
+
+
+def test_up_gives_the_bridge_base_and_the_worker_base_plus_one():
+    from analytics.cli.processes import up_commands
+
+    specs = dict(up_commands(2, False, 9300, "0.0.0.0"))
+    parsed = {
+        name: main.commands[name].make_context(name, argv[4:]) for name, argv in specs.items()
+    }
+    assert parsed["bridge"].params["metrics_port"] == 9300
+    assert parsed["worker"].params["metrics_port"] == 9301
+    assert parsed["bridge"].params["metrics_host"] == parsed["worker"].params["metrics_host"]
+    assert parsed["worker"].params["metrics_host"] == "0.0.0.0"
+    assert parsed["worker"].args == ["--concurrency", "2"]  # passed on to Celery
+    assert "--metrics-port" not in specs["beat"]
+    off = dict(up_commands(2, True, None, "127.0.0.1"))
+    assert set(off) == {"worker", "bridge"}
+    assert not any("--metrics-port" in argv for argv in off.values())
+    too_high = CliRunner().invoke(main, ["up", "--metrics-port", "65535"])
+    assert too_high.exit_code == 2 and "65535 is not in the range" in too_high.output
+
+
+@pytest.mark.slow
+def test_up_serves_the_bridge_and_worker_metrics_on_base_and_base_plus_one(
+    tmp_path, redis_url, channel_prefix
+):
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    if base >= 65534:
+        base -= 10
+    process, log_path, _ = start_up(
+        tmp_path, redis_url, channel_prefix, "--no-beat", "--metrics-port", str(base)
+    )
+    try:
+        wait_for(lambda: "subscribed to" in log_path.read_text(), timeout=60, what="the bridge")
+        wait_for(lambda: "ready." in log_path.read_text(), timeout=60, what="the worker")
+        output = log_path.read_text()
+        assert (
+            f"metrics: bridge http://127.0.0.1:{base}/metrics, "
+            f"worker http://127.0.0.1:{base + 1}/metrics"
+        ) in output
+        bridge = httpx.get(f"http://127.0.0.1:{base}/metrics")
+        worker = httpx.get(f"http://127.0.0.1:{base + 1}/metrics")
+        assert bridge.status_code == worker.status_code == 200
+        assert "analytics_bridge_reconnects_total" in bridge.text
+        assert "analytics_queue_depth" in worker.text
+        assert "analytics_bridge_" not in worker.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(timeout=90) == 0
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -303,3 +303,84 @@ def test_migrate_waits_for_healthy_postgres_and_runs_once(services: dict[str, Se
     assert dependencies(migrate).get("postgres") == "service_healthy"
     # An unquoted `no` is YAML 1.1's false; the restart policy must be the string "no".
     assert migrate.get("restart", "no") == "no"
+
+
+#: Where each kind of process serves its Prometheus metrics in the stack (docs/metrics.md).
+METRICS_PORTS = {"bridge": 9101, "worker": 9102}
+
+
+def option_names(command: click.Command) -> set[str]:
+    return {
+        name
+        for param in command.params
+        if isinstance(param, click.Option)
+        for name in (*param.opts, *param.secondary_opts)
+    }
+
+
+def passed_on_options(args: list[str]) -> list[str]:
+    """The option names among arguments a command passes on to another program."""
+    return [arg.partition("=")[0] for arg in args if arg.startswith("-")]
+
+
+def parse(command: list[str]) -> click.Context:
+    """The command line parsed by the real command it names: unknown options fail the test."""
+    from celery.bin.celery import celery
+
+    from analytics.cli import main
+
+    group: click.Group = main if command[0] == "analytics" else celery
+    name = subcommand(command)
+    assert name is not None, command
+    args = command[command.index(name) + 1 :]
+    try:
+        return group.commands[name].make_context(name, list(args), resilient_parsing=False)
+    except click.ClickException as exc:
+        pytest.fail(f"{command}: {exc.format_message()}")
+
+
+def test_app_service_commands_have_only_real_options(app_services: dict[str, Service]) -> None:
+    from celery.bin.beat import beat
+    from celery.bin.worker import worker
+    from flower.options import options as flower_options
+
+    passed_on_to = {
+        "worker": option_names(worker),
+        "beat": option_names(beat),
+        "flower": {f"--{name}" for name in flower_options._options},
+    }
+    for name, service in app_services.items():
+        ctx = parse(service["command"])
+        known = passed_on_to.get(subcommand(service["command"]) or "", set())
+        unknown = [arg for arg in passed_on_options(ctx.args) if arg not in known]
+        assert not unknown, f"{name}: no program takes {unknown}"
+
+
+def test_bridges_and_workers_serve_metrics_on_the_documented_ports(
+    services: dict[str, Service],
+) -> None:
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    for kind, port in METRICS_PORTS.items():
+        processes = running(services, kind)
+        assert processes, f"no service runs {kind}"
+        for name, service in processes.items():
+            params = parse(service["command"]).params
+            assert params["metrics_port"] == port, f"{name} serves no metrics on {port}"
+            # Prometheus scrapes it over the compose network; no port is published.
+            assert params["metrics_host"] == "0.0.0.0", name
+            assert not service.get("ports"), name
+            assert f'"{name}:{port}"' in documented, f"docs/metrics.md does not scrape {name}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["analytics", "bridge", "--metrics-prot", "9101"],
+        ["analytics", "worker", "--metrics-port", "none"],
+        ["analytics", "worker", "--concurency", "2"],
+        ["analytics", "flower", "--basic_auth=a:b"],
+    ],
+)
+def test_a_misspelt_option_is_caught(command: list[str]) -> None:
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
+        test_app_service_commands_have_only_real_options({"svc": {"command": command}})

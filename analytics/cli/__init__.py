@@ -11,7 +11,9 @@ settings, error lines, dates); the commands live one module per group and regist
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 import click
 
@@ -73,6 +75,35 @@ format_option = click.option(
     show_default=True,
     help="table for people; json (one array of row objects) or csv for programs.",
 )
+
+
+def metrics_options(
+    process: str, port_help: str, otherwise: str = "off"
+) -> Callable[[Callable[..., Any]], Any]:
+    """``--metrics-port`` and ``--metrics-host``, alike on every process that serves metrics,
+    with ``<PROCESS>_METRICS_PORT`` and ``<PROCESS>_METRICS_HOST`` as their defaults."""
+    port = click.option(
+        "--metrics-port",
+        type=click.IntRange(min=1, max=65535),
+        envvar=f"{process}_METRICS_PORT",
+        help=f"{port_help} (/metrics; default {process}_METRICS_PORT, else {otherwise}).",
+    )
+    host = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        envvar=f"{process}_METRICS_HOST",
+        help="Address the metrics server listens on (0.0.0.0 for every interface).",
+    )
+    return lambda command: port(host(command))
+
+
+def start_metrics(start: Callable[[int, str], None], port: int, host: str) -> None:
+    """Start a metrics server, or stop the command with one line saying why it cannot."""
+    try:
+        start(port, host)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from None
 
 
 # The command modules register their commands on `main` as they are imported.

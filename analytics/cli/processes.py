@@ -19,7 +19,15 @@ from typing import Any
 
 import click
 
-from analytics.cli import _settings, _setup_logging, describe, log, main
+from analytics.cli import (
+    _settings,
+    _setup_logging,
+    describe,
+    log,
+    main,
+    metrics_options,
+    start_metrics,
+)
 from analytics.cli.waiting import wait_for
 from analytics.config import safe_url
 from analytics.logs import log_format
@@ -60,19 +68,7 @@ def migrate() -> None:
 @click.option(
     "--flush-ms", type=click.FloatRange(min=0), help="Longest wait before a batch is sent."
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=1, max=65535),
-    envvar="BRIDGE_METRICS_PORT",
-    help="Serve Prometheus metrics on this port (/metrics; default BRIDGE_METRICS_PORT, else off).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="BRIDGE_METRICS_HOST",
-    help="Address the metrics server listens on (0.0.0.0 for every interface).",
-)
+@metrics_options("BRIDGE", "Serve Prometheus metrics on this port")
 def bridge(
     source: str | None,
     pattern: str | None,
@@ -127,12 +123,7 @@ def bridge(
         from bridge import metrics
 
         metrics.watch(relay)
-        try:
-            metrics.serve(metrics_port, metrics_host)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-            ) from None
+        start_metrics(metrics.serve, metrics_port, metrics_host)
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info(
@@ -188,20 +179,7 @@ class WorkerCommand(click.Command):
     default=None,
     help="Comma-separated queues to consume (default: all of {queues}).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=1, max=65535),
-    envvar="WORKER_METRICS_PORT",
-    help="Serve Prometheus metrics of every worker process on this port (/metrics; default "
-    "WORKER_METRICS_PORT, else off).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="WORKER_METRICS_HOST",
-    help="Address the metrics server listens on (0.0.0.0 for every interface).",
-)
+@metrics_options("WORKER", "Serve Prometheus metrics of every worker process on this port")
 @click.pass_context
 def worker(
     ctx: click.Context, queues: str | None, metrics_port: int | None, metrics_host: str
@@ -242,12 +220,10 @@ def _run_worker(
     if metrics_port:
         from tasks import metrics
 
-        try:
-            metrics.serve(metrics_port, metrics_host, app.conf.broker_url, names)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-            ) from None
+        def serve(port: int, host: str) -> None:
+            metrics.serve(port, host, app.conf.broker_url, names)
+
+        start_metrics(serve, metrics_port, metrics_host)
     argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
     if log_format() == "json":
         argv.insert(0, "--quiet")  # celery's own option: the banner is not a JSON line
@@ -307,6 +283,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def up_commands(
+    concurrency: int, no_beat: bool, metrics_base: int | None, metrics_host: str
+) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each process `up` starts, in the order it starts them."""
+    command = [sys.executable, "-m", "analytics"]
+
+    def metrics(offset: int) -> list[str]:
+        if metrics_base is None:
+            return []
+        return ["--metrics-port", str(metrics_base + offset), "--metrics-host", metrics_host]
+
+    # The worker's own options before Celery's, which it passes through.
+    specs = [("worker", [*command, "worker", *metrics(1), "--concurrency", str(concurrency)])]
+    if not no_beat:
+        specs.append(("beat", [*command, "beat"]))
+    specs.append(("bridge", [*command, "bridge", *metrics(0)]))
+    return specs
+
+
 @main.command()
 @click.option(
     "--concurrency",
@@ -316,7 +311,21 @@ def _die_with_parent() -> None:
     help="Worker processes.",
 )
 @click.option("--no-beat", is_flag=True, help="Do not start celery beat.")
-def up(concurrency: int, no_beat: bool) -> None:
+@click.option(
+    "--metrics-port",
+    "metrics_base",
+    metavar="BASE",
+    type=click.IntRange(min=1, max=65534),
+    help="Serve Prometheus metrics: the bridge's on port BASE, the worker's on BASE+1 "
+    "(default off).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address both metrics servers listen on (with --metrics-port).",
+)
+def up(concurrency: int, no_beat: bool, metrics_base: int | None, metrics_host: str) -> None:
     """Migrate the database, then run the bridge, a worker and beat until Ctrl-C.
 
     The one command a new user needs: on the default settings it stores everything
@@ -332,11 +341,12 @@ def up(concurrency: int, no_beat: bool) -> None:
         log,
     )
     log.info("database at revision %s: %s", revision, safe_url(settings.database_url))
-    command = [sys.executable, "-m", "analytics"]
-    specs = [("worker", [*command, "worker", "--concurrency", str(concurrency)])]
-    if not no_beat:
-        specs.append(("beat", [*command, "beat"]))
-    specs.append(("bridge", [*command, "bridge"]))
+    specs = up_commands(concurrency, no_beat, metrics_base, metrics_host)
+    if metrics_base:
+        log.info(
+            "metrics: bridge http://%s:%d/metrics, worker http://%s:%d/metrics",
+            metrics_host, metrics_base, metrics_host, metrics_base + 1,
+        )  # fmt: skip
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 

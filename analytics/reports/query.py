@@ -117,11 +117,15 @@ def percentile(values: Sequence[Decimal | float], fraction: float) -> Decimal | 
     """Linear interpolation between closest ranks (numpy's default, ``percentile_cont``)."""
     if not values:
         return None
-    ordered = sorted(Decimal(str(v)) for v in values)
+    # Sorted as they come (a float's shortest repr orders as the float does), and only the
+    # two values interpolated between made Decimal: a report over 10,000 values spent most
+    # of its time making 10,000 Decimals from strings.
+    ordered = sorted(values)
     position = Decimal(str(fraction)) * (len(ordered) - 1)
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    below, above = Decimal(str(ordered[low])), Decimal(str(ordered[high]))
+    return below + (above - below) * (position - low)
 
 
 def day_of(column: Any) -> Any:

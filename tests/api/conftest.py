@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -73,3 +75,34 @@ def oracle_loaded(pg: Engine) -> Engine:
     for start in range(0, len(events), 250):
         apply(pg, events[start : start + 250])
     return pg
+
+
+@pytest.fixture
+def received(redis_url: str, channel_prefix: str) -> Iterator[list[tuple[str, dict]]]:
+    """What is published on the test's channel prefix, as (channel, document)."""
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(f"{channel_prefix}:*")
+    messages: list[tuple[str, dict]] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.05)
+            if message and message["type"] == "pmessage":
+                messages.append((message["channel"].decode(), orjson.loads(message["data"])))
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    yield messages
+    stop.set()
+    thread.join()
+    pubsub.close()
+    client.close()
+
+
+def settle(messages: list, count: int) -> list:
+    from tests.conftest import wait_for
+
+    wait_for(lambda: len(messages) >= count, timeout=5, what=f"{count} messages")
+    return messages

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -15,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from analytics.events import channel_for
 from analytics.reports import REPORTS, Query, run
+from tests.api.conftest import settle
 from tests.reports.test_against_oracle import RANGES
 
 ENDPOINTS = [
@@ -125,37 +124,6 @@ def test_a_tenant_reads_nothing_of_another(oracle_loaded, client, new_key):
     assert reply.json() == []
 
 
-@pytest.fixture
-def received(redis_url: str, channel_prefix: str) -> Iterator[list[tuple[str, dict]]]:
-    """What is published on the test's channel prefix, as (channel, document)."""
-    client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe(f"{channel_prefix}:*")
-    messages: list[tuple[str, dict]] = []
-    stop = threading.Event()
-
-    def listen() -> None:
-        while not stop.is_set():
-            message = pubsub.get_message(timeout=0.05)
-            if message and message["type"] == "pmessage":
-                messages.append((message["channel"].decode(), orjson.loads(message["data"])))
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    yield messages
-    stop.set()
-    thread.join()
-    pubsub.close()
-    client.close()
-
-
-def _settle(messages: list, count: int) -> list:
-    from tests.conftest import wait_for
-
-    wait_for(lambda: len(messages) >= count, timeout=5, what=f"{count} messages")
-    return messages
-
-
 def test_events_land_in_the_keys_tenant_whatever_the_body_says(
     client, new_key, received, channel_prefix
 ):
@@ -169,7 +137,7 @@ def test_events_land_in_the_keys_tenant_whatever_the_body_says(
     )
     assert many.status_code == 202, many.text
     assert many.json()["event_ids"][0] == "e-2"
-    messages = _settle(received, 3)
+    messages = settle(received, 3)
     assert len(messages) == 3
     assert {doc["tenant_id"] for _, doc in messages} == {"tenant-a"}
     assert {channel for channel, _ in messages} == {channel_for("order.created", channel_prefix)}
@@ -184,7 +152,7 @@ def test_missing_event_id_and_timestamp_are_filled_in(client, new_key, received)
     del document["timestamp"]
     reply = client.post("/api/v1/events", json=document, headers=auth(key))
     assert reply.status_code == 202
-    [(_, published)] = _settle(received, 1)
+    [(_, published)] = settle(received, 1)
     assert published["event_id"] == reply.json()["event_ids"][0]
     assert published["timestamp"].startswith(str(date.today().year))
 
@@ -237,7 +205,7 @@ def test_the_test_endpoint_is_404_unless_enabled(pg, make_client, received, chan
     )
     reply = make_client(ENABLE_TEST_ENDPOINTS="1").post("/test/publish-event", json=body)
     assert reply.status_code == 202, reply.text
-    [(channel, published)] = _settle(received, 1)
+    [(channel, published)] = settle(received, 1)
     assert channel == channel_for("order.created", channel_prefix)
     assert published["tenant_id"] == "t-test"
     assert published["event_id"] == reply.json()["event_ids"][0]
