@@ -76,6 +76,24 @@ format_option = click.option(
 
 
 # The command modules register their commands on `main` as they are imported.
-from analytics.cli import keys, maintenance, processes, reports, serve, traffic  # noqa: E402
+from analytics.cli import (  # noqa: E402
+    keys,
+    maintenance,
+    monitor,
+    processes,
+    reports,
+    serve,
+    traffic,
+)
 
-__all__ = ["describe", "keys", "main", "maintenance", "processes", "reports", "serve", "traffic"]
+__all__ = [
+    "describe",
+    "keys",
+    "main",
+    "maintenance",
+    "monitor",
+    "processes",
+    "reports",
+    "serve",
+    "traffic",
+]
