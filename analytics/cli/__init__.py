@@ -82,6 +82,7 @@ from analytics.cli import (  # noqa: E402
     monitor,
     processes,
     reports,
+    security,
     serve,
     traffic,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "monitor",
     "processes",
     "reports",
+    "security",
     "serve",
     "traffic",
 ]
