@@ -35,11 +35,8 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             return "$"
         name, op, arg = match["name"], match["op"], match["arg"] or ""
         value = env.get(name)
-        unset_or_empty = not value
-        if op in (":-", ":?"):
-            missing = unset_or_empty
-        else:
-            missing = value is None
+        # With a colon, empty counts as unset.
+        missing = not value if op in (":-", ":?") else value is None
         if op and op.endswith("?") and missing:
             raise MissingVariable(f"required variable {name} is missing a value: {arg}")
         if op and op.endswith("-") and missing:

@@ -153,9 +153,7 @@ def _outside_address() -> str | None:
 
 
 @pytest.mark.slow
-def test_flower_listens_on_loopback_only_and_asks_for_its_password(
-    redis_url: str, tmp_path: Path
-):
+def test_flower_listens_on_loopback_only_and_asks_for_its_password(redis_url: str, tmp_path: Path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     env.update(REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url)
