@@ -97,7 +97,7 @@ class ScratchRedis:
             self.process.wait()
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis.from_url(self.url(), **kwargs)  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url(), **kwargs)
 
 
 def scratch_redis(root: Path, *options: str, tls: bool = False) -> Iterator[ScratchRedis]:

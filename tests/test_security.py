@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -209,7 +210,7 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
     assert not _refused(lambda: producer.xadd(event_channel, {"data": b"{}"}))
     bridge_client = _as(acl_redis, "bridge")
     for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("ACL", "LIST")):
-        assert _refused(lambda c=command: bridge_client.execute_command(*c)), command
+        assert _refused(partial(bridge_client.execute_command, *command)), command
     worker_client = _as(acl_redis, "worker")
     assert _refused(lambda: worker_client.xadd(event_channel, {"data": b"{}"}))
     assert _refused(lambda: worker_client.publish(event_channel, b"{}"))
@@ -222,17 +223,17 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
 
     # PostgreSQL: the report role reads and cannot write the events or counters; the
     # ingest role writes rows and cannot change the schema.
-    report = create_engine(pg_roles["report"])
-    ingest = create_engine(pg_roles["ingest"])
+    report_db = create_engine(pg_roles["report"])
+    ingest_db = create_engine(pg_roles["ingest"])
     try:
         refused_sql = [
-            (report, "INSERT INTO metric_counters SELECT * FROM metric_counters LIMIT 1"),
-            (report, "DELETE FROM events"),
-            (report, "UPDATE orders SET status = 'x'"),
-            (report, "INSERT INTO api_keys SELECT * FROM api_keys LIMIT 1"),
-            (ingest, "DROP TABLE events"),
-            (ingest, "ALTER TABLE events ADD COLUMN x int"),
-            (ingest, "CREATE TABLE stolen (x int)"),
+            (report_db, "INSERT INTO metric_counters SELECT * FROM metric_counters LIMIT 1"),
+            (report_db, "DELETE FROM events"),
+            (report_db, "UPDATE orders SET status = 'x'"),
+            (report_db, "INSERT INTO api_keys SELECT * FROM api_keys LIMIT 1"),
+            (ingest_db, "DROP TABLE events"),
+            (ingest_db, "ALTER TABLE events ADD COLUMN x int"),
+            (ingest_db, "CREATE TABLE stolen (x int)"),
         ]
         for engine, statement in refused_sql:
             with (
@@ -240,10 +241,10 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
                 engine.begin() as conn,
             ):
                 conn.exec_driver_sql(statement)
-        with report.connect() as conn:
+        with report_db.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one() >= len(stream)
     finally:
-        report.dispose()
-        ingest.dispose()
+        report_db.dispose()
+        ingest_db.dispose()
     for client in (producer, bridge_client, worker_client, beat_client):
         client.close()
