@@ -26,7 +26,7 @@ from analytics.config import Settings, tls_redis_url
 from analytics.errors import ConfigError
 from loadgen import checking, publishing
 from tests.conftest import IN_CI, Process
-from tests.faults.helpers import ScratchPostgres, postgres_bindir
+from tests.faults.helpers import ScratchPostgres, running_postgres
 from tests.scratch_redis import ScratchRedis, scratch_redis
 
 
@@ -125,23 +125,12 @@ class TlsPostgres(ScratchPostgres):
 
 @pytest.fixture
 def tls_postgres(certificates: Path) -> Iterator[TlsPostgres]:
-    bindir = postgres_bindir()
-    if bindir is None:
-        message = "initdb not found (PATH, /usr/lib/postgresql/*/bin): no PostgreSQL with TLS"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="analytics-tls-pg-"))
-    cluster = TlsPostgres(bindir, root, certificates)
-    cluster.url += "?sslmode=require"
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.create_database()
-        yield cluster
-    finally:
-        cluster.stop("immediate", check=False)
-        shutil.rmtree(root, ignore_errors=True)
+    def make(bindir: Path, root: Path) -> TlsPostgres:
+        cluster = TlsPostgres(bindir, root, certificates)
+        cluster.url += "?sslmode=require"
+        return cluster
+
+    yield from running_postgres(make, "analytics-tls-pg-")
 
 
 @pytest.fixture
