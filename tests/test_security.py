@@ -125,8 +125,10 @@ def pg_roles(postgres_url: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def acl_redis(tmp_path: Path, channel_prefix: str) -> Iterator[ScratchRedis]:
-    settings = Settings(event_channel_pattern=f"{channel_prefix}:*")
+def acl_redis(tmp_path: Path, pipeline_env: dict[str, str]) -> Iterator[ScratchRedis]:
+    # The test's channel pattern and beat prefix; DB 0 of the server of its own.
+    db0 = "redis://127.0.0.1:6379/0"
+    settings = Settings.from_env({**pipeline_env, "REDIS_URL": db0, "CELERY_BROKER_URL": db0})
     acl_file = tmp_path / "users.acl"
     acl_file.write_text(redis_acl(settings, PASSWORDS))
     root = tmp_path / "redis"
@@ -172,9 +174,12 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
         env_for("worker", pg_roles["ingest"]),
     )
     worker.wait_for_output("ready.")
-    # The bridge has no database credentials at all: it never opens one.
+    # The bridge and beat have no database credentials at all: they never open one.
     bridge = start_process("bridge", ["bridge"], env_for("bridge", "postgresql://nobody@0/none"))
     bridge.wait_for_output("subscribed to")
+    beat = start_process(
+        "beat", ["beat"], {**env_for("beat", "postgresql://nobody@0/none"), "ROLLUP_INTERVAL": "2"}
+    )
     stream = publishing.build_stream(
         publishing.simulate(400, tenants=2, seed=16), channel_prefix=channel_prefix
     )
@@ -186,6 +191,10 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
     exact = checking.check_exact(pg, stream)
     assert waited.complete, waited.reason + worker.output()[-2000:] + bridge.output()[-2000:]
     assert exact.exact, exact.problems
+
+    # Beat took its lock and its rollups reached the worker, which ran them.
+    beat.wait_for_output("beat: Acquired lock", timeout=30)
+    worker.wait_for_output("rollups.refresh", timeout=30)
 
     # Reports run as the report role, the rollups they refresh included.
     # A tenant with orders: revenue-by-day lists only days with some.
@@ -200,6 +209,11 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
         )
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout), f"{report} is empty"
+
+    # Nothing the processes did was refused: no command, key or channel is missing.
+    admin = _as(acl_redis, "admin")
+    denied = admin.acl_log()
+    assert not denied, [(d["username"], d["reason"], d["object"]) for d in denied]
 
     # Redis: each user refused outside its rights.
     event_channel = stream.channels[0]
@@ -247,5 +261,11 @@ def test_the_pipeline_runs_with_a_user_per_role_and_each_is_refused_outside_its_
     finally:
         report_db.dispose()
         ingest_db.dispose()
-    for client in (producer, bridge_client, worker_client, beat_client):
+    assert {d["username"] for d in admin.acl_log()} >= {
+        "analytics-producer",
+        "analytics-bridge",
+        "analytics-worker",
+        "analytics-beat",
+    }
+    for client in (producer, bridge_client, worker_client, beat_client, admin):
         client.close()
