@@ -220,6 +220,9 @@ class Settings:
     beat_lock_timeout: float = DEFAULT_BEAT_LOCK_TIMEOUT
     beat_key_prefix: str = DEFAULT_BEAT_KEY_PREFIX
     celery_result_backend: str = DEFAULT_REDIS_URL
+    #: Events must carry the tenant their channel ends with (events:order:created:T):
+    #: a producer whose Redis user may publish on T's channels speaks for T only.
+    tenant_from_channel: bool = False
     #: The HTTP API's POST /test/publish-event (no key needed): for tests and demos only.
     enable_test_endpoints: bool = False
 
@@ -338,6 +341,7 @@ class Settings:
             beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
             celery_result_backend=result_backend,
             enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
+            tenant_from_channel=_flag(env, "TENANT_FROM_CHANNEL"),
         )
 
 

@@ -128,12 +128,40 @@ def redis_users(settings: Settings, prefix: str = "analytics-") -> list[RedisUse
     ]
 
 
-def redis_acl(settings: Settings, passwords: dict[str, str], prefix: str = "analytics-") -> str:
-    """The ACL file: one user per role, passwords stored as SHA-256, the default user off."""
+#: Characters a tenant bound to its channels cannot have: they would end its
+#: channel's last segment (``:``) or be glob syntax in the ACL's patterns.
+_NOT_IN_BOUND_TENANT = set(":*?[]\\ \t\n")
+
+
+def tenant_producer(settings: Settings, tenant: str, prefix: str = "analytics-") -> RedisUser:
+    """A producer for one tenant (TENANT_FROM_CHANNEL): only channels and streams ending
+    with ``:<tenant>``, on which the bridge accepts that tenant's events only."""
+    if not tenant or _NOT_IN_BOUND_TENANT.intersection(tenant):
+        raise ValueError(f"tenant {tenant!r} cannot be bound to channels (no ':', '*', '?', '[')")
+    channels = f"{settings.channel_prefix}*:{tenant}"
+    return RedisUser(
+        f"{prefix}producer-{tenant}",
+        _PRODUCER_COMMANDS,
+        (channels,),
+        (channels,),
+        f"a producer of tenant {tenant} only",
+    )
+
+
+def redis_acl(
+    settings: Settings,
+    passwords: dict[str, str],
+    prefix: str = "analytics-",
+    tenant_passwords: dict[str, str] | None = None,
+) -> str:
+    """The ACL file: one user per role (and per tenant's producers), passwords stored as
+    SHA-256, the default user off."""
     # An ACL file holds user lines only: Redis refuses to load one with comments.
     lines = ["user default off resetkeys resetchannels -@all"]
     for user in redis_users(settings, prefix):
         lines.append(user.line(passwords[user.name.removeprefix(prefix)]))
+    for tenant, password in (tenant_passwords or {}).items():
+        lines.append(tenant_producer(settings, tenant, prefix).line(password))
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +247,18 @@ def _password_option(role: str) -> click.Option:
     show_default=True,
     help="Prefix of the user names (analytics-producer, analytics-bridge, ...).",
 )
-def redis_acl_command(user_prefix: str, **passwords: str) -> None:
+@click.option(
+    "--tenant-producer",
+    "tenant_producers",
+    multiple=True,
+    metavar="TENANT=PASSWORD",
+    help="Also a producer user for one tenant (analytics-producer-TENANT) that may publish "
+    "only on channels ending with :TENANT; with TENANT_FROM_CHANNEL=1 it cannot speak for "
+    "another tenant. Repeat for more.",
+)
+def redis_acl_command(
+    user_prefix: str, tenant_producers: tuple[str, ...], **passwords: str
+) -> None:
     """Print a Redis ACL file: one user per role, the default user off.
 
     \b
@@ -239,7 +278,19 @@ def redis_acl_command(user_prefix: str, **passwords: str) -> None:
     empty = [role for role, value in given.items() if not value]
     if empty:
         raise click.ClickException(f"empty password for {', '.join(empty)}")
-    click.echo(redis_acl(settings, given, user_prefix), nl=False)
+    tenants: dict[str, str] = {}
+    for spec in tenant_producers:
+        tenant, _, password = spec.partition("=")
+        if not password:
+            raise click.BadParameter(
+                f"{spec!r} is not TENANT=PASSWORD", param_hint="--tenant-producer"
+            )
+        tenants[tenant] = password
+    try:
+        acl = redis_acl(settings, given, user_prefix, tenants)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tenant-producer") from None
+    click.echo(acl, nl=False)
 
 
 @security.command("pg-roles")
