@@ -304,7 +304,7 @@ def pg_roles_command(prefix: str) -> None:
     """Print the SQL that creates the ingest (write) and report (read) roles.
 
     Run it with psql as the tables' owner, after `analytics migrate`:
-    `analytics security pg-roles | psql "$DATABASE_URL"`. Migrations keep running
+    `analytics security pg-roles | psql -d analytics`. Migrations keep running
     as the owner; workers log in as a member of PREFIX_ingest, reports and the
     HTTP API as a member of PREFIX_report.
     """
