@@ -49,13 +49,13 @@ _LEDGER_KEYS = ("analytics:ledger:*",)
 
 @dataclass(frozen=True)
 class RedisUser:
-    """One line of the ACL file: who, with which password, may run what on which keys."""
+    """One line of the ACL file: who, with which password, may run what on which keys
+    and channels."""
 
     name: str
     commands: str
     keys: tuple[str, ...]
     channels: tuple[str, ...]
-    comment: str
 
     def line(self, password: str) -> str:
         digest = hashlib.sha256(password.encode()).hexdigest()
@@ -90,40 +90,40 @@ def redis_users(settings: Settings, prefix: str = "analytics-") -> list[RedisUse
     broker = (*_queue_keys(), *_KOMBU_KEYS)
     fanout = _fanout_channels(settings)
     return [
+        # Rust services: PUBLISH and XADD on the event channels and streams, nothing else
         RedisUser(
             f"{prefix}producer",
             _PRODUCER_COMMANDS,
             (events,),
             (events,),
-            "Rust services: PUBLISH and XADD on the event channels and streams, nothing else",
         ),
+        # The bridge: reads the events, sends batches to the queues, keeps the ledger
         RedisUser(
             f"{prefix}bridge",
             _INTERNAL_COMMANDS,
             (events, *broker, *_LEDGER_KEYS, *_RESULT_KEYS),
             (events, *fanout, *_RESULT_KEYS),
-            "the bridge: reads the events, sends batches to the queues, keeps the ledger",
         ),
+        # Workers: take and acknowledge batches, clear them from the ledger
         RedisUser(
             f"{prefix}worker",
             _INTERNAL_COMMANDS,
             (*broker, *_LEDGER_KEYS, *_RESULT_KEYS, *_PIDBOX_KEYS, *_EVENT_KEYS),
             (*fanout, *_RESULT_KEYS),
-            "workers: take and acknowledge batches, clear them from the ledger",
         ),
+        # Beat: its schedule and lock, and sending the rollup tasks
         RedisUser(
             f"{prefix}beat",
             _INTERNAL_COMMANDS,
             (f"{settings.beat_key_prefix}*", *broker, *_RESULT_KEYS),
             (*fanout, *_RESULT_KEYS),
-            "beat: its schedule and lock, and sending the rollup tasks",
         ),
+        # Operators (redis-cli, backups, Flower): everything
         RedisUser(
             f"{prefix}admin",
             "+@all",
             ("*",),
             ("*",),
-            "operators (redis-cli, backups, Flower): everything",
         ),
     ]
 
@@ -144,7 +144,6 @@ def tenant_producer(settings: Settings, tenant: str, prefix: str = "analytics-")
         _PRODUCER_COMMANDS,
         (channels,),
         (channels,),
-        f"a producer of tenant {tenant} only",
     )
 
 
