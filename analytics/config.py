@@ -194,6 +194,32 @@ def database_url(url: str) -> str:
     return url
 
 
+#: ``ssl_cert_reqs`` of a ``rediss://`` URL: how the server's certificate is checked.
+REDIS_CERT_REQS = ("required", "optional", "none")
+
+
+def tls_redis_url(name: str, url: str) -> str:
+    """A ``rediss://`` URL with ``ssl_cert_reqs`` (``required`` unless it says otherwise).
+
+    Celery's result backend refuses a rediss URL without it, and kombu, RedBeat and
+    redis-py then all verify the server's certificate against the system's CAs or
+    the URL's ``ssl_ca_certs``: TLS is on for every process, verified by default.
+    """
+    if not url.startswith("rediss://"):
+        return url
+    base, _, query = url.partition("?")
+    params = [pair for pair in query.split("&") if pair]
+    given = [p.partition("=")[2] for p in params if p.partition("=")[0] == "ssl_cert_reqs"]
+    if not given:
+        return f"{base}?{'&'.join([*params, 'ssl_cert_reqs=required'])}"
+    value = given[-1].lower().removeprefix("cert_")
+    if value not in REDIS_CERT_REQS:
+        raise ConfigError(
+            f"{name}: ssl_cert_reqs={given[-1]!r} is not one of {', '.join(REDIS_CERT_REQS)}"
+        )
+    return url
+
+
 #: Settings whose values are URLs that may carry a password.
 _URL_FIELDS = ("redis_url", "celery_broker_url", "database_url", "celery_result_backend")
 
@@ -238,6 +264,9 @@ class Settings:
     beat_lock_timeout: float = DEFAULT_BEAT_LOCK_TIMEOUT
     beat_key_prefix: str = DEFAULT_BEAT_KEY_PREFIX
     celery_result_backend: str = DEFAULT_REDIS_URL
+    #: Events must carry the tenant their channel ends with (events:order:created:T):
+    #: a producer whose Redis user may publish on T's channels speaks for T only.
+    tenant_from_channel: bool = False
     #: The HTTP API's POST /test/publish-event (no key needed): for tests and demos only.
     enable_test_endpoints: bool = False
     #: "bigquery" copies every stored event to BigQuery; empty: no warehouse.
@@ -318,6 +347,11 @@ class Settings:
             value = env.get(name)
             if value and "://" not in value:
                 raise ConfigError(f"{name}={value!r} is not a URL (e.g. redis://localhost:6379/0)")
+        redis_url = tls_redis_url("REDIS_URL", redis_url)
+        broker_url = tls_redis_url("CELERY_BROKER_URL", env.get("CELERY_BROKER_URL") or redis_url)
+        result_backend = tls_redis_url(
+            "CELERY_RESULT_BACKEND", env.get("CELERY_RESULT_BACKEND") or redis_url
+        )
         bridge_input = (env.get("BRIDGE_INPUT") or DEFAULT_BRIDGE_INPUT).lower()
         if bridge_input not in BRIDGE_INPUTS:
             raise ConfigError(
@@ -337,7 +371,7 @@ class Settings:
             **_warehouse(env),
             redis_url=redis_url,
             event_channel_pattern=pattern,
-            celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+            celery_broker_url=broker_url,
             database_url=database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             pii_salt=env.get("PII_SALT") or None,
             default_currency=currency,
@@ -376,7 +410,7 @@ class Settings:
                 env, "BEAT_LOCK_TIMEOUT", DEFAULT_BEAT_LOCK_TIMEOUT, minimum=5
             ),
             beat_key_prefix=env.get("BEAT_KEY_PREFIX") or DEFAULT_BEAT_KEY_PREFIX,
-            celery_result_backend=env.get("CELERY_RESULT_BACKEND") or redis_url,
+            celery_result_backend=result_backend,
             enable_test_endpoints=_flag(env, "ENABLE_TEST_ENDPOINTS"),
             raw_retention_days=_int(
                 env, "RAW_RETENTION_DAYS", DEFAULT_RAW_RETENTION_DAYS, minimum=0
@@ -384,6 +418,7 @@ class Settings:
             raw_partitions_ahead=_int(
                 env, "RAW_PARTITIONS_AHEAD", DEFAULT_RAW_PARTITIONS_AHEAD, minimum=1
             ),
+            tenant_from_channel=_flag(env, "TENANT_FROM_CHANNEL"),
         )
 
 

@@ -115,7 +115,11 @@ class Publisher:
         event_type = document.get("event_type")
         try:
             channel = channel_for(
-                event_type if isinstance(event_type, str) else "", self.settings.channel_prefix
+                event_type if isinstance(event_type, str) else "",
+                self.settings.channel_prefix,
+                tenant=str(document.get("tenant_id"))
+                if self.settings.tenant_from_channel
+                else None,
             )
         except ValueError as exc:
             raise InvalidEvent(f"invalid envelope: event_type: {exc}") from None

@@ -119,6 +119,7 @@ class Batcher:
     def group(self, messages: Iterable[Message]) -> None:
         groups, now = self.groups, time.monotonic()
         max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
+        bound_tenants = self.settings.tenant_from_channel
         # Counted here, once per call and category (the metric, not each message).
         read: dict[str, int] = {}
         for raw_channel, data, received, receipt in messages:
@@ -128,7 +129,9 @@ class Batcher:
             try:
                 if receipt is not None and receipt.problem:
                     raise InvalidEvent(receipt.problem)
-                task, queue, text = route(channel, data, self.prefix, max_bytes, max_depth)
+                task, queue, text = route(
+                    channel, data, self.prefix, max_bytes, max_depth, bound_tenants
+                )
                 item = EventItem(channel, text, received).encode()
                 category = queue
             except InvalidEvent as exc:

@@ -29,6 +29,22 @@ PING_AFTER = 15.0
 DEAD_AFTER = 45.0
 
 
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context a ``rediss://`` URL asks for, as redis-py builds it for the other
+    connections: ``ssl_cert_reqs`` (default required), ``ssl_ca_certs``,
+    ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate), ``ssl_check_hostname``."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    reqs = _CERT_REQS[str(options.get("ssl_cert_reqs") or "required").lower().removeprefix("cert_")]
+    context.check_hostname = reqs != ssl.CERT_NONE and options.get("ssl_check_hostname", True)
+    context.verify_mode = reqs
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
 class SubscriptionLost(ConnectionError):
     """The subscription's connection closed or went silent; reconnect."""
 
@@ -69,9 +85,7 @@ class Subscription:
             )
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if kind is redis.connection.SSLConnection:
-                sock = ssl.create_default_context().wrap_socket(
-                    sock, server_hostname=options.get("host")
-                )
+                sock = tls_context(options).wrap_socket(sock, server_hostname=options.get("host"))
         self._options = options
         return sock
 

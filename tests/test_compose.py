@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -169,7 +170,10 @@ def test_redis_and_postgres_ask_for_a_password_and_the_app_gives_it(
     for name, service in app_services.items():
         env = environment(service)
         for variable in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
-            credentials = urlsplit(env.get(variable) or "").netloc.rpartition("@")[0]
+            # A variable (`${REDIS_PASSWORD:?message}`) stands for its value: its `?` is
+            # not the URL's query.
+            url = re.sub(r"\$\{[^}]*\}", "value", env.get(variable) or "")
+            credentials = urlsplit(url).netloc.rpartition("@")[0]
             assert credentials.partition(":")[2], f"{name}: {variable} carries no password"
 
 

@@ -1,4 +1,5 @@
-"""The commands that run the pipeline's processes: migrate, bridge, worker, beat, flower, up.
+"""The commands that run the pipeline's processes: migrate, bridge, worker, up (beat and
+flower: ``analytics.cli.monitor``).
 
 The bridge and the Celery processes are imported inside the command bodies, so that
 `analytics --help` and the other commands load neither.
@@ -141,7 +142,7 @@ def bridge(
     log.info("bridge stopped")
 
 
-# ------------------------------------------------------- worker, beat, flower
+# ---------------------------------------------------------------------- worker
 
 
 def _celery_argv(extra: list[str], defaults: dict[str, str]) -> list[str]:
@@ -228,34 +229,6 @@ def _run_worker(
     if log_format() == "json":
         argv.insert(0, "--quiet")  # celery's own option: the banner is not a JSON line
     app.worker_main(argv)
-
-
-@main.command(context_settings=PASS_THROUGH)
-@click.pass_context
-def beat(ctx: click.Context) -> None:
-    """Run Celery beat, which schedules the periodic rollups and raw-store upkeep.
-
-    Daily: the coming months' partitions of events, and with RAW_RETENTION_DAYS set,
-    the prune of raw events and dead letters past it.
-
-    Run two on different hosts for redundancy: they share a schedule and a lock in
-    Redis (REDIS_URL), one sends and the other stands by, taking over within
-    1.2 x BEAT_LOCK_TIMEOUT seconds (default 30) of the active one dying.
-    """
-    from tasks.app import app
-
-    _setup_logging()
-    quiet = ["--quiet"] if log_format() == "json" else []  # the banner is not a JSON line
-    app.start([*quiet, "beat", *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})])
-
-
-@main.command(context_settings=PASS_THROUGH)
-@click.pass_context
-def flower(ctx: click.Context) -> None:
-    """Run Flower, the web monitor for workers and tasks (e.g. --basic-auth=user:pass)."""
-    from tasks.app import app
-
-    app.start(["flower", *ctx.args])
 
 
 # -------------------------------------------------------------------------- up

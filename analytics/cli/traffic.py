@@ -165,7 +165,10 @@ def publish(
         if not channel and not isinstance(event_type, str):
             raise click.ClickException(f"line {number} has no event_type; pass --channel")
         try:
-            target = channel or channel_for(str(event_type), settings.channel_prefix)
+            tenant = document.get("tenant_id") if settings.tenant_from_channel else None
+            target = channel or channel_for(
+                str(event_type), settings.channel_prefix, None if tenant is None else str(tenant)
+            )
         except ValueError as exc:
             raise click.ClickException(f"line {number}: {exc}; pass --channel") from None
         reply = emit(target, line.strip())
@@ -238,7 +241,10 @@ def simulate(tenants: int, count: int, rate: float, days: int, seed: int | None)
         pipe = client.pipeline(transaction=False)
         pending = 0
         for envelope in itertools.chain(first, stream):
-            pipe.publish(channel_for(envelope["event_type"], prefix), orjson.dumps(envelope))
+            tenant = envelope["tenant_id"] if settings.tenant_from_channel else None
+            pipe.publish(
+                channel_for(envelope["event_type"], prefix, tenant), orjson.dumps(envelope)
+            )
             pending += 1
             if pending == chunk:
                 pipe.execute()

@@ -12,7 +12,7 @@
 The names other packages use are re-exported here.
 """
 
-from analytics.events.channels import category_of, channel_for
+from analytics.events.channels import category_of, channel_for, tenant_of
 from analytics.events.fields import (
     ID_MAX_LENGTH,
     Currency,
@@ -132,4 +132,5 @@ __all__ = [
     "schema_for",
     "scrub_pii",
     "scrub_raw",
+    "tenant_of",
 ]

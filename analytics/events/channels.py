@@ -12,12 +12,16 @@ turn ``foo`` into ``events:foo:foo``): every registered type has both parts, so 
 type without them is a typo or a test of bad input, whose publisher should name
 its channel itself. The bridge routes by the payload's ``event_type``, not by the
 channel; the channel only has to name a category.
+
+With ``TENANT_FROM_CHANNEL`` a channel ends with the tenant that may publish on it
+(``events:order:created:tenant-1``), so that a Redis ACL can give each tenant's
+producers their own channels; :func:`tenant_of` reads it back.
 """
 
 from __future__ import annotations
 
 
-def channel_for(event_type: str, prefix: str = "events") -> str:
+def channel_for(event_type: str, prefix: str = "events", tenant: str | None = None) -> str:
     """'order.created' -> 'events:order:created' (``prefix`` replaces 'events').
 
     The category is the text before the first dot, the action everything after it;
@@ -27,7 +31,16 @@ def channel_for(event_type: str, prefix: str = "events") -> str:
     if not dot or not category or not action:
         raise ValueError(f"event type must look like 'category.action', got {event_type!r}")
     prefix = prefix.rstrip(":")
-    return f"{prefix}:{category}:{action}" if prefix else f"{category}:{action}"
+    channel = f"{prefix}:{category}:{action}" if prefix else f"{category}:{action}"
+    return f"{channel}:{tenant}" if tenant is not None else channel
+
+
+def tenant_of(channel: str, prefix: str) -> str | None:
+    """The tenant a channel is bound to (``TENANT_FROM_CHANNEL``): its last segment, after
+    the category and the action; None when it has no segment past those two."""
+    rest = channel[len(prefix) :] if channel.startswith(prefix) else channel
+    parts = rest.lstrip(":").split(":")
+    return parts[-1] if len(parts) >= 3 and parts[-1] else None
 
 
 def category_of(channel: str, prefix: str) -> str:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadgen import publishing
-from tests.conftest import IN_CI
-from tests.faults.helpers import COUNT, RATE, ScratchPostgres, postgres_bindir
+from tests.faults.helpers import COUNT, RATE, ScratchPostgres, running_postgres
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +28,4 @@ def stream(envelopes: list[dict[str, Any]], channel_prefix: str) -> publishing.S
 def scratch_postgres() -> Iterator[ScratchPostgres]:
     """A PostgreSQL cluster of the test's own with a migrated ``analytics`` database;
     stopped and deleted afterwards, whatever happened."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        message = "initdb not found (PATH, /usr/lib/postgresql/*/bin): no throwaway PostgreSQL"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="analytics-fault-pg-"))
-    cluster = ScratchPostgres(bindir, root)
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.create_database()
-        yield cluster
-    finally:
-        cluster.stop("immediate", check=False)
-        shutil.rmtree(root, ignore_errors=True)
+    yield from running_postgres(ScratchPostgres)

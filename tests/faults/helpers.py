@@ -16,15 +16,17 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+import pytest
 import redis
 from kombu.compression import decompress
 from kombu.serialization import loads
@@ -34,7 +36,7 @@ import tasks.app  # noqa: F401 - registers whatever serializer and compression b
 from analytics.models import Base
 from loadgen import checking, publishing
 from tasks.queues import QUEUES
-from tests.conftest import Process, wait_for
+from tests.conftest import IN_CI, Process, wait_for
 
 #: Events of every fault's stream (the issue asks for at least 5,000).
 COUNT = 5_000
@@ -339,6 +341,32 @@ class ScratchPostgres:
         finally:
             admin.dispose()
         run_migrations(self.url)
+
+
+Cluster = TypeVar("Cluster", bound=ScratchPostgres)
+
+
+def running_postgres(
+    make: Callable[[Path, Path], Cluster], prefix: str = "analytics-fault-pg-"
+) -> Iterator[Cluster]:
+    """A cluster ``make(bindir, root)`` with a migrated ``analytics`` database, for a
+    fixture to yield from; stopped and deleted afterwards, whatever happened."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "initdb not found (PATH, /usr/lib/postgresql/*/bin): no throwaway PostgreSQL"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = make(bindir, root)
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.create_database()
+        yield cluster
+    finally:
+        cluster.stop("immediate", check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------ bridge connections
