@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 import redis
@@ -18,6 +17,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from analytics.cli.waiting import is_unreachable, wait_for
 from tests.conftest import wait_for as wait_until
+from tests.test_cli import start_up
 
 log = logging.getLogger("test.waiting")
 
@@ -85,20 +85,8 @@ def test_up_started_before_redis_waits_for_it_then_runs(tmp_path, channel_prefix
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "EVENT_CHANNEL_PATTERN": f"{channel_prefix}:*",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "up.log"
+    up, log_path, _ = start_up(tmp_path, f"redis://127.0.0.1:{port}/0", channel_prefix, "--no-beat")
     server = None
-    with open(log_path, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "up", "--concurrency", "1", "--no-beat"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
     try:
         waiting = f"waiting for Redis at redis://127.0.0.1:{port}/0 (try 2,"
         wait_until(lambda: waiting in log_path.read_text(), timeout=30, what="a second try")
