@@ -30,9 +30,63 @@ DEPENDENCY_CONDITIONS = frozenset(
 Service = dict[str, Any]
 
 
-def load_compose() -> dict[str, Any]:
-    with COMPOSE_FILE.open(encoding="utf-8") as stream:
-        return yaml.safe_load(stream)
+#: The secrets a user gives the stack (it refuses to start without them), for the tests
+#: that read the file as Compose would with them set.
+SECRETS_SET = {
+    "REDIS_PASSWORD": "r3dis-pass",
+    "POSTGRES_PASSWORD": "pg-pass",
+    "FLOWER_BASIC_AUTH": "ops:fl0wer",
+}
+
+#: A variable as written (``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}``), to find them.
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
+)
+_EXPRESSION = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>.*))?", re.S)
+
+
+class MissingVariable(Exception):
+    """A required variable (``${VAR:?message}``) is unset or empty, as Compose reports it."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """``text`` with Compose's variable syntax substituted from ``env``: ``$$`` is ``$``, and a
+    default may hold variables of its own, read only when the default is used."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            depth, end = 1, i + 2
+            while depth:
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                end += 1
+            out.append(_expand(text[i + 2 : end - 1], env))
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _expand(expression: str, env: dict[str, str]) -> str:
+    match = _EXPRESSION.fullmatch(expression)
+    assert match, f"not a variable: ${{{expression}}}"
+    name, op, arg = match["name"], match["op"], match["arg"] or ""
+    value = env.get(name)
+    # With a colon, empty counts as unset.
+    missing = not value if op in (":-", ":?") else value is None
+    if op and op.endswith("?") and missing:
+        raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+    if op and op.endswith("-") and missing:
+        return interpolate(arg, env)
+    return value or ""
+
+
+def load_compose(env: dict[str, str] = SECRETS_SET) -> dict[str, Any]:
+    """The compose file as Compose reads it with ``env`` (by default, the secrets set)."""
+    return yaml.safe_load(interpolate(COMPOSE_FILE.read_text(encoding="utf-8"), env))
 
 
 @pytest.fixture(scope="module")
@@ -388,3 +442,60 @@ def test_bridges_and_workers_serve_metrics_on_the_documented_ports(
 def test_a_misspelt_option_is_caught(command: list[str]) -> None:
     with pytest.raises((AssertionError, pytest.fail.Exception)):
         test_app_service_commands_have_only_real_options({"svc": {"command": command}})
+
+
+# ------------------------------------------------------- ports, health and the image
+
+#: Services that run once (and exit): nothing to check the health of.
+ONE_SHOT = ("migrate",)
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            continue
+        test = (service.get("healthcheck") or {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+
+
+def test_redis_postgres_and_the_api_are_published_on_loopback_for_the_host(
+    services: dict[str, Service],
+) -> None:
+    for name, port in (("redis", "6379"), ("postgres", "5432"), ("api", "8000")):
+        ports = [str(p) for p in services[name].get("ports", [])]
+        assert any(p.endswith(f":{port}") and is_loopback(host_ip(p)) for p in ports), name
+
+
+def test_the_api_service_serves_on_every_interface_of_its_container(
+    services: dict[str, Service],
+) -> None:
+    (api,) = running(services, "serve").values()
+    assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
+
+
+def test_the_rabbitmq_profile_swaps_the_broker_of_every_app_service() -> None:
+    amqp = "amqp://analytics:rabbit@rabbitmq:5672//"
+    compose = load_compose({**SECRETS_SET, "CELERY_BROKER_URL": amqp})
+    assert compose["services"]["rabbitmq"]["profiles"] == ["rabbitmq"]
+    for name, service in compose["services"].items():
+        if "build" in service:
+            assert environment(service)["CELERY_BROKER_URL"] == amqp, name
+    default = load_compose()["services"]["bridge"]
+    assert environment(default)["CELERY_BROKER_URL"] == "redis://:r3dis-pass@redis:6379/0"
+
+
+def test_the_image_installs_dependencies_before_the_code_and_runs_unprivileged() -> None:
+    lines = [
+        line.strip()
+        for line in (COMPOSE_FILE.parent / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ")]
+    installs = [i for i, line in enumerate(lines) if "pip install" in line]
+    assert lines[copies[0]] == "COPY pyproject.toml ./"
+    assert copies[0] < installs[0] < copies[1] < installs[1]  # deps, then the code
+    assert "-e " not in " ".join(lines)  # a real install: the migrations ship in the package
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    assert lines[user] == "USER analytics"
+    assert any(line == "WORKDIR /var/lib/analytics" for line in lines[user:])
+    assert "install -d -o analytics -g analytics /var/lib/analytics" in " ".join(lines)

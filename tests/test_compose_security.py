@@ -7,54 +7,30 @@ is checked without Docker.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.test_compose import COMPOSE_FILE, environment, running
+from tests.test_compose import (
+    _VARIABLE,
+    COMPOSE_FILE,
+    SECRETS_SET,
+    MissingVariable,
+    environment,
+    interpolate,
+    load_compose,
+    running,
+)
 
 #: The secrets the stack must be given; it has no placeholder for any of them.
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
 
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
-)
-
-
-class MissingVariable(Exception):
-    """A required variable (``${VAR:?message}``) is unset or empty, as Compose reports it."""
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """``text`` with Compose's variable syntax substituted from ``env``."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name, op, arg = match["name"], match["op"], match["arg"] or ""
-        value = env.get(name)
-        # With a colon, empty counts as unset.
-        missing = not value if op in (":-", ":?") else value is None
-        if op and op.endswith("?") and missing:
-            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
-        if op and op.endswith("-") and missing:
-            return arg
-        return value or ""
-
-    return _VARIABLE.sub(substitute, text)
-
 
 def load(env: dict[str, str]) -> dict[str, Any]:
-    return yaml.safe_load(interpolate(COMPOSE_FILE.read_text(encoding="utf-8"), env))
+    return load_compose(env)
 
 
-SET = {
-    "REDIS_PASSWORD": "r3dis-pass",
-    "POSTGRES_PASSWORD": "pg-pass",
-    "FLOWER_BASIC_AUTH": "ops:fl0wer",
-}
+SET = SECRETS_SET
 
 
 @pytest.mark.parametrize("secret", SECRETS)
@@ -126,3 +102,8 @@ def test_interpolation_follows_compose():
     with pytest.raises(MissingVariable):
         interpolate("${X:?need X}", {"X": ""})
     assert interpolate("${X?need X}", {"X": ""}) == ""
+    # Nested, as Compose reads them: the inner variable is only needed when the outer is unset.
+    assert interpolate("${A:-x${B:?need B}}", {"A": "a"}) == "a"
+    assert interpolate("${A:-x${B:?need B}}", {"B": "b"}) == "xb"
+    with pytest.raises(MissingVariable, match="need B"):
+        interpolate("${A:-x${B:?need B}}", {})
