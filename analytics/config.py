@@ -41,6 +41,15 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 #: however small: at 10 ms, 1,000 events/s became tasks of ~3 events and the
 #: workers fell behind (benchmarks/pipeline.py); 50 ms gives ~15 per task.
 DEFAULT_BRIDGE_FLUSH_MS = 50.0
+#: A partial batch of fewer than BRIDGE_FILL_EVENTS events waits up to this long to
+#: fill (a quiet stream), one that holds that many goes at BRIDGE_FLUSH_MS (a busy
+#: stream): a task costs ~8 ms of CPU whatever it carries, so at everyday rates
+#: tasks of 3-8 events spent most of the pipeline's CPU (benchmarks/pipeline.py
+#: --only cpu). 150 ms leaves ~100 ms for queueing and the task itself within a p99
+#: publish -> commit of 250 ms. Never below BRIDGE_FLUSH_MS.
+DEFAULT_BRIDGE_HOLD_BUDGET_MS = 150.0
+#: ... the events a batch needs to go at BRIDGE_FLUSH_MS rather than at the budget.
+DEFAULT_BRIDGE_FILL_EVENTS = 100
 #: While the workers are behind (messages wait in a group's queue on a Redis broker),
 #: a partial batch is held up to this long instead: sending it would only put one
 #: more small task, with its few ms of fixed cost, behind the others. Fewer, larger
@@ -246,6 +255,8 @@ class Settings:
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_max_hold_ms: float = DEFAULT_BRIDGE_MAX_HOLD_MS
+    bridge_hold_budget_ms: float = DEFAULT_BRIDGE_HOLD_BUDGET_MS
+    bridge_fill_events: int = DEFAULT_BRIDGE_FILL_EVENTS
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
     bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
     #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
@@ -385,6 +396,10 @@ class Settings:
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_flush_ms=_float(env, "BRIDGE_FLUSH_MS", DEFAULT_BRIDGE_FLUSH_MS),
             bridge_max_hold_ms=_float(env, "BRIDGE_MAX_HOLD_MS", DEFAULT_BRIDGE_MAX_HOLD_MS),
+            bridge_hold_budget_ms=_float(
+                env, "BRIDGE_HOLD_BUDGET_MS", DEFAULT_BRIDGE_HOLD_BUDGET_MS
+            ),
+            bridge_fill_events=_int(env, "BRIDGE_FILL_EVENTS", DEFAULT_BRIDGE_FILL_EVENTS),
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),

@@ -38,7 +38,18 @@ phases so each starts from the same empty store):
 5. the baseline: ``benchmarks.naive_consumer`` (the seed's single-process
    consumer, one transaction per event) on the same stream, published as fast
    as it can take without its output buffer passing 8 MB (so it loses nothing
-   and its best is measured).
+   and its best is measured);
+6. CPU (issue 17): ``--idle-seconds`` (10) with no traffic, then each of
+   ``--cpu-rates`` (200, 500, 2,000/s) held for ``--cpu-seconds`` (15 s), then
+   ``--cpu-peak-events`` (30,000) as fast as the pipeline takes them. For each:
+   CPU per event with everything counted (bridge, worker main and pool, Redis,
+   this database's PostgreSQL backends; the publisher not counted, idle not
+   subtracted), tasks and events per task, p99 publish -> stored_at; then a
+   least-squares fit of CPU - idle = a x tasks + b x events over those runs:
+   the fixed cost of a task and the cost of an event. CPU time from /proc, not
+   wall time, so other load disturbs it little (it is reported beside). Redis
+   is the shared server: its CPU includes other clients' (see the idle figure).
+   ``python -m benchmarks.pipeline --only cpu`` runs it alone (~2 minutes).
 
 Each run also reports the Celery tasks the worker finished (from its log:
 events per task and task time) and where the machine's CPU went, including
@@ -46,7 +57,7 @@ unrelated processes, so a run disturbed by other load says so.
 
 Then it prints one table: each target, the value measured and PASS or FAIL.
 ``--only`` runs some of the phases (sustained, latency, contended, burst,
-scaled, baseline; the pipeline is warmed up first either way); its table says
+scaled, baseline, cpu; the pipeline is warmed up first either way); its table says
 that it is not the full verdict.
 ``--quick`` scales everything down (under two minutes) to check the machinery;
 its figures are not the issue's targets and the table says so. Progress goes to
@@ -99,6 +110,18 @@ TARGET_BURST_RATE = 40_000.0
 TARGET_BRIDGE_RSS = 300 * MB
 TARGET_P99 = 0.5
 TARGET_LATENCY_RATE = 1_000.0
+
+# Issue 17's targets: CPU per event at everyday rates (offered rate -> most CPU per event).
+TARGET_CPU_PER_EVENT = {500.0: 300e-6, 2_000.0: 250e-6}
+TARGET_CPU_P99 = 0.25
+#: CPU shares counted as the pipeline's cost: everything but the publisher (this process).
+COUNTED_CPU = (
+    "bridge_cores",
+    "worker_main_cores",
+    "worker_pool_cores",
+    "redis_cores",
+    "postgres_cores",
+)
 
 
 def cpu_breakdown(
@@ -210,9 +233,15 @@ class Plan:
     hogs: int = 1
     #: The phases to run (all of PHASES by default).
     phases: tuple[str, ...] = ()
+    #: The CPU phase: offered rates held for ``cpu_seconds`` each, then ``cpu_peak_events``
+    #: as fast as the pipeline takes them, and ``idle_seconds`` with no traffic.
+    cpu_rates: tuple[float, ...] = (200.0, 500.0, 2_000.0)
+    cpu_seconds: float = 15.0
+    cpu_peak_events: int = 30_000
+    idle_seconds: float = 10.0
 
 
-PHASES = ("sustained", "latency", "contended", "burst", "scaled", "baseline")
+PHASES = ("sustained", "latency", "contended", "burst", "scaled", "baseline", "cpu")
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -226,6 +255,9 @@ def plan_from(args: argparse.Namespace) -> Plan:
             timeout=120.0,
             stall=20.0,
             quick=True,
+            cpu_seconds=4.0,
+            cpu_peak_events=5_000,
+            idle_seconds=3.0,
         )
     for name in (
         "events",
@@ -242,10 +274,15 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "stall",
         "baseline_events",
         "hogs",
+        "cpu_seconds",
+        "cpu_peak_events",
+        "idle_seconds",
     ):
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
+    if args.cpu_rates:
+        plan.cpu_rates = tuple(args.cpu_rates)
     plan.phases = tuple(args.only or PHASES)
     return plan
 
@@ -351,6 +388,8 @@ class Run:
     disconnected: bool = False
     disconnect_evidence: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
+    #: Wall seconds over which ``cpu`` was measured (its cores times this: CPU seconds).
+    cpu_wall: float = 0.0
     #: Transactions committed in other databases of the server during the run.
     other_commits: int = 0
     #: The unrelated processes that used the most CPU during the run.
@@ -374,6 +413,10 @@ class Results:
     #: Runs with ``workers`` processes, each interleaved with one of ``scaled``.
     paired: list[Run] = field(default_factory=list)
     baseline: Run | None = None
+    #: The CPU phase: one run per offered rate, then the peak run.
+    cpu_runs: list[Run] = field(default_factory=list)
+    #: Cores used with no traffic (pipeline processes, Redis, the database's backends).
+    idle: dict[str, float] = field(default_factory=dict)
     rss: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -601,23 +644,9 @@ class Benchmark:
             for match in TASK_DONE.findall(output)
         )
         pg_pids |= set(self._pg_backends(engine))
-        roles = {os.getpid(): "benchmark"}
-        for proc in watched:
-            for pid in proc.tree():
-                if proc is self.bridge:
-                    roles[pid] = "bridge"
-                else:
-                    roles[pid] = "worker main" if pid == proc.pid else "worker pool"
-        pipeline_pids = set(roles)
-        cpu, other_top = cpu_breakdown(
-            procs_before,
-            procs_after,
-            cpu_after[0] - cpu_before[0],
-            (cpu_after[1] - cpu_before[1]) / max(os.cpu_count() or 1, 1),
-            pipeline=pipeline_pids,
-            postgres=pg_pids,
-            redis_pid=int(self.results.machine.get("redis_pid") or 0),
-            roles=roles,
+        wall = (cpu_after[1] - cpu_before[1]) / max(os.cpu_count() or 1, 1)
+        cpu, other_top = self._cpu_of(
+            watched, pg_pids, procs_before, procs_after, cpu_after[0] - cpu_before[0], wall
         )
         for proc in watched:
             proc.sample_rss()
@@ -677,6 +706,7 @@ class Benchmark:
             disconnected=bool(evidence),
             disconnect_evidence=evidence,
             cpu=cpu,
+            cpu_wall=wall,
             other_top=other_top,
             other_commits=other_commits,
         )
@@ -693,6 +723,34 @@ class Benchmark:
         if not run.ok:
             self.results.errors.append(f"{label}: {waited.reason}; {exact.summary()}")
         return run
+
+    def _cpu_of(
+        self,
+        watched: list[Proc],
+        pg_pids: set[int],
+        before: dict[int, tuple[str, float]],
+        after: dict[int, tuple[str, float]],
+        busy: float,
+        wall: float,
+    ) -> tuple[dict[str, float], str]:
+        """Where the CPU went between two snapshots, with the roles of the watched processes."""
+        roles = {os.getpid(): "benchmark"}
+        for proc in watched:
+            for pid in proc.tree():
+                if proc is self.bridge:
+                    roles[pid] = "bridge"
+                else:
+                    roles[pid] = "worker main" if pid == proc.pid else "worker pool"
+        return cpu_breakdown(
+            before,
+            after,
+            busy,
+            wall,
+            pipeline=set(roles),
+            postgres=pg_pids,
+            redis_pid=int(self.results.machine.get("redis_pid") or 0),
+            roles=roles,
+        )
 
     def _other_commits(self) -> int:
         """Commits so far in the server's databases other than this run's (others' load)."""
@@ -842,6 +900,38 @@ class Benchmark:
         self._stop(naive)
         return run
 
+    def idle(self) -> dict[str, float]:
+        """Cores the pipeline, Redis and the database's backends use with no traffic."""
+        assert self.bridge is not None and self.worker is not None
+        watched = [self.bridge, self.worker]
+        say(f"idle: {self.plan.idle_seconds:.0f}s with no traffic")
+        pg_pids = set(self._pg_backends(self.engine))
+        machine_before, before = procs.machine_cpu(), procs.all_process_cpu()
+        time.sleep(self.plan.idle_seconds)
+        after, machine_after = procs.all_process_cpu(), procs.machine_cpu()
+        wall = (machine_after[1] - machine_before[1]) / max(os.cpu_count() or 1, 1)
+        cpu, _ = self._cpu_of(
+            watched, pg_pids, before, after, machine_after[0] - machine_before[0], wall
+        )
+        cpu["counted_cores"] = counted_cores(cpu)
+        say(f"idle: {cpu_of_counted(cpu)}")
+        return cpu
+
+    def cpu_phase(self) -> list[Run]:
+        """Each of ``cpu_rates`` held for ``cpu_seconds``, then the peak: CPU per event."""
+        plan = self.plan
+        runs = []
+        for n, rate in enumerate(plan.cpu_rates):
+            events = publishing.simulate(
+                max(1, round(rate * plan.cpu_seconds)), plan.tenants, seed=10 + n
+            )
+            runs.append(self.pipeline_run(f"cpu at {rate:,.0f}/s", events, rate))
+        peak = publishing.simulate(plan.cpu_peak_events, plan.tenants, seed=9)
+        runs.append(self.pipeline_run("cpu at peak", peak, plan.sustained_rate))
+        for run in runs:
+            say(f"{run.label}: {cpu_per_event(run) * 1e6:,.0f} us CPU per event counted")
+        return runs
+
     def run(self) -> Results:
         plan = self.plan
         phases = plan.phases or PHASES
@@ -861,6 +951,9 @@ class Benchmark:
                 self.results.contended = self.latency_run(
                     f" beside {plan.hogs} busy loop(s)", seed=4
                 )
+        if "cpu" in phases:
+            self.results.idle = self.idle()
+            self.results.cpu_runs = self.cpu_phase()
         if "burst" in phases:
             burst_events = publishing.simulate(plan.burst_events, plan.tenants, seed=3)
             self.results.burst = self.pipeline_run(
@@ -923,9 +1016,99 @@ def cpu_of(run: Run) -> str:
     return ", ".join(f"{key.removesuffix('_cores')} {value:.2f}" for key, value in run.cpu.items())
 
 
+def counted_cores(cpu: dict[str, float]) -> float:
+    """Cores of the pipeline's own processes: bridge, workers, Redis, the database's backends."""
+    return sum(cpu.get(key, 0.0) for key in COUNTED_CPU)
+
+
+def cpu_of_counted(cpu: dict[str, float]) -> str:
+    parts = ", ".join(
+        f"{key.removesuffix('_cores')} {cpu.get(key, 0.0):.3f}" for key in COUNTED_CPU
+    )
+    return f"{counted_cores(cpu):.3f} cores ({parts})"
+
+
+def cpu_per_event(run: Run) -> float:
+    """CPU seconds per event, everything counted (the publisher not), idle not subtracted."""
+    return counted_cores(run.cpu) * run.cpu_wall / max(run.events, 1)
+
+
+def fit_cost(runs: list[Run], idle_cores: float) -> tuple[float, float, float]:
+    """Least squares of CPU = a x tasks + b x events over ``runs`` (idle CPU taken off).
+
+    Returns (a seconds per task, b seconds per event, the largest relative residual).
+    """
+    rows = [
+        (float(r.tasks), float(r.events), (counted_cores(r.cpu) - idle_cores) * r.cpu_wall)
+        for r in runs
+        if r.tasks
+    ]
+    if len(rows) < 2:
+        return math.nan, math.nan, math.nan
+    stt = sum(t * t for t, _, _ in rows)
+    ste = sum(t * e for t, e, _ in rows)
+    see = sum(e * e for _, e, _ in rows)
+    sty = sum(t * y for t, _, y in rows)
+    sey = sum(e * y for _, e, y in rows)
+    det = stt * see - ste * ste
+    if det == 0:
+        return math.nan, math.nan, math.nan
+    a = (sty * see - sey * ste) / det
+    b = (sey * stt - sty * ste) / det
+    worst = max(abs(a * t + b * e - y) / max(abs(y), 1e-9) for t, e, y in rows)
+    return a, b, worst
+
+
 def median_of(runs: list[Run]) -> float:
     values = [r.throughput for r in runs if not math.isnan(r.throughput)]
     return statistics.median(values) if values else math.nan
+
+
+def cpu_rows(
+    results: Results,
+    target: Callable[[str, str, str, bool], None],
+    info: Callable[[str, str], None],
+) -> None:
+    """The CPU phase's rows: idle, CPU per event at each rate and at peak, the cost fit."""
+    runs = results.cpu_runs
+    if not runs:
+        return
+    idle = results.idle.get("counted_cores", math.nan)
+    info(
+        f"idle CPU, no traffic ({results.plan.idle_seconds:.0f}s)",
+        cpu_of_counted(results.idle) if results.idle else "n/a",
+    )
+    for run in runs:
+        per_event = cpu_per_event(run)
+        rate = "peak" if run.label.endswith("peak") else f"{run.offered_rate:,.0f} ev/s"
+        measured = (
+            f"{per_event * 1e6:,.0f} us ({counted_cores(run.cpu):.2f} cores; {run.tasks} tasks "
+            f"of {run.events / max(run.tasks, 1):.1f} events, {fmt_ms(run.task_mean)}; "
+            f"p99 {fmt_ms(run.latency['p99'])}; {run.verdict})"
+        )
+        if rate == "peak":
+            measured += f"; {fmt_rate(run.throughput)}"
+        most = TARGET_CPU_PER_EVENT.get(run.offered_rate)
+        name = f"CPU per event at {rate}, all counted"
+        if most is None or rate == "peak":
+            info(name, measured)
+        else:
+            target(
+                name,
+                measured,
+                f"<= {most * 1e6:.0f} us, p99 <= {TARGET_CPU_P99 * 1000:.0f} ms",
+                per_event <= most and run.latency["p99"] <= TARGET_CPU_P99 and run.ok,
+            )
+    a, b, worst = fit_cost(runs, 0.0 if math.isnan(idle) else idle)
+    info(
+        "  fit CPU - idle = a x tasks + b x events",
+        f"a = {a * 1000:.2f} ms per task, b = {b * 1e6:.0f} us per event "
+        f"(worst residual {worst:.0%})",
+    )
+    info(
+        "  load from unrelated processes (cores)",
+        ", ".join(f"{r.cpu.get('other_cores', 0.0):.2f}" for r in runs),
+    )
 
 
 def table(results: Results) -> tuple[str, bool]:
@@ -1070,7 +1253,9 @@ def table(results: Results) -> tuple[str, bool]:
         info("  aggregates per run", ", ".join(r.verdict for r in scaled))
         info("  bridge disconnected by Redis", disconnects_of(scaled))
         info("  worker tasks per run (events/task, mean task time)", tasks_of(scaled))
+    cpu_rows(results, target, info)
     every = [
+        *results.cpu_runs,
         *sustained,
         *scaled,
         *results.paired,
@@ -1158,6 +1343,8 @@ def load_results(path: Path) -> Results:
         scaled=runs(data["scaled"]),
         paired=runs(data.get("paired", [])),
         baseline=run(data["baseline"]),
+        cpu_runs=runs(data.get("cpu_runs", [])),
+        idle=data.get("idle", {}),
         rss=data["rss"],
         errors=data["errors"],
         seconds=data["seconds"],
@@ -1194,6 +1381,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--hogs",
         type=int,
         help="busy-loop processes beside the pipeline in the contended latency run (1)",
+    )
+    parser.add_argument(
+        "--cpu-rates",
+        type=float,
+        nargs="+",
+        help="offered rates of the CPU phase, each held for --cpu-seconds (200 500 2000)",
+    )
+    parser.add_argument("--cpu-seconds", type=float, help="length of each CPU-phase rate (15)")
+    parser.add_argument(
+        "--cpu-peak-events", type=int, help="events of the CPU phase's peak run (30,000)"
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, help="CPU measured with no traffic for this long (10)"
     )
     parser.add_argument("--timeout", type=float, help="longest wait for one run's events (s)")
     parser.add_argument("--stall", type=float, help="give up on a run stuck this long (s)")

@@ -1,8 +1,11 @@
 """Grouping by task and sending: how the sender turns what was read into Celery batches.
 
 Messages are grouped by the task they go to, and each group is sent when it holds
-``batch_size`` events or its oldest event has waited ``flush_ms``, whichever comes
-first, so a lone event goes out at once and a burst goes out in large batches.
+``batch_size`` events, or when its oldest event has waited: ``flush_ms`` once the
+group holds ``fill_events`` (a busy stream), else up to ``hold_budget_ms`` (a quiet
+stream waits longer to fill its batch: a task's CPU is mostly fixed, so at everyday
+rates small tasks cost most of the pipeline's CPU). An event after a quiet spell
+goes out at once, and a burst goes out in large batches.
 While the workers are behind (messages wait in the group's queue), a partial batch
 waits longer, up to ``max_hold_ms``: a task's cost is mostly fixed, so fewer and
 larger tasks are how the workers catch up. A batch that Celery does not take is
@@ -53,8 +56,11 @@ class Group:
     #: Not sent before this (monotonic), because its queue had a backlog.
     held_until: float = 0.0
 
-    def due(self, flush_after: float) -> float:
-        return max(self.since + flush_after, self.held_until)
+    def due(self, flush_after: float, budget: float, fill: int) -> float:
+        """When the group goes: at ``flush_after`` once it holds ``fill`` events, else at
+        ``budget`` (or later, while ``held_until`` says its queue has a backlog)."""
+        wait = flush_after if len(self.items) >= fill else budget
+        return max(self.since + wait, self.held_until)
 
 
 @dataclass
@@ -97,6 +103,8 @@ class Batcher:
         self.prefix = settings.channel_prefix
         self.batch_size = settings.bridge_batch_size
         self.flush_after = settings.bridge_flush_ms / 1000.0
+        self.budget = max(settings.bridge_hold_budget_ms / 1000.0, self.flush_after)
+        self.fill = settings.bridge_fill_events
         self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
         #: Queues seen with messages waiting, and when they were looked at.
         self._busy: frozenset[str] = frozenset()
@@ -110,7 +118,7 @@ class Batcher:
         """When the first group is due (monotonic); None when there is no group."""
         if not self.groups:
             return None
-        return min(group.due(self.flush_after) for group in self.groups.values())
+        return min(self._due(group) for group in self.groups.values())
 
     def pending(self) -> int:
         """Events grouped and not sent yet."""
@@ -145,7 +153,7 @@ class Batcher:
                 # After a quiet spell, an event goes out at once (its group is due):
                 # waiting to fill a batch only pays while events keep coming.
                 quiet = received - self._last_received >= self.flush_after
-                group = groups[task] = Group(queue=queue, since=now - quiet * self.flush_after)
+                group = groups[task] = Group(queue=queue, since=now - quiet * self.budget)
             group.items.append(item)
             group.sizes.append(len(raw_channel) + len(data) + MESSAGE_OVERHEAD)
             group.receipts.append(receipt)
@@ -164,12 +172,15 @@ class Batcher:
             group = self.groups[task]
             while len(group.items) >= self.batch_size:
                 self._send(task, group, self.batch_size)
-            if group.items and (force or now >= group.due(self.flush_after)):
+            if group.items and (force or now >= self._due(group)):
                 if not force and self._hold_back(group, now):
                     continue
                 self._send(task, group, len(group.items))
             if not group.items:
                 self.groups.pop(task, None)
+
+    def _due(self, group: Group) -> float:
+        return group.due(self.flush_after, self.budget, self.fill)
 
     def _hold_back(self, group: Group, now: float) -> bool:
         """Whether a due partial batch should wait for more events: its queue has a backlog."""

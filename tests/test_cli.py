@@ -75,7 +75,14 @@ def test_the_worker_help_names_every_queue_it_consumes_by_default():
 
 def test_the_bridge_help_names_its_batching_settings():
     output = " ".join(CliRunner().invoke(main, ["bridge", "--help"]).output.split())
-    for setting in ("--batch-size", "--flush-ms", "BRIDGE_MAX_HOLD_MS", "BRIDGE_MAX_BUFFER_BYTES"):
+    for setting in (
+        "--batch-size",
+        "--flush-ms",
+        "BRIDGE_HOLD_BUDGET_MS",
+        "BRIDGE_FILL_EVENTS",
+        "BRIDGE_MAX_HOLD_MS",
+        "BRIDGE_MAX_BUFFER_BYTES",
+    ):
         assert setting in output
 
 

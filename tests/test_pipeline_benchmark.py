@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from benchmarks import pipeline
 
@@ -102,4 +103,58 @@ def test_more_processes_are_judged_against_the_runs_interleaved_with_them() -> N
     assert not passed
     # Without interleaved runs, the first phase's runs are the reference.
     results.paired = []
+    assert not pipeline.table(results)[1]
+
+
+def _cpu_run(
+    rate: float, events: int, tasks: int, seconds: float, **fields: object
+) -> pipeline.Run:
+    """A run whose counted CPU is ``seconds`` over 10 s of wall (the publisher not counted)."""
+    cores = seconds / 10.0
+    cpu = {"bridge_cores": cores / 2, "worker_pool_cores": cores / 2, "benchmark_cores": 0.3}
+    return _run(
+        f"cpu at {rate:,.0f}/s",
+        offered_rate=rate,
+        events=events,
+        tasks=tasks,
+        cpu=cpu,
+        cpu_wall=10.0,
+        **fields,
+    )
+
+
+def test_the_fit_recovers_the_cost_of_a_task_and_of_an_event() -> None:
+    a, b = 0.008, 150e-6
+    runs = [
+        _cpu_run(rate, events, tasks, a * tasks + b * events + 0.02 * 10.0)
+        for rate, events, tasks in ((200, 2_000, 600), (500, 5_000, 700), (2_000, 20_000, 800))
+    ]
+    # 0.02 cores of idle CPU are taken off before fitting; the publisher is never counted.
+    fitted_a, fitted_b, worst = pipeline.fit_cost(runs, idle_cores=0.02)
+    assert math.isclose(fitted_a, a, rel_tol=1e-9) and math.isclose(fitted_b, b, rel_tol=1e-9)
+    assert worst < 1e-9
+    assert math.isclose(pipeline.cpu_per_event(runs[0]), (a * 600 + b * 2_000 + 0.2) / 2_000)
+    assert math.isnan(pipeline.fit_cost(runs[:1], 0.0)[0])
+
+
+def test_cpu_per_event_is_judged_at_500_and_2000_events_per_second_with_its_p99() -> None:
+    plan = pipeline.Plan(phases=("cpu",))
+    results = pipeline.Results(plan=plan, machine={"cores": 2})
+    results.idle = {"redis_cores": 0.01, "counted_cores": 0.01}
+    results.cpu_runs = [
+        _cpu_run(200, 2_000, 400, 2.0),  # 1,000 us an event: reported, no target
+        _cpu_run(500, 5_000, 100, 1.4),  # 280 us
+        _cpu_run(2_000, 20_000, 200, 4.8),  # 240 us
+    ]
+    report, passed = pipeline.table(results)
+    assert passed, report
+    assert re.search(
+        r"CPU per event at 200 ev/s, all counted +1,000 us \(0\.20 cores; 400 tasks", report
+    )
+    assert "idle CPU, no traffic" in report and "redis 0.010" in report
+    assert "a = " in report and "ms per task" in report
+    slow = {"p99": 0.3, "p50": 0.1, "p90": 0.2, "max": 0.4}
+    results.cpu_runs[1] = _cpu_run(500, 5_000, 100, 1.4, latency=slow)
+    assert not pipeline.table(results)[1]
+    results.cpu_runs[1] = _cpu_run(500, 5_000, 100, 1.6)  # 320 us
     assert not pipeline.table(results)[1]

@@ -81,10 +81,13 @@ def bridge(
     """Relay events from Redis to the Celery queues of their category.
 
     Reads as fast as Redis sends, groups events by type and sends each group as
-    one task message when it reaches --batch-size or waited --flush-ms (while
-    the workers are behind, i.e. messages wait in the group's queue, up to
-    BRIDGE_MAX_HOLD_MS, default 250, for fewer and larger tasks). Survives
-    Redis restarts; SIGTERM or Ctrl-C stops it after everything read is handed over.
+    one task message when it reaches --batch-size or waited --flush-ms; a group
+    of fewer than BRIDGE_FILL_EVENTS (default 100) waits up to
+    BRIDGE_HOLD_BUDGET_MS (default 150) to fill, since a task's CPU is mostly
+    fixed (while the workers are behind, i.e. messages wait in the group's
+    queue, up to BRIDGE_MAX_HOLD_MS, default 250, for fewer and larger tasks).
+    Survives Redis restarts; SIGTERM or Ctrl-C stops it after everything read
+    is handed over.
 
     \b
     --input pubsub (default): PSUBSCRIBE the pattern. At-most-once: what is

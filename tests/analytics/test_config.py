@@ -51,6 +51,8 @@ def test_prefixed_pattern_gives_the_channel_prefix():
         ({"BRIDGE_BATCH_SIZE": "0"}, "must be at least 1"),
         ({"BRIDGE_FLUSH_MS": "-1"}, "must be at least 0"),
         ({"BRIDGE_MAX_HOLD_MS": "soon"}, "is not a number"),
+        ({"BRIDGE_HOLD_BUDGET_MS": "-5"}, "must be at least 0"),
+        ({"BRIDGE_FILL_EVENTS": "0"}, "must be at least 1"),
         ({"DEFAULT_CURRENCY": "dollars"}, "3-letter"),
         ({"BEAT_LOCK_TIMEOUT": "1"}, "must be at least 5"),
         ({"BRIDGE_INPUT": "kafka"}, "is not one of pubsub, stream"),
@@ -68,6 +70,14 @@ def test_malformed_settings_are_refused_with_the_variable_named(env, message):
 def test_the_bridge_holds_partial_batches_for_a_busy_queue_up_to_its_setting():
     assert Settings.from_env({}).bridge_max_hold_ms == 250.0
     assert Settings.from_env({"BRIDGE_MAX_HOLD_MS": "0"}).bridge_max_hold_ms == 0.0
+
+
+def test_a_quiet_stream_waits_up_to_the_hold_budget_to_fill_a_batch_by_default():
+    settings = Settings.from_env({})
+    assert (settings.bridge_hold_budget_ms, settings.bridge_fill_events) == (150.0, 100)
+    env = {"BRIDGE_HOLD_BUDGET_MS": "0", "BRIDGE_FILL_EVENTS": "20"}
+    assert Settings.from_env(env).bridge_hold_budget_ms == 0.0
+    assert Settings.from_env(env).bridge_fill_events == 20
 
 
 def test_pii_salt_is_not_shown_in_repr():
