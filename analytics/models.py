@@ -362,6 +362,23 @@ class ActiveUsersDaily(Base):
     mau: Mapped[int]
 
 
+class OperationsDaily(Base):
+    """Rollup: a day's median and 95th-percentile API response time, from its raw events.
+
+    Exact percentiles need every value of the day, so they are computed once per day
+    that received events (``rollup_dirty_days``) instead of at every report; stored
+    rounded to the cent as the report prints them.
+    """
+
+    __tablename__ = "operations_daily"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    responses: Mapped[int]
+    p50_response_ms: Mapped[Decimal] = mapped_column(Amount)
+    p95_response_ms: Mapped[Decimal] = mapped_column(Amount)
+
+
 class RollupDirtyDay(Base):
     """A day that received events since its rollups were last computed.
 

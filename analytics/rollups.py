@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, tuple_
@@ -27,7 +28,16 @@ from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
 from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
-from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
+from analytics.models import (
+    ActiveUsersDaily,
+    Alert,
+    MetricCounter,
+    OperationsDaily,
+    RollupDirtyDay,
+    StoredEvent,
+    UserActivity,
+)
+from analytics.reports.query import money, percentile
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +130,64 @@ def active_users(session: Session, tenant: str, first: date, last: date) -> int:
 
         upsert_many(session, ActiveUsersDaily, build, rows)
     return len(rows)
+
+
+def operations(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute the response-time percentiles of ``tenant`` for every day in ``[first, last]``.
+
+    Read from the raw events, the one place that keeps every response time: a day's
+    exact percentiles cannot be merged from partial ones, so a day is recomputed whole.
+    """
+    first, last = _clamped(first, last)
+    if first > last:
+        return 0
+    timings: dict[date, list[float]] = defaultdict(list)
+    for at, ms in session.execute(
+        select(StoredEvent.occurred_at, StoredEvent.response_time_ms).where(
+            StoredEvent.tenant_id == tenant,
+            StoredEvent.response_time_ms.is_not(None),
+            StoredEvent.occurred_at >= _midnight(first),
+            StoredEvent.occurred_at < _midnight(last + timedelta(days=1)),
+        )
+    ):
+        timings[at.date()].append(float(ms or 0))
+    rows = [
+        {
+            "tenant_id": tenant,
+            "day": day,
+            "responses": len(values),
+            "p50_response_ms": Decimal(str(money(percentile(values, 0.5)))),
+            "p95_response_ms": Decimal(str(money(percentile(values, 0.95)))),
+        }
+        for day, values in sorted(timings.items())
+    ]
+    session.execute(
+        delete(OperationsDaily).where(
+            OperationsDaily.tenant_id == tenant,
+            OperationsDaily.day >= first,
+            OperationsDaily.day <= last,
+            OperationsDaily.day.not_in([row["day"] for row in rows]),
+        )
+    )
+    if rows:
+
+        def build(insert: Any) -> Any:
+            stmt = insert(OperationsDaily)
+            return stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "day"],
+                set_={
+                    name: stmt.excluded[name]
+                    for name in ("responses", "p50_response_ms", "p95_response_ms")
+                },
+            )
+
+        upsert_many(session, OperationsDaily, build, rows)
+    return len(rows)
+
+
+def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
+    return active_users(session, tenant, first, last) + operations(session, tenant, first, last)
 
 
 def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
@@ -248,6 +316,9 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                 for first, last in spans(changed):
                     active_users(session, t, first, last)
                     recomputed += (last - first).days + 1
+                # A day's percentiles depend on that day alone.
+                for first, last in spans(changed, reach=1):
+                    operations(session, t, first, last)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):
@@ -287,7 +358,7 @@ def recompute(
 ) -> dict[str, int]:
     """Recompute ``[first, last]`` for one tenant or every tenant with activity then."""
     tenants = [tenant] if tenant else active_tenants(session, first, last)
-    return {t: active_users(session, t, first, last) for t in tenants}
+    return {t: day_rollups(session, t, first, last) for t in tenants}
 
 
 def active_users_report(session: Session, q: Any, window: str) -> list[dict[str, Any]]:
