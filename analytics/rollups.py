@@ -31,11 +31,12 @@ from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import (
     ActiveUsersDaily,
     Alert,
+    DailyPercentiles,
     MetricCounter,
-    OperationsDaily,
     RollupDirtyDay,
     StoredEvent,
     UserActivity,
+    UserSession,
 )
 from analytics.reports.query import money, percentile
 
@@ -132,62 +133,82 @@ def active_users(session: Session, tenant: str, first: date, last: date) -> int:
     return len(rows)
 
 
-def operations(session: Session, tenant: str, first: date, last: date) -> int:
-    """Recompute the response-time percentiles of ``tenant`` for every day in ``[first, last]``.
+#: The measures of ``daily_percentiles``: each one's value, timestamp and tenant columns.
+MEASURES: dict[str, tuple[Any, Any, Any]] = {
+    "response_ms": (StoredEvent.response_time_ms, StoredEvent.occurred_at, StoredEvent.tenant_id),
+    "session_seconds": (UserSession.duration_seconds, UserSession.ended_at, UserSession.tenant_id),
+}
 
-    Read from the raw events, the one place that keeps every response time: a day's
-    exact percentiles cannot be merged from partial ones, so a day is recomputed whole.
+
+def percentiles(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute every measure's daily percentiles of ``tenant`` for ``[first, last]``.
+
+    Read from the rows that keep every value (raw events, sessions): a day's exact
+    percentiles cannot be merged from partial ones, so a day is recomputed whole.
     """
     first, last = _clamped(first, last)
     if first > last:
         return 0
-    timings: dict[date, list[float]] = defaultdict(list)
-    for at, ms in session.execute(
-        select(StoredEvent.occurred_at, StoredEvent.response_time_ms).where(
-            StoredEvent.tenant_id == tenant,
-            StoredEvent.response_time_ms.is_not(None),
-            StoredEvent.occurred_at >= _midnight(first),
-            StoredEvent.occurred_at < _midnight(last + timedelta(days=1)),
-        )
-    ):
-        timings[at.date()].append(float(ms or 0))
-    rows = [
-        {
-            "tenant_id": tenant,
-            "day": day,
-            "responses": len(values),
-            "p50_response_ms": Decimal(str(money(percentile(values, 0.5)))),
-            "p95_response_ms": Decimal(str(money(percentile(values, 0.95)))),
-        }
-        for day, values in sorted(timings.items())
-    ]
-    session.execute(
-        delete(OperationsDaily).where(
-            OperationsDaily.tenant_id == tenant,
-            OperationsDaily.day >= first,
-            OperationsDaily.day <= last,
-            OperationsDaily.day.not_in([row["day"] for row in rows]),
-        )
+    rows: list[dict[str, Any]] = []
+    for measure, (value, at, owner) in MEASURES.items():
+        values: dict[date, list[Any]] = defaultdict(list)
+        for when, v in session.execute(
+            select(at, value).where(
+                owner == tenant,
+                value.is_not(None),
+                at >= _midnight(first),
+                at < _midnight(last + timedelta(days=1)),
+            )
+        ):
+            values[when.date()].append(v)
+        rows += [
+            {
+                "tenant_id": tenant,
+                "measure": measure,
+                "day": day,
+                "count": len(day_values),
+                "total": sum((Decimal(str(v)) for v in day_values), Decimal(0)),
+                **{
+                    f"p{n}": Decimal(str(money(percentile(day_values, n / 100))))
+                    for n in (50, 90, 95)
+                },
+            }
+            for day, day_values in sorted(values.items())
+        ]
+    window = and_(
+        DailyPercentiles.tenant_id == tenant,
+        DailyPercentiles.day >= first,
+        DailyPercentiles.day <= last,
     )
+    kept = [(row["measure"], row["day"]) for row in rows]
+    stale = session.execute(
+        select(DailyPercentiles.measure, DailyPercentiles.day).where(window)
+    ).all()
+    gone = [tuple(row) for row in stale if tuple(row) not in set(kept)]
+    if gone:
+        session.execute(
+            delete(DailyPercentiles).where(
+                window, tuple_(DailyPercentiles.measure, DailyPercentiles.day).in_(gone)
+            )
+        )
     if rows:
 
         def build(insert: Any) -> Any:
-            stmt = insert(OperationsDaily)
+            stmt = insert(DailyPercentiles)
             return stmt.on_conflict_do_update(
-                index_elements=["tenant_id", "day"],
+                index_elements=["tenant_id", "measure", "day"],
                 set_={
-                    name: stmt.excluded[name]
-                    for name in ("responses", "p50_response_ms", "p95_response_ms")
+                    name: stmt.excluded[name] for name in ("count", "total", "p50", "p90", "p95")
                 },
             )
 
-        upsert_many(session, OperationsDaily, build, rows)
+        upsert_many(session, DailyPercentiles, build, rows)
     return len(rows)
 
 
 def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
     """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
-    return active_users(session, tenant, first, last) + operations(session, tenant, first, last)
+    return active_users(session, tenant, first, last) + percentiles(session, tenant, first, last)
 
 
 def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
@@ -318,7 +339,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                     recomputed += (last - first).days + 1
                 # A day's percentiles depend on that day alone.
                 for first, last in spans(changed, reach=1):
-                    operations(session, t, first, last)
+                    percentiles(session, t, first, last)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):

@@ -1,6 +1,6 @@
 """The operations report: event volume, dead-letter rate and API response times per day.
 
-Response-time percentiles come from the ``operations_daily`` rollup (refreshed for
+Response-time percentiles come from the ``daily_percentiles`` rollup (refreshed for
 the days that received events before it is read), so the report reads a row per day
 instead of every raw event of the tenant's history.
 """
@@ -10,14 +10,20 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from analytics.models import DeadLetter, OperationsDaily
-from analytics.reports.query import Query, Row, daily_counters, day_of, iso_day, money, rate
+from analytics.models import DeadLetter
+from analytics.reports.query import (
+    Query,
+    Row,
+    daily_counters,
+    daily_percentiles,
+    day_of,
+    iso_day,
+    money,
+    rate,
+)
 
 
 def operations(session: Session, q: Query) -> list[Row]:
-    from analytics import rollups
-
-    rollups.refresh_dirty(session, q.tenant)
     events = daily_counters(session, q, "events")
     letter_day = day_of(DeadLetter.received_at)
     letters = {
@@ -28,20 +34,12 @@ def operations(session: Session, q: Query) -> list[Row]:
             .group_by(letter_day)
         )
     }
-    timings = {
-        day.isoformat(): (p50, p95)
-        for day, p50, p95 in session.execute(
-            select(
-                OperationsDaily.day,
-                OperationsDaily.p50_response_ms,
-                OperationsDaily.p95_response_ms,
-            ).where(OperationsDaily.tenant_id == q.tenant, q.on_days(OperationsDaily.day))
-        )
-    }
+    timings = daily_percentiles(session, q, "response_ms")
     rows = []
     for d in sorted(set(events) | set(letters)):
         count, dead = events.get(d, (0, 0))[0], letters.get(d, 0)
-        p50, p95 = timings.get(d, (None, None))
+        day = timings.get(d)
+        p50, p95 = (day.p50, day.p95) if day else (None, None)
         rows.append(
             {
                 "date": d,

@@ -1,4 +1,4 @@
-"""The operations report reads its response-time percentiles from a per-day rollup.
+"""The operations and sessions reports read their percentiles from a per-day rollup.
 
 The rollup must stay exact: late events change a day's percentiles at the next
 report, a recompute (``analytics backfill rollups``) fills it for data stored
@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
-from analytics.models import OperationsDaily, RollupDirtyDay
+from analytics.models import DailyPercentiles, RollupDirtyDay
 from analytics.reports import Query, run
 from tests.analytics.helpers import apply, make
 
@@ -39,12 +39,13 @@ def operations(engine, tenant="tenant-a", **options):
         ]
 
 
-def stored(engine):
+def stored(engine, measure="response_ms"):
     with Session(engine) as session:
         return session.execute(
-            select(OperationsDaily.tenant_id, OperationsDaily.day, OperationsDaily.responses,
-                   OperationsDaily.p50_response_ms, OperationsDaily.p95_response_ms)
-            .order_by(OperationsDaily.tenant_id, OperationsDaily.day)
+            select(DailyPercentiles.tenant_id, DailyPercentiles.day, DailyPercentiles.count,
+                   DailyPercentiles.p50, DailyPercentiles.p95)
+            .where(DailyPercentiles.measure == measure)
+            .order_by(DailyPercentiles.tenant_id, DailyPercentiles.day)
         ).all()  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def test_a_recompute_fills_the_rollup_for_existing_data_and_again_changes_nothin
     ]
     # As a database migrated before the rollup existed: no rows, nothing dirty.
     with Session(engine) as session, session.begin():
-        session.execute(delete(OperationsDaily))
+        session.execute(delete(DailyPercentiles))
         session.execute(delete(RollupDirtyDay))
     assert [row[2] for row in operations(engine)] == [None, None]
     for _ in range(2):
@@ -89,8 +90,40 @@ def test_a_recompute_removes_days_whose_events_are_gone(engine):
     apply(engine, [timed(5, "2024-03-01", 0)])
     operations(engine)
     with Session(engine) as session, session.begin():
-        session.add(OperationsDaily(tenant_id="tenant-a", day=date(2024, 3, 9), responses=1,
-                                    p50_response_ms=Decimal(1), p95_response_ms=Decimal(1)))  # fmt: skip
+        session.add(DailyPercentiles(tenant_id="tenant-a", measure="response_ms",
+                                     day=date(2024, 3, 9), count=1, total=Decimal(1),
+                                     p50=Decimal(1), p90=Decimal(1), p95=Decimal(1)))  # fmt: skip
     with Session(engine) as session, session.begin():
         rollups.recompute(session, date(2024, 3, 1), date(2024, 3, 9), tenant="tenant-a")
     assert [row[1] for row in stored(engine)] == [date(2024, 3, 1)]
+
+
+def logout(seconds, day, n):
+    return make(
+        "user.logged_out",
+        {"session_duration_seconds": seconds},
+        timestamp=f"{day}T{10 + n:02d}:00:00Z",
+        user_id=f"u{n}",
+        event_id=f"out-{day}-{n}",
+    )
+
+
+def sessions(engine, **options):
+    with Session(engine) as session, session.begin():
+        return run(session, "sessions", Query("tenant-a", **options))
+
+
+def test_sessions_come_from_the_rollup_and_late_logouts_change_their_day(engine):
+    apply(engine, [logout(s, "2024-03-01", n) for n, s in enumerate([60, 120, 30.5])])
+    assert sessions(engine) == [
+        {"date": "2024-03-01", "sessions": 3, "avg_duration_seconds": 70.17,
+         "p50_seconds": 60.0, "p90_seconds": 108.0},
+    ]  # fmt: skip
+    apply(engine, [logout(600, "2024-03-01", 3), logout(10, "2024-03-04", 0)])
+    assert sessions(engine) == [
+        {"date": "2024-03-01", "sessions": 4, "avg_duration_seconds": 202.63,
+         "p50_seconds": 90.0, "p90_seconds": 456.0},
+        {"date": "2024-03-04", "sessions": 1, "avg_duration_seconds": 10.0,
+         "p50_seconds": 10.0, "p90_seconds": 10.0},
+    ]  # fmt: skip
+    assert sessions(engine, until=date(2024, 3, 3)) == sessions(engine)[:1]
