@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=3, help="timed runs per report (default: %(default)s)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database afterwards (its URL is printed)"
+    )
     args = parser.parse_args(argv)
     try:
         points = sorted({int(part) for part in args.checkpoints.split(",") if part.strip()})
@@ -146,7 +149,7 @@ def storage(engine: Engine, events: int) -> dict[str, float]:
                 "GROUP BY 1 ORDER BY 2 DESC"
             )
         ).all()
-    per_event = {str(table): int(size) / events for table, size in sizes if size > 16384}
+    per_event = {str(table): int(size) / events for table, size in sizes if size / events >= 0.5}
     per_event["(all tables)"] = sum(int(size) for _, size in sizes) / events
     return per_event
 
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         f"scale: one tenant, {args.users:,} users, {args.days} days, up to {args.max:,} events; "
         f"checkpoints {', '.join(f'{p:,}' for p in args.points)}; batches of {args.batch}"
     )
-    with scratch_database("scale") as url:
+    with scratch_database("scale", keep=args.keep) as url:
         engine = make_engine(url)
         try:
             consumed, stored, batch, points = 0, 0, [], list(args.points)
