@@ -6,6 +6,10 @@ time. Every rollup recomputes a window of days from ``user_activity`` and upsert
 the result (removing rows that became empty), so running it twice, or from two
 beats at once, leaves the same rows.
 
+Exact percentiles (a day's API response times and session durations) cannot be
+summed from partial aggregates either, so :func:`percentiles` keeps them per day in
+``daily_percentiles``, recomputing a day whole from its raw events and sessions.
+
 Writers mark each day that received events in ``rollup_dirty_days``;
 :func:`refresh_dirty` recomputes every day those events can change (a day's
 activity counts in the MAU of the 29 days after it). Beat calls it every few
