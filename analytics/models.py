@@ -362,6 +362,28 @@ class ActiveUsersDaily(Base):
     mau: Mapped[int]
 
 
+class DailyPercentiles(Base):
+    """Rollup: a day's count, sum and exact percentiles of one measure, from its source rows.
+
+    Exact percentiles need every value of the day, so they are computed once per day
+    that received events (``rollup_dirty_days``) instead of at every report. Measures
+    (:data:`analytics.rollups.MEASURES`): ``response_ms`` (raw events' API response
+    times) and ``session_seconds`` (the sessions' durations). Percentiles are stored
+    rounded to the cent, as the reports print them.
+    """
+
+    __tablename__ = "daily_percentiles"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    measure: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int]
+    total: Mapped[Decimal] = mapped_column(Amount)
+    p50: Mapped[Decimal] = mapped_column(Amount)
+    p90: Mapped[Decimal] = mapped_column(Amount)
+    p95: Mapped[Decimal] = mapped_column(Amount)
+
+
 class RollupDirtyDay(Base):
     """A day that received events since its rollups were last computed.
 

@@ -6,6 +6,10 @@ time. Every rollup recomputes a window of days from ``user_activity`` and upsert
 the result (removing rows that became empty), so running it twice, or from two
 beats at once, leaves the same rows.
 
+Exact percentiles (a day's API response times and session durations) cannot be
+summed from partial aggregates either, so :func:`percentiles` keeps them per day in
+``daily_percentiles``, recomputing a day whole from its raw events and sessions.
+
 Writers mark each day that received events in ``rollup_dirty_days``;
 :func:`refresh_dirty` recomputes every day those events can change (a day's
 activity counts in the MAU of the 29 days after it). Beat calls it every few
@@ -20,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, tuple_
@@ -27,7 +32,17 @@ from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
 from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
-from analytics.models import ActiveUsersDaily, Alert, MetricCounter, RollupDirtyDay, UserActivity
+from analytics.models import (
+    ActiveUsersDaily,
+    Alert,
+    DailyPercentiles,
+    MetricCounter,
+    RollupDirtyDay,
+    StoredEvent,
+    UserActivity,
+    UserSession,
+)
+from analytics.reports.query import money, percentile
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +135,84 @@ def active_users(session: Session, tenant: str, first: date, last: date) -> int:
 
         upsert_many(session, ActiveUsersDaily, build, rows)
     return len(rows)
+
+
+#: The measures of ``daily_percentiles``: each one's value, timestamp and tenant columns.
+MEASURES: dict[str, tuple[Any, Any, Any]] = {
+    "response_ms": (StoredEvent.response_time_ms, StoredEvent.occurred_at, StoredEvent.tenant_id),
+    "session_seconds": (UserSession.duration_seconds, UserSession.ended_at, UserSession.tenant_id),
+}
+
+
+def percentiles(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute every measure's daily percentiles of ``tenant`` for ``[first, last]``.
+
+    Read from the rows that keep every value (raw events, sessions): a day's exact
+    percentiles cannot be merged from partial ones, so a day is recomputed whole.
+    """
+    first, last = _clamped(first, last)
+    if first > last:
+        return 0
+    rows: list[dict[str, Any]] = []
+    for measure, (value, at, owner) in MEASURES.items():
+        values: dict[date, list[Any]] = defaultdict(list)
+        for when, v in session.execute(
+            select(at, value).where(
+                owner == tenant,
+                value.is_not(None),
+                at >= _midnight(first),
+                at < _midnight(last + timedelta(days=1)),
+            )
+        ):
+            values[when.date()].append(v)
+        rows += [
+            {
+                "tenant_id": tenant,
+                "measure": measure,
+                "day": day,
+                "count": len(day_values),
+                "total": sum((Decimal(str(v)) for v in day_values), Decimal(0)),
+                **{
+                    f"p{n}": Decimal(str(money(percentile(day_values, n / 100))))
+                    for n in (50, 90, 95)
+                },
+            }
+            for day, day_values in sorted(values.items())
+        ]
+    window = and_(
+        DailyPercentiles.tenant_id == tenant,
+        DailyPercentiles.day >= first,
+        DailyPercentiles.day <= last,
+    )
+    kept = [(row["measure"], row["day"]) for row in rows]
+    stale = session.execute(
+        select(DailyPercentiles.measure, DailyPercentiles.day).where(window)
+    ).all()
+    gone = [tuple(row) for row in stale if tuple(row) not in set(kept)]
+    if gone:
+        session.execute(
+            delete(DailyPercentiles).where(
+                window, tuple_(DailyPercentiles.measure, DailyPercentiles.day).in_(gone)
+            )
+        )
+    if rows:
+
+        def build(insert: Any) -> Any:
+            stmt = insert(DailyPercentiles)
+            return stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "measure", "day"],
+                set_={
+                    name: stmt.excluded[name] for name in ("count", "total", "p50", "p90", "p95")
+                },
+            )
+
+        upsert_many(session, DailyPercentiles, build, rows)
+    return len(rows)
+
+
+def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
+    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
+    return active_users(session, tenant, first, last) + percentiles(session, tenant, first, last)
 
 
 def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
@@ -248,6 +341,9 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                 for first, last in spans(changed):
                     active_users(session, t, first, last)
                     recomputed += (last - first).days + 1
+                # A day's percentiles depend on that day alone.
+                for first, last in spans(changed, reach=1):
+                    percentiles(session, t, first, last)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):
@@ -287,7 +383,7 @@ def recompute(
 ) -> dict[str, int]:
     """Recompute ``[first, last]`` for one tenant or every tenant with activity then."""
     tenants = [tenant] if tenant else active_tenants(session, first, last)
-    return {t: active_users(session, t, first, last) for t in tenants}
+    return {t: day_rollups(session, t, first, last) for t in tenants}
 
 
 def active_users_report(session: Session, q: Any, window: str) -> list[dict[str, Any]]:

@@ -18,17 +18,23 @@ ADMIN_URL = os.environ.get(
 
 
 @contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
-    """The URL of a new database migrated to head; dropped (its sessions ended) on exit."""
+def scratch_database(prefix: str, keep: bool = False) -> Iterator[str]:
+    """The URL of a new database migrated to head; dropped (its sessions ended) on exit.
+
+    With ``keep`` it stays, for a look at its plans afterwards: its URL is printed.
+    """
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
-        url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         run_migrations(url)
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"kept the database: {url}")
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -54,7 +54,7 @@ OPTIONS: dict[str, Any] = {
 def rollup_day(self: Task, tenant: str, day: str) -> dict[str, Any]:
     """Recompute one tenant's rollups for one day (``YYYY-MM-DD``)."""
     when = date.fromisoformat(day)
-    rows = _in_transaction(self, lambda s: rollups.active_users(s, tenant, when, when))
+    rows = _in_transaction(self, lambda s: rollups.day_rollups(s, tenant, when, when))
     return {"tenant": tenant, "day": day, "rows": rows}
 
 

@@ -46,7 +46,7 @@ def _range(since: str, until: str) -> tuple[date, date]:
 def backfill_rollups(
     tenant: str | None, since: str, until: str, wait: bool, here: bool, timeout: int
 ) -> None:
-    """Recompute DAU/WAU/MAU rollups for a range, one task per tenant and day.
+    """Recompute the per-day rollups (DAU/WAU/MAU, response times), one task per tenant and day.
 
     Rollups are idempotent recomputations: running a backfill again, or over days
     beat already covered, leaves the same rows. The same task can be sent with
@@ -68,7 +68,7 @@ def backfill_rollups(
         with click.progressbar(jobs, label="recomputing", show_pos=True) as bar:
             for t, d in bar:
                 with session_factory().begin() as session:
-                    rows += rollups.active_users(session, t, d, d)
+                    rows += rollups.day_rollups(session, t, d, d)
         click.echo(
             f"recomputed {len(jobs)} tenant-days for {len(tenants)} tenant(s): {rows} rollup rows"
         )

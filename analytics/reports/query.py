@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from analytics.errors import AnalyticsError
-from analytics.models import MetricCounter
+from analytics.models import DailyPercentiles, MetricCounter
 
 Row = dict[str, Any]
 CENT = Decimal("0.01")
@@ -170,3 +170,20 @@ def tenants(session: Session, since: date | None = None, until: date | None = No
             .order_by(MetricCounter.tenant_id)
         ).scalars()
     )
+
+
+def daily_percentiles(session: Session, q: Query, measure: str) -> dict[str, DailyPercentiles]:
+    """A measure's rollup rows by ISO day (refreshing the days that received events first)."""
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)
+    return {
+        row.day.isoformat(): row
+        for row in session.scalars(
+            select(DailyPercentiles).where(
+                DailyPercentiles.tenant_id == q.tenant,
+                DailyPercentiles.measure == measure,
+                q.on_days(DailyPercentiles.day),
+            )
+        )
+    }

@@ -5,22 +5,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, distinct, func, select
 from sqlalchemy.orm import Session
 
-from analytics.models import LoginLocation, MetricCounter, UserActivity, UserCohort, UserSession
+from analytics.models import LoginLocation, MetricCounter, UserActivity, UserCohort
 from analytics.reports.query import (
     Query,
     Row,
     counters,
+    daily_percentiles,
     day_of,
     hour_of_day,
     iso_day,
     money,
-    percentile,
     rate,
 )
 
@@ -108,22 +107,15 @@ def retention(session: Session, q: Query) -> list[Row]:
 
 
 def sessions(session: Session, q: Query) -> list[Row]:
-    durations: dict[str, list[Decimal]] = defaultdict(list)
-    for ended, seconds in session.execute(
-        select(UserSession.ended_at, UserSession.duration_seconds).where(
-            UserSession.tenant_id == q.tenant, q.between(UserSession.ended_at)
-        )
-    ):
-        durations[ended.date().isoformat()].append(seconds)
     return [
         {
             "date": d,
-            "sessions": len(values),
-            "avg_duration_seconds": money(sum(values) / len(values)),
-            "p50_seconds": money(percentile(values, 0.5)),
-            "p90_seconds": money(percentile(values, 0.9)),
+            "sessions": day.count,
+            "avg_duration_seconds": money(day.total / day.count),
+            "p50_seconds": money(day.p50),
+            "p90_seconds": money(day.p90),
         }
-        for d, values in sorted(durations.items())
+        for d, day in sorted(daily_percentiles(session, q, "session_seconds").items())
     ]
 
 

@@ -172,3 +172,46 @@ def test_0010_partitions_a_populated_events_table_and_downgrades_back(scratch_po
         assert events_of(engine) == after
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentiles(dialect, request):
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.migrations import alembic_config
+    from analytics.models import RollupDirtyDay
+    from analytics.reports import Query, run
+    from tests.analytics.helpers import apply, make
+
+    if dialect == "postgresql":
+        url = request.getfixturevalue("scratch_postgres")
+    else:
+        url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0010")
+    engine = create_engine(url)
+    try:
+        # Stored before 0011, already refreshed: nothing dirty.
+        timed = [
+            make("user.logged_in", {}, f"2024-03-0{d}T10:00:00Z", f"e{d}",
+                 metadata={"response_time_ms": 10 * d})
+            for d in (1, 2)
+        ]  # fmt: skip
+        out = make("user.logged_out", {"session_duration_seconds": 42}, "2024-03-05T10:00:00Z", "o")
+        apply(engine, [*timed, out])
+        with Session(engine) as session, session.begin():
+            session.execute(delete(RollupDirtyDay))
+        command.upgrade(config, "head")
+        with Session(engine) as session, session.begin():
+            ops = run(session, "operations", Query("tenant-a"))
+            sessions = run(session, "sessions", Query("tenant-a"))
+        assert [(r["date"], r["p50_response_ms"]) for r in ops] == [
+            ("2024-03-01", 10.0),
+            ("2024-03-02", 20.0),
+            ("2024-03-05", None),
+        ]
+        assert [(r["date"], r["p50_seconds"]) for r in sessions] == [("2024-03-05", 42.0)]
+    finally:
+        engine.dispose()
