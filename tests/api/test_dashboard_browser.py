@@ -262,8 +262,7 @@ def test_a_refused_key_is_said_clearly(pg, server, new_key, page, which):
     key = "ak_not-a-key" if which == "wrong" else new_key("tenant-1", revoked=True)
     sign_in(page, server, key)
     error = page.locator("#signin-error")
-    error.wait_for(state="visible", timeout=20_000)
-    assert "This key was refused" in error.inner_text()
+    expect(error).to_contain_text("This key was refused", timeout=20_000)
     assert error.get_attribute("role") == "alert"
     assert page.locator("#dashboard").is_hidden()
     assert page.evaluate("sessionStorage.length") == 0
@@ -274,7 +273,9 @@ def test_an_empty_tenant_gets_an_empty_state(pg, server, new_key, page):
     sign_in(page, server, new_key("tenant-nobody"))
     signed_in(page)
     status = page.locator("#status")
-    assert "No data for this key's tenant from 2024-03-04 to 2024-03-13" in status.inner_text()
+    expect(status).to_contain_text(
+        "No data for this key's tenant from 2024-03-04 to 2024-03-13", timeout=20_000
+    )
     panels = page.eval_on_selector_all(".panel", "ps => ps.map(p => [p.id, p.dataset.empty])")
     assert panels and all(empty == "true" for _, empty in panels), panels
     assert page.locator("#panel-alerts .empty").inner_text() == "No open alerts."
@@ -296,9 +297,10 @@ def test_a_server_error_is_said_clearly_and_the_next_refresh_recovers(
     page.route("**/api/v1/reports/payments?*", payments)
     sign_in(page, server, new_key("tenant-1"))
     status = page.locator("#status")
-    status.wait_for(state="visible", timeout=20_000)
+    # The status line says "Loading…" first: wait for the failure's own words.
+    failure = "The server could not answer (reports/payments answered HTTP 500: boom)"
+    expect(status).to_contain_text(failure, timeout=20_000)
     text = status.inner_text()
-    assert "The server could not answer (reports/payments answered HTTP 500: boom)" in text
     assert status.get_attribute("role") == "alert"
     assert "The dashboard tries again every 30 s." in text
     assert page.locator("#dashboard").is_hidden()  # no empty panels pretending to be numbers
@@ -311,8 +313,7 @@ def test_a_server_error_is_said_clearly_and_the_next_refresh_recovers(
     # A failure after a good load keeps the numbers and says they are from the last update.
     failing["on"] = True
     page.clock.run_for(30_000)
-    status.wait_for(state="visible", timeout=20_000)
-    assert "The numbers below are from the last update" in status.inner_text()
+    expect(status).to_contain_text("The numbers below are from the last update", timeout=20_000)
     assert page.locator("#dashboard").is_visible()
 
 
@@ -363,7 +364,7 @@ def test_the_range_picker_defaults_to_the_last_30_days(pg, server, new_key, page
     page.get_by_label("From").fill("2024-03-13")
     page.get_by_label("to", exact=True).fill("2024-03-04")
     page.get_by_role("button", name="Show").click()
-    assert "is after the end day" in page.locator("#status").inner_text()
+    expect(page.locator("#status")).to_contain_text("is after the end day")
 
     heatmap = page.locator("#panel-heatmap .empty")
     for since, until, sentence in [
