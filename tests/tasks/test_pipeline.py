@@ -1,4 +1,5 @@
-"""End to end: real bridge and worker processes, real Redis pub/sub and broker, real PostgreSQL."""
+"""End to end: real bridge and worker processes, real Redis pub/sub, real PostgreSQL, and each
+test on both brokers (Redis, RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,20 @@ def revenue(engine, tenant_id: str) -> tuple[int, Decimal]:
     return count, total
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def pipeline_env(request, pipeline_env):
+    """Every test of this file on both brokers: Redis (the run's DB), then RabbitMQ (a vhost
+    of the test's own); Redis carries the published events either way."""
+    if request.param == "redis":
+        return pipeline_env
+    return {**pipeline_env, "CELERY_BROKER_URL": request.getfixturevalue("rabbitmq").url}
+
+
 @pytest.fixture
-def celery(redis_url):
-    """A producer on this run's broker, to send task messages as the bridge does."""
-    app = make_app(Settings.from_env({"REDIS_URL": redis_url}))
+def celery(pipeline_env):
+    """A producer on the test's broker, to send task messages as the bridge does."""
+    keys = ("REDIS_URL", "CELERY_BROKER_URL")
+    app = make_app(Settings.from_env({key: pipeline_env[key] for key in keys}))
     yield app
     app.close()
 
