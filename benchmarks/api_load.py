@@ -39,7 +39,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -56,40 +55,17 @@ from analytics.db import make_engine
 from analytics.events import channel_for, parse
 from analytics.ingest import Context, apply_events
 from analytics.keys import create_key
-from analytics.migrations import run_migrations
 from analytics.reports import REPORTS, run
 from analytics.reports import Query as ReportQuery
 from benchmarks import procs
+from benchmarks.scratch import scratch_database
 from loadgen import Simulator
 
-ADMIN_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 #: The target each endpoint is held to: p95 latency in milliseconds.
 TARGET_P95_MS = 50.0
 #: Events the writer stores per transaction while seeding (the bridge's batch size).
 SEED_BATCH = 500
-
-
-@contextmanager
-def own_database(keep: bool = False) -> Iterator[str]:
-    """A new, migrated PostgreSQL database; dropped on the way out unless ``keep``."""
-    name = f"api_load_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        run_migrations(url)
-        yield url
-    finally:
-        if keep:
-            print(f"kept the database: {url}")
-        else:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def seed(url: str, events: int, days: int, tenants: int) -> tuple[int, datetime, datetime]:
@@ -399,7 +375,8 @@ def main() -> int:
         parser.error("--clients must be at least 1 and --requests at least --clients")
 
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    with own_database(args.keep) if args.database is None else nullcontext(args.database) as url:
+    own = scratch_database("api_load", args.keep) if args.database is None else None
+    with own or nullcontext(args.database) as url:
         if args.database is None:
             began = time.perf_counter()
             stored, first, last = seed(url, args.events, args.days, args.tenants)
