@@ -21,7 +21,6 @@ from tasks.queues import (
     ROLLUP_CLOSE_DAY_TASK,
     ROLLUP_DAY_TASK,
     ROLLUP_REFRESH_TASK,
-    ROLLUPS_QUEUE,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ def _in_transaction(task: Task, work: Any) -> Any:
 
 OPTIONS: dict[str, Any] = {
     "bind": True,
-    "queue": ROLLUPS_QUEUE,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "max_retries": 5,

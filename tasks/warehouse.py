@@ -18,7 +18,7 @@ from analytics.config import get_settings
 from analytics.db import get_engine, is_retryable, session_factory
 from tasks.app import app
 from tasks.ingest import backoff
-from tasks.queues import WAREHOUSE_DELIVER_TASK, WAREHOUSE_QUEUE
+from tasks.queues import WAREHOUSE_DELIVER_TASK
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ def _table() -> Any:
 @app.task(
     name=WAREHOUSE_DELIVER_TASK,
     bind=True,
-    queue=WAREHOUSE_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=5,
