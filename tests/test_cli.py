@@ -594,19 +594,31 @@ def test_up_gives_the_bridge_base_and_the_worker_base_plus_one():
     assert too_high.exit_code == 2 and "65535 is not in the range" in too_high.output
 
 
+def free_port_pair() -> int:
+    """A port BASE such that BASE and BASE+1 are both free now (bound together to check)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            base = first.getsockname()[1]
+            if base >= 65534:
+                continue
+            try:
+                second.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+            return base
+    pytest.fail("no two consecutive free ports on 127.0.0.1")
+
+
 @pytest.mark.slow
 def test_up_serves_the_bridge_and_worker_metrics_on_base_and_base_plus_one(
     tmp_path, redis_url, channel_prefix
 ):
-    import socket
-
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    if base >= 65534:
-        base -= 10
+    base = free_port_pair()
     process, log_path, _ = start_up(
         tmp_path, redis_url, channel_prefix, "--no-beat", "--metrics-port", str(base)
     )
@@ -625,6 +637,7 @@ def test_up_serves_the_bridge_and_worker_metrics_on_base_and_base_plus_one(
         assert "analytics_queue_depth" in worker.text
         assert "analytics_bridge_" not in worker.text
     finally:
+        print(log_path.read_text()[-4000:])  # shown by pytest only when the test fails
         process.send_signal(signal.SIGINT)
         try:
             assert process.wait(timeout=90) == 0
