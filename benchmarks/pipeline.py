@@ -39,7 +39,12 @@ phases so each starts from the same empty store):
    consumer, one transaction per event) on the same stream, published as fast
    as it can take without its output buffer passing 8 MB (so it loses nothing
    and its best is measured);
-6. CPU (issue 17): ``--idle-seconds`` (10) with no traffic, then each of
+6. replay: ``--replay-events`` (100,000) of a replay-shaped stream, ``--repeats``
+   times as fast as the pipeline takes them: ``--replay-tenants`` (4) tenants of
+   ``--replay-users`` (2,200) users each, timestamps spread over the past
+   ``--replay-days`` (10) days (many distinct days, hours and users per batch, so
+   fewer counter rows merge than on the live stream); median events/s, exact;
+7. CPU (issue 17): ``--idle-seconds`` (10) with no traffic, then each of
    ``--cpu-rates`` (200, 500, 2,000/s) held for ``--cpu-seconds`` (15 s), then
    ``--cpu-peak-events`` (30,000) as fast as the pipeline takes them. For each:
    CPU per event with everything counted (bridge, worker main and pool, Redis,
@@ -57,7 +62,7 @@ unrelated processes, so a run disturbed by other load says so.
 
 Then it prints one table: each target, the value measured and PASS or FAIL.
 ``--only`` runs some of the phases (sustained, latency, contended, burst,
-scaled, baseline, cpu; the pipeline is warmed up first either way); its table says
+scaled, baseline, replay, cpu; the pipeline is warmed up first either way); its table says
 that it is not the full verdict.
 ``--quick`` scales everything down (under two minutes) to check the machinery;
 its figures are not the issue's targets and the table says so. Progress goes to
@@ -84,6 +89,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +116,11 @@ TARGET_BURST_RATE = 40_000.0
 TARGET_BRIDGE_RSS = 300 * MB
 TARGET_P99 = 0.5
 TARGET_LATENCY_RATE = 1_000.0
+
+# Issue 14's targets: twice issue 4's throughput, on the live and on a replay-shaped stream.
+TARGET_LIVE_THROUGHPUT = 20_000.0
+TARGET_REPLAY_THROUGHPUT = 15_000.0
+TARGET_LIVE_SPEEDUP = 10.0
 
 # Issue 17's targets: CPU per event at everyday rates (offered rate -> most CPU per event).
 TARGET_CPU_PER_EVENT = {500.0: 300e-6, 2_000.0: 250e-6}
@@ -239,9 +250,14 @@ class Plan:
     cpu_seconds: float = 15.0
     cpu_peak_events: int = 30_000
     idle_seconds: float = 10.0
+    #: The replay phase: a stream of many tenants' users over past days, as a backfill sends.
+    replay_events: int = 100_000
+    replay_tenants: int = 4
+    replay_users: int = 2_200
+    replay_days: int = 10
 
 
-PHASES = ("sustained", "latency", "contended", "burst", "scaled", "baseline", "cpu")
+PHASES = ("sustained", "latency", "contended", "burst", "scaled", "baseline", "replay", "cpu")
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -258,6 +274,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
             cpu_seconds=4.0,
             cpu_peak_events=5_000,
             idle_seconds=3.0,
+            replay_events=5_000,
+            replay_users=200,
         )
     for name in (
         "events",
@@ -277,6 +295,10 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "cpu_seconds",
         "cpu_peak_events",
         "idle_seconds",
+        "replay_events",
+        "replay_tenants",
+        "replay_users",
+        "replay_days",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -415,6 +437,8 @@ class Results:
     baseline: Run | None = None
     #: The CPU phase: one run per offered rate, then the peak run.
     cpu_runs: list[Run] = field(default_factory=list)
+    #: The replay phase's runs (many users and days per batch).
+    replay: list[Run] = field(default_factory=list)
     #: Cores used with no traffic (pipeline processes, Redis, the database's backends).
     idle: dict[str, float] = field(default_factory=dict)
     rss: dict[str, int] = field(default_factory=dict)
@@ -598,12 +622,15 @@ class Benchmark:
         watch_name: str,
         watched: list[Proc],
         spread: float,
+        start: datetime | None = None,
         poll: float = 0.25,
         hold: Callable[[], bool] | None = None,
         quiet: bool = False,
         timeout: float | None = None,
     ) -> Run:
-        stream = publishing.build_stream(envelopes, channel_prefix=prefix, spread=spread)
+        stream = publishing.build_stream(
+            envelopes, channel_prefix=prefix, spread=spread, start=start
+        )
         if not quiet:
             say(
                 f"{label}: publishing {len(stream):,} events"
@@ -805,6 +832,34 @@ class Benchmark:
         self.truncate(self.engine)
         return run
 
+    def replay_phase(self) -> list[Run]:
+        """``repeats`` runs of a replay-shaped stream: past days, many users, full speed."""
+        plan = self.plan
+        say(
+            f"simulating the replay stream: {plan.replay_events:,} events, {plan.replay_tenants}"
+            f" tenants of {plan.replay_users:,} users over {plan.replay_days} days"
+        )
+        envelopes = publishing.simulate_replay(
+            plan.replay_events, plan.replay_tenants, plan.replay_users, plan.replay_days, seed=5
+        )
+        days = timedelta(days=plan.replay_days)
+        runs = []
+        for n in range(plan.repeats):
+            run = self.measure(
+                f"replay {n + 1}/{plan.repeats}",
+                envelopes,
+                plan.sustained_rate,
+                engine=self.engine,
+                prefix=self.prefix,
+                watch_name=self.bridge_name(),
+                watched=[self.bridge, self.worker],  # type: ignore[list-item]
+                spread=days.total_seconds(),
+                start=datetime.now(UTC) - days - timedelta(hours=1),
+            )
+            self.truncate(self.engine)
+            runs.append(run)
+        return runs
+
     def latency_run(self, beside: str, seed: int) -> Run:
         """``latency_seconds`` of events at ``latency_rate``, the database polled every 50 ms."""
         plan = self.plan
@@ -954,6 +1009,8 @@ class Benchmark:
         if "cpu" in phases:
             self.results.idle = self.idle()
             self.results.cpu_runs = self.cpu_phase()
+        if "replay" in phases:
+            self.results.replay = self.replay_phase()
         if "burst" in phases:
             burst_events = publishing.simulate(plan.burst_events, plan.tenants, seed=3)
             self.results.burst = self.pipeline_run(
@@ -1111,6 +1168,48 @@ def cpu_rows(
     )
 
 
+def twice_rows(
+    results: Results,
+    target: Callable[[str, str, str, bool], None],
+    info: Callable[[str, str], None],
+) -> None:
+    """Issue 14's rows: twice the throughput on the live stream and on a replay stream.
+
+    Judged when the replay phase ran (a full run, or ``--only sustained replay``).
+    """
+    sustained, replay, base = results.sustained, results.replay, results.baseline
+    if not replay:
+        return
+    live = median_of(sustained)
+    if sustained:
+        target(
+            "twice the throughput: live stream (median, the sustained runs)",
+            f"{fmt_rate(live)}",
+            f">= {TARGET_LIVE_THROUGHPUT:,.0f} ev/s, exact",
+            live >= TARGET_LIVE_THROUGHPUT and all(r.ok for r in sustained),
+        )
+    plan = results.plan
+    rmed = median_of(replay)
+    target(
+        f"twice the throughput: replay stream ({plan.replay_tenants} tenants x "
+        f"{plan.replay_users:,} users, {plan.replay_days} days; median of {len(replay)})",
+        f"{fmt_rate(rmed)} (min {min(r.throughput for r in replay):,.0f}, max "
+        f"{max(r.throughput for r in replay):,.0f}); {', '.join(r.verdict for r in replay)}",
+        f">= {TARGET_REPLAY_THROUGHPUT:,.0f} ev/s, exact",
+        rmed >= TARGET_REPLAY_THROUGHPUT and all(r.ok for r in replay),
+    )
+    info("  worker tasks per replay run (events/task, mean task time)", tasks_of(replay))
+    info("  CPU during a replay run, in cores", cpu_of(replay[len(replay) // 2]))
+    if sustained and base is not None and base.throughput:
+        ratio = live / base.throughput
+        target(
+            "  seed-style consumer slower than the live stream by",
+            f"{ratio:.1f}x",
+            f">= {TARGET_LIVE_SPEEDUP:.0f}x",
+            ratio >= TARGET_LIVE_SPEEDUP and base.ok,
+        )
+
+
 def table(results: Results) -> tuple[str, bool]:
     plan = results.plan
     rows: list[tuple[str, str, str, str]] = []
@@ -1253,9 +1352,11 @@ def table(results: Results) -> tuple[str, bool]:
         info("  aggregates per run", ", ".join(r.verdict for r in scaled))
         info("  bridge disconnected by Redis", disconnects_of(scaled))
         info("  worker tasks per run (events/task, mean task time)", tasks_of(scaled))
+    twice_rows(results, target, info)
     cpu_rows(results, target, info)
     every = [
         *results.cpu_runs,
+        *results.replay,
         *sustained,
         *scaled,
         *results.paired,
@@ -1344,6 +1445,7 @@ def load_results(path: Path) -> Results:
         paired=runs(data.get("paired", [])),
         baseline=run(data["baseline"]),
         cpu_runs=runs(data.get("cpu_runs", [])),
+        replay=runs(data.get("replay", [])),
         idle=data.get("idle", {}),
         rss=data["rss"],
         errors=data["errors"],
@@ -1394,6 +1496,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--idle-seconds", type=float, help="CPU measured with no traffic for this long (10)"
+    )
+    parser.add_argument(
+        "--replay-events", type=int, help="events per run of the replay phase (100,000)"
+    )
+    parser.add_argument("--replay-tenants", type=int, help="tenants of the replay stream (4)")
+    parser.add_argument(
+        "--replay-users", type=int, help="users per tenant of the replay stream (2,200)"
+    )
+    parser.add_argument(
+        "--replay-days", type=int, help="past days the replay stream's timestamps span (10)"
     )
     parser.add_argument("--timeout", type=float, help="longest wait for one run's events (s)")
     parser.add_argument("--stall", type=float, help="give up on a run stuck this long (s)")

@@ -115,6 +115,21 @@ def simulate(count: int, tenants: int = 3, seed: int = 0) -> list[dict[str, Any]
     return list(Simulator(tenants=tenants, seed=seed, start=start, days=1).events(count))
 
 
+def simulate_replay(
+    count: int, tenants: int = 4, users: int = 2_200, days: int = 10, seed: int = 0
+) -> list[dict[str, Any]]:
+    """``count`` envelopes shaped like a replay: many users per tenant over ``days`` days.
+
+    Re-stamp them with ``build_stream(spread=days * 86400, start=<days ago>)`` to keep
+    them spread over past days, as a backfill or a replayed outage sends them.
+    """
+    start = datetime.now(UTC) - timedelta(days=days)
+    simulator = Simulator(
+        tenants=tenants, seed=seed, start=start, days=days, users_per_tenant=users
+    )
+    return list(simulator.events(count))
+
+
 def _micros(stamp: str) -> int:
     moment = datetime.fromisoformat(stamp)
     if moment.tzinfo is None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from benchmarks import pipeline
+from loadgen import publishing
 
 
 def test_cpu_is_split_by_role_and_the_roles_add_up_to_the_pipeline() -> None:
@@ -158,3 +162,45 @@ def test_cpu_per_event_is_judged_at_500_and_2000_events_per_second_with_its_p99(
     assert not pipeline.table(results)[1]
     results.cpu_runs[1] = _cpu_run(500, 5_000, 100, 1.6)  # 320 us
     assert not pipeline.table(results)[1]
+
+
+def test_twice_the_throughput_is_judged_on_the_live_and_the_replay_stream() -> None:
+    plan = pipeline.Plan(phases=("sustained", "baseline", "replay"))
+    results = pipeline.Results(plan=plan, machine={"cores": 2})
+    results.sustained = [_run("live", throughput=t) for t in (20_500.0, 21_000.0, 19_000.0)]
+    results.baseline = _run("seed-style", throughput=2_000.0)
+    # Without a replay phase, the rows are not judged (older runs, --only sustained).
+    assert "twice the throughput" not in pipeline.table(results)[0]
+    results.replay = [_run("replay", throughput=t) for t in (15_200.0, 16_000.0, 14_000.0)]
+    report, passed = pipeline.table(results)
+    assert passed, report
+    assert re.search(
+        r"replay stream \(4 tenants x 2,200 users, 10 days; median of 3\) +15,200", report
+    )
+    assert re.search(r"slower than the live stream by +10\.2x", report)
+    results.baseline = _run("seed-style", throughput=2_500.0)  # 8.4x: not ten times slower
+    assert not pipeline.table(results)[1]
+    results.baseline = _run("seed-style", throughput=2_000.0)
+    results.replay[0] = _run("replay", throughput=15_200.0, exact=False)
+    assert not pipeline.table(results)[1]
+    results.replay = [_run("replay", throughput=t) for t in (14_900.0, 16_000.0, 14_000.0)]
+    assert not pipeline.table(results)[1]
+    results.sustained = [_run("live", throughput=t) for t in (19_900.0, 21_000.0, 19_000.0)]
+    results.replay = [_run("replay", throughput=16_000.0)]
+    report, passed = pipeline.table(results)
+    assert not passed and re.search(r"live stream \(median, the sustained runs\) +19,900", report)
+
+
+def test_the_replay_stream_spans_past_days_with_many_users_per_tenant() -> None:
+    envelopes = publishing.simulate_replay(3_000, tenants=4, users=300, days=10, seed=5)
+    start = datetime.now(UTC) - timedelta(days=10, hours=1)
+    stream = publishing.build_stream(
+        envelopes, channel_prefix="x:events", spread=10 * 86_400.0, start=start
+    )
+    documents = [orjson.loads(payload) for payload in stream.payloads]
+    days = {document["timestamp"][:10] for document in documents}
+    users = {(d["tenant_id"], d["user_id"]) for d in documents if d.get("user_id")}
+    assert len(stream.tenants) == 4
+    assert len(days) >= 10
+    assert len(users) > 4 * 100
+    assert max(d["timestamp"] for d in documents) < datetime.now(UTC).isoformat()
