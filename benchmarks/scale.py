@@ -15,7 +15,9 @@ year (the days covered are printed). At every checkpoint it runs ``VACUUM ANALYZ
 beat does every few minutes), then times every report over the tenant's whole
 history in-process (median of ``--repeat`` runs, milliseconds) beside the target
 (<= 100 ms), and prints the storage per event by table (``pg_total_relation_size``,
-partitions included).
+partitions included) and the WAL the load wrote per event (``pg_current_wal_lsn``,
+which is the whole server's: the commits other databases made meanwhile are printed
+beside it, so a figure taken on a shared server says so).
 """
 
 from __future__ import annotations
@@ -154,7 +156,47 @@ def storage(engine: Engine, events: int) -> dict[str, float]:
     return per_event
 
 
-def checkpoint(url: str, engine: Engine, stored: int, first: Any, last: Any, repeat: int) -> None:
+class WalMeter:
+    """WAL bytes the server wrote while loading (checkpoints' own work excluded)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.bytes = 0
+        self.other_commits = 0
+        self._mark: tuple[str, int] | None = None
+
+    def _now(self) -> tuple[str, int]:
+        with self.engine.connect() as conn:
+            lsn = conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+            others = conn.execute(
+                text(
+                    "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database "
+                    "WHERE datname IS DISTINCT FROM current_database()"
+                )
+            ).scalar_one()
+        return str(lsn), int(others)
+
+    def resume(self) -> None:
+        self._mark = self._now()
+
+    def pause(self) -> None:
+        if self._mark is None:
+            return
+        lsn, others = self._now()
+        with self.engine.connect() as conn:
+            written = conn.execute(
+                text("SELECT pg_wal_lsn_diff(CAST(:a AS pg_lsn), CAST(:b AS pg_lsn))"),
+                {"a": lsn, "b": self._mark[0]},
+            ).scalar_one()
+        self.bytes += int(written)
+        self.other_commits += others - self._mark[1]
+        self._mark = None
+
+
+def checkpoint(
+    url: str, engine: Engine, stored: int, first: Any, last: Any, repeat: int, wal: WalMeter
+) -> None:
+    wal.pause()
     vacuum(url)
     days = (last.date() - first.date()).days + 1
     print(
@@ -168,6 +210,10 @@ def checkpoint(url: str, engine: Engine, stored: int, first: Any, last: Any, rep
     print(f"{'storage':<22} {'bytes/event':>11}")
     for table, per_event in storage(engine, stored).items():
         print(f"{table:<22} {per_event:>11.0f}")
+    print(
+        f"{'WAL written by the load':<22} {wal.bytes / stored:>11.0f}  (whole server; "
+        f"{wal.other_commits:,} commits in other databases meanwhile)"
+    )
     sys.stdout.flush()
 
 
@@ -182,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             consumed, stored, batch, points = 0, 0, [], list(args.points)
             first = last = None
+            wal = WalMeter(engine)
+            wal.resume()
             started = time.perf_counter()
             report_every = max(args.max // 50, args.batch)
             next_report = report_every
@@ -206,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                     next_report += report_every
                 if consumed >= points[0] or consumed >= args.max:
                     load_paused = time.perf_counter()
-                    checkpoint(url, engine, stored, first, last, args.repeat)
+                    checkpoint(url, engine, stored, first, last, args.repeat, wal)
+                    wal.resume()
                     started += time.perf_counter() - load_paused
                     points.pop(0)
                     if not points:

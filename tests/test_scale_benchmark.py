@@ -1,0 +1,40 @@
+"""The scale benchmark's own measures: the WAL a load writes, and a tiny whole run."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+
+from benchmarks import scale
+
+
+def test_the_wal_meter_counts_what_was_written_while_it_ran_only(pg: Engine) -> None:
+    wal = scale.WalMeter(pg)
+    wal.resume()
+    with pg.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE wal_probe_logged AS SELECT n, repeat('x', 200) AS pad "
+                 "FROM generate_series(1, 5000) AS n")
+        )  # fmt: skip
+    wal.pause()
+    written = wal.bytes
+    try:
+        # 5,000 rows of ~230 bytes: at least their size went to the WAL.
+        assert written >= 5_000 * 200
+        # Paused, it counts nothing more.
+        with pg.begin() as conn:
+            conn.execute(text("INSERT INTO wal_probe_logged SELECT * FROM wal_probe_logged"))
+        wal.pause()
+        assert wal.bytes == written
+    finally:
+        with pg.begin() as conn:
+            conn.execute(text("DROP TABLE wal_probe_logged"))
+
+
+def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
+    assert scale.main(["--max", "3000", "--checkpoints", "3000", "--repeat", "1",
+                       "--users", "200", "--days", "20", "--batch", "500"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "== checkpoint: 3,000 events stored" in out
+    assert "revenue-by-day" in out and "retention" in out
+    wal_line = next(line for line in out.splitlines() if line.startswith("WAL written"))
+    assert int(wal_line.split()[5]) > 100  # bytes an event: the raw row alone is more
