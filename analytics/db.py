@@ -314,7 +314,8 @@ def insert_once(
     statement, whose snapshot holds what the transaction before it committed.
 
     On PostgreSQL with enough rows, the keys are locked and looked up from the COPY
-    staging table (:func:`insert_new`), without sending them again as parameters.
+    staging table (:func:`insert_new`), without sending them again as parameters;
+    with fewer, lock and insert go in one round trip (:func:`_insert_once_arrays`).
     """
     if not rows:
         return set()
@@ -335,11 +336,81 @@ def insert_once(
             f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
         )
         return {(a, b) for a, b in result}
+    if _dialect(session) == "postgresql":
+        return _insert_once_arrays(session, table, rows, key, conflict)
     one_at_a_time(session, *(key_lock(table, row[first], row[second]) for row in rows))
     stored = stored_pairs(session, table, key, [(row[first], row[second]) for row in rows])
     fresh = [row for row in rows if (row[first], row[second]) not in stored]
     at = conflict.index(first), conflict.index(second)
     return {(found[at[0]], found[at[1]]) for found in insert_new(session, table, fresh, conflict)}
+
+
+def _insert_once_arrays(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    key: tuple[str, str],
+    conflict: tuple[str, ...],
+) -> set[tuple[str, str]]:
+    """:func:`insert_once` for a few rows on PostgreSQL: one round trip, one statement text.
+
+    The lock and the insert travel in one string; PostgreSQL runs them as two
+    statements, and at read committed each takes its own snapshot, so the insert's
+    ``NOT EXISTS`` sees what the transaction that held a lock before us committed.
+    Each column goes as one array parameter (``unnest``), so the text is the same
+    whatever the number of rows: built once, with no SQLAlchemy compilation per
+    batch (the lock, the look-up and the insert cost ~5 ms of a 5-event batch's
+    CPU as three compiled statements; measured).
+    """
+    first, second = key
+    names = tuple(column.name for column in table.columns if column.name in rows[0])
+    sql, columns = _once_statement(session, table, names, key, conflict)
+    params: dict[str, Any] = {
+        "locks": sorted({key_lock(table, row[first], row[second]) for row in rows})
+    }
+    for name, param, process in columns:
+        values = [row[name] for row in rows]
+        params[param] = values if process is None else [process(v) for v in values]
+    result = session.connection().exec_driver_sql(sql, params)
+    return {(a, b) for a, b in result}
+
+
+_ColumnParam = tuple[str, str, Callable[[Any], Any] | None]
+_once_statements: dict[tuple[str, tuple[str, ...]], tuple[str, list[_ColumnParam]]] = {}
+
+
+def _once_statement(
+    session: Session,
+    table: Table,
+    names: tuple[str, ...],
+    key: tuple[str, str],
+    conflict: tuple[str, ...],
+) -> tuple[str, list[_ColumnParam]]:
+    """The SQL of :func:`_insert_once_arrays` and each column's parameter and bind processing."""
+    cached = _once_statements.get((table.name, names))
+    if cached is not None:
+        return cached
+    dialect = session.get_bind().dialect
+    first, second = key
+    columns: list[_ColumnParam] = []
+    arrays = []
+    for index, name in enumerate(names):
+        column_type = table.c[name].type
+        param = f"c{index}"
+        columns.append((name, param, column_type.dialect_impl(dialect).bind_processor(dialect)))
+        arrays.append(f"%({param})s::{column_type.compile(dialect)}[]")
+    listed = ", ".join(names)
+    sql = (
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) "
+        "FROM unnest(%(locks)s::text[]) AS name; "
+        f"INSERT INTO {table.name} ({listed}) SELECT {listed} "
+        f"FROM unnest({', '.join(arrays)}) AS s({listed}) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
+        f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+    )
+    _once_statements[(table.name, names)] = (sql, columns)
+    return sql, columns
 
 
 def key_lock(table: Table, first: str, second: str) -> str:

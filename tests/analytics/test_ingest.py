@@ -9,6 +9,7 @@ import random
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,7 @@ from analytics.models import (
     StoredEvent,
     UserActivity,
 )
-from tests.analytics.helpers import apply, make, rows
+from tests.analytics.helpers import apply, apply_beside, make, rows
 
 
 def counter(engine, metric, dimension=None):
@@ -69,6 +70,25 @@ def test_the_same_event_id_in_two_tenants_is_two_events(engine):
     a = make("user.logged_in", {}, event_id="same", tenant_id="a")
     b = make("user.logged_in", {}, event_id="same", tenant_id="b")
     assert apply(engine, [a, b]).stored == 2
+
+
+@pytest.mark.parametrize("others", [0, 60], ids=["few rows", "through COPY"])
+def test_an_event_id_sent_again_under_another_time_by_a_concurrent_batch_counts_once(
+    engine, others
+):
+    # The unique index holds the time too, so only the writer's lock and look-up stop
+    # the second copy: the second batch must wait for the first and then see its row.
+    again = order_created(event_id="e-1", ts="2024-01-02T10:00:00Z")
+    fillers = [order_created(order_id=f"o-{n}", event_id=f"f-{n}") for n in range(others)]
+    waited, result = apply_beside(
+        engine, [order_created(event_id="e-1", ts="2024-01-01T10:00:00Z")], [again, *fillers]
+    )
+    assert waited
+    assert (result.stored, result.duplicates) == (others, 1)
+    assert rows(engine, StoredEvent.occurred_at, where=StoredEvent.event_id == "e-1") == [
+        (datetime(2024, 1, 1, 10),)
+    ]
+    assert counter(engine, "revenue", "USD") == (1 + others, Decimal(10 * (1 + others)))
 
 
 def test_order_updated_before_order_created_ends_in_the_right_state(engine):
