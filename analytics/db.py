@@ -11,6 +11,7 @@ import io
 import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -357,60 +358,150 @@ def _insert_once_arrays(
     The lock and the insert travel in one string; PostgreSQL runs them as two
     statements, and at read committed each takes its own snapshot, so the insert's
     ``NOT EXISTS`` sees what the transaction that held a lock before us committed.
-    Each column goes as one array parameter (``unnest``), so the text is the same
-    whatever the number of rows: built once, with no SQLAlchemy compilation per
-    batch (the lock, the look-up and the insert cost ~5 ms of a 5-event batch's
-    CPU as three compiled statements; measured).
+    The rows go as arrays (:class:`Unnest`), so the text is the same whatever their
+    number: built once, with no SQLAlchemy compilation per batch (the lock, the
+    look-up and the insert cost ~5 ms of a 5-event batch's CPU as three compiled
+    statements; measured).
     """
     first, second = key
-    names = tuple(column.name for column in table.columns if column.name in rows[0])
-    sql, columns = _once_statement(session, table, names, key, conflict)
-    params: dict[str, Any] = {
-        "locks": sorted({key_lock(table, row[first], row[second]) for row in rows})
-    }
-    for name, param, process in columns:
-        values = [row[name] for row in rows]
-        params[param] = values if process is None else [process(v) for v in values]
-    result = session.connection().exec_driver_sql(sql, params)
+    names = tuple(rows[0])
+
+    def build(_: Any) -> tuple[str, Unnest]:
+        unnest = Unnest.of(session, table, names, "s")
+        listed = ", ".join(names)
+        sql = (
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) "
+            "FROM unnest(%s::text[]) AS name; "
+            f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {unnest.source} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
+            f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
+            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+        )
+        return sql, unnest
+
+    sql, unnest = statement(session, ("insert-once", table.name, names), build)
+    locks = sorted({key_lock(table, row[first], row[second]) for row in rows})
+    result = session.connection().exec_driver_sql(sql, (locks, *unnest.params(rows)))
     return {(a, b) for a, b in result}
 
 
-_ColumnParam = tuple[str, str, Callable[[Any], Any] | None]
-_once_statements: dict[tuple[str, tuple[str, ...]], tuple[str, list[_ColumnParam]]] = {}
+@dataclass(frozen=True)
+class Unnest:
+    """Rows sent as one array parameter per column and read back as rows by ``unnest``.
+
+    PostgreSQL only. The statement's text does not depend on the number of rows, and
+    psycopg2 adapts a list in C: ~1 us a value, where a multi-row VALUES list built by
+    SQLAlchemy's "insertmanyvalues" costs several and a compilation per batch size.
+    """
+
+    #: ``unnest(%s::type[], ...) AS alias(columns)``, for a FROM clause.
+    source: str
+    #: Each column's name and its type's bind processing (``Amount`` to an integer, JSON to text).
+    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+    @classmethod
+    def of(cls, session: Session, table: Table, names: Sequence[str], alias: str) -> Unnest:
+        dialect = session.get_bind().dialect
+        missing = [c.name for c in table.columns if c.default is not None and c.name not in names]
+        if missing:  # pragma: no cover - a programming error, caught by the first test
+            raise ValueError(f"{table.name}: rows without {missing}, whose default unnest skips")
+        types = [table.c[name].type for name in names]
+        arrays = ", ".join(f"%s::{column_type.compile(dialect)}[]" for column_type in types)
+        return cls(
+            f"unnest({arrays}) AS {alias}({', '.join(names)})",
+            tuple(
+                (name, column_type.dialect_impl(dialect).bind_processor(dialect))
+                for name, column_type in zip(names, types, strict=True)
+            ),
+        )
+
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        """The positional parameters of :attr:`source` for ``rows``, in its column order."""
+        return [
+            [row[name] for row in rows] if process is None else [process(row[name]) for row in rows]
+            for name, process in self.columns
+        ]
 
 
-def _once_statement(
-    session: Session,
-    table: Table,
-    names: tuple[str, ...],
-    key: tuple[str, str],
-    conflict: tuple[str, ...],
-) -> tuple[str, list[_ColumnParam]]:
-    """The SQL of :func:`_insert_once_arrays` and each column's parameter and bind processing."""
-    cached = _once_statements.get((table.name, names))
-    if cached is not None:
-        return cached
-    dialect = session.get_bind().dialect
-    first, second = key
-    columns: list[_ColumnParam] = []
-    arrays = []
-    for index, name in enumerate(names):
-        column_type = table.c[name].type
-        param = f"c{index}"
-        columns.append((name, param, column_type.dialect_impl(dialect).bind_processor(dialect)))
-        arrays.append(f"%({param})s::{column_type.compile(dialect)}[]")
-    listed = ", ".join(names)
-    sql = (
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) "
-        "FROM unnest(%(locks)s::text[]) AS name; "
-        f"INSERT INTO {table.name} ({listed}) SELECT {listed} "
-        f"FROM unnest({', '.join(arrays)}) AS s({listed}) "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
-        f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
-        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
-    )
-    _once_statements[(table.name, names)] = (sql, columns)
-    return sql, columns
+class Writes:
+    """Writes whose results nobody reads, held and sent together: one round trip on PostgreSQL.
+
+    On PostgreSQL each write of fewer than :data:`COPY_MIN_ROWS` rows becomes one
+    ``INSERT ... SELECT ... FROM unnest(...)`` (:class:`Unnest`), and :meth:`send`
+    sends them all in one string, run in order. Elsewhere (SQLite, or enough rows for
+    COPY) a write runs at once, as :func:`upsert_many` runs it. Whoever reads what
+    was written calls :meth:`send` first.
+    """
+
+    #: The name the held statements give their rows (in their ``ORDER BY``).
+    ALIAS = "unnest_rows"
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._hold_writes = _dialect(session) == "postgresql"
+        self._sql: list[str] = []
+        self._params: list[Any] = []
+
+    def upsert(
+        self,
+        key: Hashable,
+        build: Build,
+        rows: list[dict[str, Any]],
+        order_by: Sequence[str] = (),
+    ) -> None:
+        """:func:`upsert_many`, held on PostgreSQL when the rows are few."""
+        if not rows:
+            return
+        if not self._hold_writes or (order_by and len(rows) >= COPY_MIN_ROWS):
+            upsert_many(self.session, key, build, rows, order_by)
+            return
+        self._hold(("upsert", key), build, rows, order_by)
+
+    def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` into ``table`` (plain rows: no conflict expected)."""
+        if not rows:
+            return
+
+        def build(insert: Callable[[Any], Any]) -> Any:
+            return insert(table)
+
+        if not self._hold_writes:
+            self.session.execute(statement(self.session, ("insert", table.name), build), rows)
+            return
+        self._hold(("insert", table.name), build, rows, ())
+
+    def _hold(
+        self, key: Hashable, build: Build, rows: list[dict[str, Any]], order_by: Sequence[str]
+    ) -> None:
+        names = tuple(rows[0])
+
+        def held(insert: Callable[[Any], Any]) -> tuple[str, Unnest]:
+            stmt = build(insert)
+            table = stmt.table
+            source = sa_table(self.ALIAS, *(sa_column(name) for name in names))
+            ordered = (_c_order(table, source, name) for name in order_by)
+            sql = str(
+                stmt.from_select(names, select(*source.c).order_by(*ordered)).compile(
+                    dialect=self.session.get_bind().dialect,
+                    compile_kwargs={"literal_binds": True},
+                )
+            )
+            unnest = Unnest.of(self.session, table, names, self.ALIAS)
+            plain = f"FROM {self.ALIAS}"
+            assert sql.count(plain) == 1, sql
+            return sql.replace(plain, f"FROM {unnest.source}"), unnest
+
+        sql, unnest = statement(self.session, ("held", key, names, tuple(order_by)), held)
+        self._sql.append(sql)
+        self._params.extend(unnest.params(rows))
+
+    def send(self) -> None:
+        """Send every held write, in the order they were made."""
+        if not self._sql:
+            return
+        sql, params = "; ".join(self._sql), tuple(self._params)
+        self._sql, self._params = [], []
+        self.session.connection().exec_driver_sql(sql, params)
 
 
 def key_lock(table: Table, first: str, second: str) -> str:
