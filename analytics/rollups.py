@@ -31,7 +31,7 @@ from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from analytics.config import get_settings
-from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
+from analytics.db import Writes, insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import (
     ActiveUsersDaily,
     Alert,
@@ -215,13 +215,18 @@ def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
     return active_users(session, tenant, first, last) + percentiles(session, tenant, first, last)
 
 
-def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
-    """Note that these ``(tenant, day)`` pairs received events (called by the writer)."""
+def mark_dirty(
+    session: Session, pairs: Iterable[tuple[str, date]], writes: Writes | None = None
+) -> None:
+    """Note that these ``(tenant, day)`` pairs received events (called by the writer).
+
+    With ``writes``, the upsert is held there, for the caller to send.
+    """
     rows = [{"tenant_id": t, "day": d, "generation": 1} for t, d in sorted(set(pairs))]
     if not rows:
         return
-    upsert_many(
-        session,
+    held = writes if writes is not None else Writes(session)
+    held.upsert(
         RollupDirtyDay,
         lambda insert: insert(RollupDirtyDay).on_conflict_do_update(
             index_elements=["tenant_id", "day"],
@@ -229,6 +234,8 @@ def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
         ),
         rows,
     )
+    if writes is None:
+        held.send()
 
 
 def spans(dirty_days: Iterable[date], reach: int = MAU_DAYS) -> list[tuple[date, date]]:

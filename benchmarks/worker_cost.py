@@ -11,7 +11,8 @@ microseconds per event: parsing, validation and planning (the handlers and
 the check of every row against its columns), the writer's Python side, and the
 PostgreSQL backend's own CPU (read from /proc, so run it on the database's host).
 CPU time, not wall time, so other load on the machine disturbs the figures little.
-``--profile`` writes a cProfile of the whole run, sorted by own time.
+``--profile`` writes a cProfile of the whole run (CPU time, not wall time: the
+worker waiting on PostgreSQL is not its cost), sorted by own time and by cumulative time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from analytics.db import make_engine, session_factory
 from analytics.ingest import Context, apply_planned
@@ -81,7 +82,12 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             with sessions.begin() as session:
                 apply_planned(session, planned)
 
-        profiler = cProfile.Profile() if args.profile else None
+        profiler = cProfile.Profile(time.process_time) if args.profile else None
+        executes = [0]
+        event.listen(
+            engine, "before_cursor_execute", lambda *_: executes.__setitem__(0, executes[0] + 1)
+        )
+        batches = 0
         runs: list[dict[str, float]] = []
         n = args.events
         for _ in range(args.repeat):
@@ -90,6 +96,7 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             stages = {"parse + plan": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
             wall_start = time.perf_counter()
             for batch in batches_of(stream, args.batch):
+                batches += 1
                 if profiler:
                     profiler.enable()
                 t0 = time.process_time()
@@ -113,6 +120,9 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             print(f"  {stage:<18} {values[0]:7.1f} ({statistics.median(values):7.1f})")
         best = min(run["total CPU"] for run in runs) / n
         print(f"  ceiling for worker + database alone on 2 cores: {2 / best:,.0f} events/s")
+        # Statements sent through SQLAlchemy (several in one string count once; BEGIN,
+        # COMMIT and COPY's data are not counted): the round trips a batch costs.
+        print(f"  statements a batch: {executes[0] / batches:.1f} ({batches} batches)")
         with engine.connect() as conn:
             for table, rows in conn.execute(
                 text(
@@ -124,7 +134,9 @@ def _measure(args: argparse.Namespace, url: str) -> int:
                     print(f"    {table:<22} {per_event:.2f} rows written/event")
         if profiler and args.profile:
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(40)
+            stats.sort_stats("cumulative").print_stats(60)
             args.profile.write_text(out.getvalue())
             print(f"profile written to {args.profile}")
     finally:

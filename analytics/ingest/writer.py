@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, and_, case, func, or_
+from sqlalchemy import and_, case, func, or_
 from sqlalchemy.orm import Session
 
 from analytics import rollups
-from analytics.db import insert_once, statement, upsert_many
+from analytics.db import Writes, insert_once
 from analytics.errors import InvalidEvent
 from analytics.events import Event
 from analytics.ingest.alerts import StockKey, apply_stock_alerts
@@ -136,7 +136,7 @@ def _set_clause(aggregate: Aggregate, stmt: Any) -> dict[str, Any]:
     return clause
 
 
-def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str, Any]]) -> int:
+def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, Any]]) -> int:
     """Merge rows with equal keys, then write them all with one multi-row upsert.
 
     Rows are written in key order so that concurrent writers lock rows in the
@@ -169,7 +169,7 @@ def upsert_rows(session: Session, aggregate: Aggregate, rows: Iterable[dict[str,
             index_elements=list(aggregate.key), set_=_set_clause(aggregate, stmt)
         )
 
-    upsert_many(session, aggregate, build, ordered, order_by=aggregate.key)
+    writes.upsert(aggregate, build, ordered, order_by=aggregate.key)
     return len(ordered)
 
 
@@ -234,10 +234,6 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
     return [event for key, event in unique.items() if key in inserted]
 
 
-def _plain_insert(table: Table) -> Callable[[Callable[[Any], Any]], Any]:
-    return lambda insert: insert(table)
-
-
 def apply_events(session: Session, batch: Sequence[Event], ctx: Context) -> BatchResult:
     """Store a batch and apply the changes of its new events, inside the caller's transaction.
 
@@ -266,11 +262,15 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     for event in new_events:
         result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
     fresh = {(event.tenant_id, event.event_id) for event in new_events}
+    # The aggregates and the dirty days go together: one round trip on PostgreSQL.
+    writes = Writes(session)
     write_changes(
         session,
         (change for key, item in first.items() if key in fresh for change in item.changes),
+        writes,
     )
-    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events})
+    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events}, writes)
+    writes.send()
     return result
 
 
@@ -292,8 +292,14 @@ def apply_changes(
     )
 
 
-def write_changes(session: Session, changes: Iterable[Change]) -> None:
-    """Write changes: each table's rows merged and upserted at once; stock alerts recomputed."""
+def write_changes(
+    session: Session, changes: Iterable[Change], writes: Writes | None = None
+) -> None:
+    """Write changes: each table's rows merged and upserted at once; stock alerts recomputed.
+
+    With ``writes``, what does not have to be written before the stock alerts are
+    recomputed is left held in it, for the caller to send.
+    """
     upserts: dict[Aggregate, list[dict[str, Any]]] = {}
     appends: dict[str, list[dict[str, Any]]] = {}
     stock_keys: set[StockKey] = set()
@@ -304,9 +310,12 @@ def write_changes(session: Session, changes: Iterable[Change]) -> None:
             appends.setdefault(change.table, []).append(change.values)
         else:
             stock_keys.add((change.tenant_id, change.product_id, change.location_id))
+    held = writes if writes is not None else Writes(session)
     for aggregate in AGGREGATES:
         if aggregate in upserts:
-            upsert_rows(session, aggregate, upserts[aggregate])
+            upsert_rows(held, aggregate, upserts[aggregate])
     for name, rows in appends.items():
-        session.execute(statement(session, ("append", name), _plain_insert(TABLES[name])), rows)
+        held.insert(TABLES[name], rows)
+    if stock_keys or writes is None:
+        held.send()  # the recompute reads the movements just appended
     apply_stock_alerts(session, stock_keys)

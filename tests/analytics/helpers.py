@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -46,6 +47,31 @@ def to_event(document: dict[str, Any], channel: str = "events:test:x") -> Event:
 def apply(engine: Engine, events: list[Event], currency: str = "USD") -> BatchResult:
     with Session(engine) as session, session.begin():
         return apply_events(session, events, Context(default_currency=currency))
+
+
+def apply_beside(
+    engine: Engine, first: list[Event], second: list[Event]
+) -> tuple[bool, BatchResult]:
+    """Apply ``second`` from another thread while the transaction that applied ``first`` is open.
+
+    Returns whether the second waited (a second long) for the first to commit, and its result.
+    """
+    results: list[BatchResult] = []
+    done = threading.Event()
+
+    def other() -> None:
+        results.append(apply(engine, second))
+        done.set()
+
+    with Session(engine) as session:
+        session.begin()
+        apply_events(session, first, Context())
+        thread = threading.Thread(target=other)
+        thread.start()
+        waited = not done.wait(1.0)
+        session.commit()
+    thread.join(30)
+    return waited, results[0]
 
 
 def rows(engine: Engine, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]:

@@ -9,10 +9,12 @@ import random
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from analytics.deadletters import Rejected, record_dead_letters
+from analytics.ingest import Context, apply_events
 from analytics.models import (
     Alert,
     DeadLetter,
@@ -21,10 +23,11 @@ from analytics.models import (
     Order,
     Payment,
     ProductSale,
+    RollupDirtyDay,
     StoredEvent,
     UserActivity,
 )
-from tests.analytics.helpers import apply, make, rows
+from tests.analytics.helpers import apply, apply_beside, make, rows
 
 
 def counter(engine, metric, dimension=None):
@@ -69,6 +72,25 @@ def test_the_same_event_id_in_two_tenants_is_two_events(engine):
     a = make("user.logged_in", {}, event_id="same", tenant_id="a")
     b = make("user.logged_in", {}, event_id="same", tenant_id="b")
     assert apply(engine, [a, b]).stored == 2
+
+
+@pytest.mark.parametrize("others", [0, 60], ids=["few rows", "through COPY"])
+def test_an_event_id_sent_again_under_another_time_by_a_concurrent_batch_counts_once(
+    engine, others
+):
+    # The unique index holds the time too, so only the writer's lock and look-up stop
+    # the second copy: the second batch must wait for the first and then see its row.
+    again = order_created(event_id="e-1", ts="2024-01-02T10:00:00Z")
+    fillers = [order_created(order_id=f"o-{n}", event_id=f"f-{n}") for n in range(others)]
+    waited, result = apply_beside(
+        engine, [order_created(event_id="e-1", ts="2024-01-01T10:00:00Z")], [again, *fillers]
+    )
+    assert waited
+    assert (result.stored, result.duplicates) == (others, 1)
+    assert rows(engine, StoredEvent.occurred_at, where=StoredEvent.event_id == "e-1") == [
+        (datetime(2024, 1, 1, 10),)
+    ]
+    assert counter(engine, "revenue", "USD") == (1 + others, Decimal(10 * (1 + others)))
 
 
 def test_order_updated_before_order_created_ends_in_the_right_state(engine):
@@ -298,22 +320,47 @@ def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
     assert row[3]["data"]["nested"]["deep"] == [awkward, None, 1.5]
 
 
-def test_large_batches_of_aggregate_rows_are_written_exactly(engine):
-    # 60 orders: PostgreSQL takes the COPY path for the orders table (db.COPY_MIN_ROWS),
-    # with keys holding COPY's special characters and amounts in 1/10,000.
-    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\r", "plain"]
+@pytest.mark.parametrize("size", [60, 6], ids=["through COPY", "as arrays"])
+def test_batches_of_aggregate_rows_are_written_exactly(engine, size):
+    # 60 orders: PostgreSQL takes the COPY path for the orders table (db.COPY_MIN_ROWS);
+    # 6: each column goes as one array (db.Unnest). Keys hold COPY's and arrays'
+    # special characters (quotes, braces, commas), amounts are in 1/10,000.
+    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\r", "q\"{a,b}'", "plain"]
     batch = [
         order_created(
             order_id=f"{awkward[n % len(awkward)]}-{n}",
             total=float(Decimal("0.0001") * (n * 7919 + 1)),
             event_id=f"e-{n}",
         )
-        for n in range(60)
+        for n in range(size)
     ]
-    assert apply(engine, batch).stored == 60
+    assert apply(engine, batch).stored == size
     stored = dict(rows(engine, Order.order_id, Order.total_amount))
     assert stored == {e.data.order_id: e.data.total_amount for e in batch}
-    assert counter(engine, "revenue", "USD") == (60, sum(e.data.total_amount for e in batch))
+    assert counter(engine, "revenue", "USD") == (size, sum(e.data.total_amount for e in batch))
+
+
+def test_a_small_batch_is_written_in_two_round_trips_on_postgresql(pg):
+    # The raw events (lock, look-up, insert), then every aggregate and the dirty days.
+    batch = [
+        order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts=f"2024-01-0{n + 1}T10:00:00Z")
+        for n in range(5)
+    ]
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *_):
+        sent.append(statement)
+
+    with Session(pg) as session, session.begin():
+        session.connection()
+        event.listen(pg, "before_cursor_execute", count)
+        try:
+            apply_events(session, batch, Context())
+        finally:
+            event.remove(pg, "before_cursor_execute", count)
+    assert len(sent) == 2
+    assert counter(pg, "revenue", "USD") == (5, Decimal("50"))
+    assert len(rows(pg, RollupDirtyDay.day)) == 5
 
 
 def test_two_large_batches_in_one_transaction_each_count_once(engine):

@@ -6,7 +6,6 @@ order; whatever the batching and order, the same events leave the same alerts.
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
@@ -17,10 +16,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from analytics.events import Event
-from analytics.ingest import Context, apply_events
+from analytics.ingest import Context
 from analytics.models import Alert, InventoryMovement
 from analytics.rebuild import rebuild
-from tests.analytics.helpers import apply, make, rows
+from tests.analytics.helpers import apply, apply_beside, make, rows
 from tests.conftest import truncate_all
 
 ALERT_COLUMNS = (
@@ -208,28 +207,14 @@ def test_concurrent_batches_of_one_product_wait_for_each_other(pg):
     # Without the lock each transaction would compute from its own movements only
     # (the other's are not committed yet) and the low stock after the restock would
     # never raise its alert.
-    first = Session(pg)
-    first.begin()
-    apply_events(
-        first,
+    waited, _ = apply_beside(
+        pg,
         [
             inventory("low_stock", "2024-01-01T10:00:00Z", "low-1"),
             inventory("low_stock", "2024-01-01T12:00:00Z", "low-3"),
         ],
-        Context(),
+        [inventory("restocked", "2024-01-01T11:00:00Z", "restock-2")],
     )
-    done = threading.Event()
-
-    def second() -> None:
-        apply(pg, [inventory("restocked", "2024-01-01T11:00:00Z", "restock-2")])
-        done.set()
-
-    thread = threading.Thread(target=second)
-    thread.start()
-    waited = not done.wait(1.0)
-    first.commit()
-    first.close()
-    thread.join(10)
     assert waited
     assert rows(pg, Alert.created_at, Alert.resolved_at) == [
         (datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 11)),
