@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table, and_, case, func, or_
 from sqlalchemy.orm import Session
 
-from analytics import rollups
+from analytics import report_rollups, rollups
 from analytics.db import insert_once, statement, upsert_many
 from analytics.errors import InvalidEvent
 from analytics.events import Event
@@ -266,11 +266,13 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     for event in new_events:
         result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
     fresh = {(event.tenant_id, event.event_id) for event in new_events}
-    write_changes(
-        session,
-        (change for key, item in first.items() if key in fresh for change in item.changes),
-    )
-    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events})
+    changes = [change for key, item in first.items() if key in fresh for change in item.changes]
+    # Days other than the events' own whose rollups these changes alter: where orders and
+    # users were counted before an earlier time moves them, and the days of paid orders.
+    moved = report_rollups.days_before(session, changes)
+    write_changes(session, changes)
+    paid = report_rollups.days_after(session, changes)
+    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events} | moved | paid)
     return result
 
 
