@@ -382,18 +382,20 @@ def _keys(changes: Sequence[Change], aggregate: Any, column: str, id_column: str
 
 
 def _stored_days(session: Session, model: Any, at: str, id_column: str, keys: set[Any]) -> set[Any]:
-    if not keys:
-        return set()
-    ident = getattr(model, id_column)
+    """The days of ``model.<at>`` stored for ``(tenant, id)`` keys (one IN list per tenant)."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for tenant, ident in sorted(keys):
+        ids[tenant].append(ident)
     when = getattr(model, at)
-    return {
-        (tenant, when_.date())
-        for tenant, when_ in session.execute(
-            select(model.tenant_id, when).where(
-                tuple_(model.tenant_id, ident).in_(sorted(keys)), when.is_not(None)
+    found = set()
+    for tenant, some in ids.items():
+        for stored_at in session.scalars(
+            select(when).where(
+                model.tenant_id == tenant, getattr(model, id_column).in_(some), when.is_not(None)
             )
-        )
-    }
+        ):
+            found.add((tenant, stored_at.date()))
+    return found
 
 
 def days_before(session: Session, changes: Sequence[Change]) -> set[tuple[str, date]]:
