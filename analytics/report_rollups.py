@@ -363,9 +363,15 @@ def logins_report(session: Session, q: Query) -> list[Row]:
 # ----------------------------------------------------------------------- hooks
 
 
+#: The days these rollups compute: their week arithmetic must stay inside the calendar.
+#: Events are refused outside the configured event-time window long before these.
+_EARLIEST = date.min + timedelta(days=7)
+_LATEST = date.max - timedelta(days=14)
+
+
 def refresh(session: Session, tenant: str, dirty: Iterable[date]) -> int:
     """Recompute every rollup of this module that the ``dirty`` days of ``tenant`` affect."""
-    changed = sorted(set(dirty))
+    changed = sorted(d for d in set(dirty) if _EARLIEST <= d <= _LATEST)
     return (
         retention(session, tenant, changed)
         + conversion(session, tenant, changed)
