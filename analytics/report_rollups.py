@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -379,12 +380,31 @@ def refresh(session: Session, tenant: str, dirty: Iterable[date]) -> int:
     )
 
 
-def _keys(changes: Sequence[Change], aggregate: Any, column: str, id_column: str) -> set[Any]:
-    return {
-        (c.values["tenant_id"], c.values[id_column])
-        for c in changes
-        if isinstance(c, Upsert) and c.aggregate is aggregate and c.values.get(column) is not None
-    }
+@dataclass
+class Watched:
+    """The ``(tenant, id)`` keys of a batch's changes that move rows of these rollups."""
+
+    created: set[tuple[str, str]] = field(default_factory=set)  # orders given a created_at
+    paid: set[tuple[str, str]] = field(default_factory=set)  # orders given a paid_at
+    registered: set[tuple[str, str]] = field(default_factory=set)  # users given a registered_at
+
+
+def watched(changes: Iterable[Change]) -> Watched:
+    """The keys :func:`days_before` and :func:`days_after` look up (one pass over the changes)."""
+    keys = Watched()
+    for c in changes:
+        if not isinstance(c, Upsert):
+            continue
+        values = c.values
+        if c.aggregate is ORDERS:
+            key = (values["tenant_id"], values["order_id"])
+            if values.get("created_at") is not None:
+                keys.created.add(key)
+            if values.get("paid_at") is not None:
+                keys.paid.add(key)
+        elif c.aggregate is COHORTS:
+            keys.registered.add((values["tenant_id"], values["user_id"]))
+    return keys
 
 
 def _stored_days(session: Session, model: Any, at: str, id_column: str, keys: set[Any]) -> set[Any]:
@@ -404,26 +424,18 @@ def _stored_days(session: Session, model: Any, at: str, id_column: str, keys: se
     return found
 
 
-def days_before(session: Session, changes: Sequence[Change]) -> set[tuple[str, date]]:
-    """Before ``changes`` are written: the days the orders they create and the users they
+def days_before(session: Session, keys: Watched) -> set[tuple[str, date]]:
+    """Before the changes are written: the days the orders they create and the users they
     register are stored on now (an earlier time moves them away from those days)."""
-    return _stored_days(
-        session, Order, "created_at", "order_id", _keys(changes, ORDERS, "created_at", "order_id")
-    ) | _stored_days(
-        session,
-        UserCohort,
-        "registered_at",
-        "user_id",
-        _keys(changes, COHORTS, "registered_at", "user_id"),
+    return _stored_days(session, Order, "created_at", "order_id", keys.created) | _stored_days(
+        session, UserCohort, "registered_at", "user_id", keys.registered
     )
 
 
-def days_after(session: Session, changes: Sequence[Change]) -> set[tuple[str, date]]:
-    """After ``changes`` are written: the days the orders they paid were created on.
+def days_after(session: Session, keys: Watched) -> set[tuple[str, date]]:
+    """After the changes are written: the days the orders they paid were created on.
 
     Read after writing, so an ``order.created`` another worker committed meanwhile is
     seen (the upsert waited for its row).
     """
-    return _stored_days(
-        session, Order, "created_at", "order_id", _keys(changes, ORDERS, "paid_at", "order_id")
-    )
+    return _stored_days(session, Order, "created_at", "order_id", keys.paid)

@@ -269,9 +269,10 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     changes = [change for key, item in first.items() if key in fresh for change in item.changes]
     # Days other than the events' own whose rollups these changes alter: where orders and
     # users were counted before an earlier time moves them, and the days of paid orders.
-    moved = report_rollups.days_before(session, changes)
+    watched = report_rollups.watched(changes)
+    moved = report_rollups.days_before(session, watched)
     write_changes(session, changes)
-    paid = report_rollups.days_after(session, changes)
+    paid = report_rollups.days_after(session, watched)
     rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events} | moved | paid)
     return result
 
