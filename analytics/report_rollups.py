@@ -92,7 +92,7 @@ def _on(column: Any, spans: Days) -> ColumnElement[bool]:
 
 
 def week_of(session: Session, column: Any) -> Any:
-    """SQL for the Monday of a timestamp's week (ISO weeks, UTC)."""
+    """SQL for the Monday of a timestamp's or a date's week (ISO weeks, UTC)."""
     if session.get_bind().dialect.name == "sqlite":
         return func.date(column, "-6 days", "weekday 1")
     return func.date(func.date_trunc("week", column))
@@ -234,15 +234,17 @@ def retention_report(session: Session, q: Query) -> list[Row]:
     retained: dict[date, list[int]] = {
         week: [0] * (max(0, (last_week - week).days // 7) + 1) for week in sizes
     }
-    for cohort_day, active_week, users in session.execute(
-        select(CohortWeek.cohort_day, CohortWeek.active_week, CohortWeek.users).where(
-            CohortWeek.tenant_id == q.tenant, q.on_days(CohortWeek.cohort_day)
-        )
+    # Summed by cohort week in SQL: a year holds ~365 x 26 day rows, ~52 x 26 week rows.
+    cohort_week = week_of(session, CohortWeek.cohort_day)
+    for week, active_week, users in session.execute(
+        select(cohort_week, CohortWeek.active_week, func.sum(CohortWeek.users))
+        .where(CohortWeek.tenant_id == q.tenant, q.on_days(CohortWeek.cohort_day))
+        .group_by(cohort_week, CohortWeek.active_week)
     ):
-        counts = retained[_monday(cohort_day)]
-        n = (active_week - _monday(cohort_day)).days // 7
+        counts = retained[_as_date(week)]
+        n = (_as_date(active_week) - _as_date(week)).days // 7
         if n < len(counts):
-            counts[n] += users
+            counts[n] += int(users)
     return [
         {"cohort_week": week.isoformat(), "size": sizes[week], "retained": retained[week]}
         for week in sorted(sizes)
