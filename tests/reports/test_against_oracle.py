@@ -162,3 +162,20 @@ def test_rolled_up_reports_stay_exact_as_late_events_arrive(engine, documents):
                     mismatches.append((len(loaded), name, since, until))
     assert mismatches == []
     assert len(loaded) == len(published)
+
+
+@pytest.mark.parametrize(
+    "now", [datetime(2024, 3, 12, 9, 30), datetime(2024, 3, 13, 23, 0), datetime(2024, 3, 15)]
+)
+def test_conversion_reads_the_orders_of_days_whose_abandonment_windows_may_be_open(
+    loaded, documents, now
+):
+    """The rollup counts abandonment as if every window had passed; days less than two
+    days old at the report's clock come from the orders, so the clock still decides."""
+    for since, until in RANGES:
+        with Session(loaded) as session, session.begin():
+            actual = run(session, "conversion", Query("tenant-1", since, until, now=now))
+        expected = oracle.expected(
+            "conversion", documents, tenant="tenant-1", since=since, until=until, now=now
+        )
+        assert actual == expected, (since, until)
