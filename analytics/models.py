@@ -384,6 +384,61 @@ class DailyPercentiles(Base):
     p95: Mapped[Decimal] = mapped_column(Amount)
 
 
+class CohortSize(Base):
+    """Rollup: how many users registered on a day (their earliest registration), for retention."""
+
+    __tablename__ = "cohort_sizes"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    users: Mapped[int]
+
+
+class CohortWeek(Base):
+    """Rollup: of the users registered on ``cohort_day``, how many were active in a week.
+
+    ``active_week`` is the Monday of the week, never before the Monday of the cohort's
+    week; weeks with no active member have no row. Distinct users of different
+    registration days are different users, so a cohort week's retained count is the
+    sum of its days' rows.
+    """
+
+    __tablename__ = "cohort_weeks"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    cohort_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    active_week: Mapped[date] = mapped_column(Date, primary_key=True)
+    users: Mapped[int]
+
+
+class DailyConversion(Base):
+    """Rollup: orders created on a day, how many were paid, and how many were abandoned.
+
+    ``abandoned`` counts the orders with no payment within the abandonment window as
+    if that window had passed for all of them; the conversion report reads only the
+    days for which it has (the latest days it computes from the orders themselves).
+    """
+
+    __tablename__ = "daily_conversion"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    orders: Mapped[int]
+    paid_orders: Mapped[int]
+    abandoned: Mapped[int]
+
+
+class DailyLogins(Base):
+    """Rollup: a day's logins and distinct users who logged in (with a user id)."""
+
+    __tablename__ = "daily_logins"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    logins: Mapped[int] = mapped_column(BigInteger)
+    users: Mapped[int]
+
+
 class RollupDirtyDay(Base):
     """A day that received events since its rollups were last computed.
 

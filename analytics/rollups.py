@@ -9,6 +9,8 @@ beats at once, leaves the same rows.
 Exact percentiles (a day's API response times and session durations) cannot be
 summed from partial aggregates either, so :func:`percentiles` keeps them per day in
 ``daily_percentiles``, recomputing a day whole from its raw events and sessions.
+The retention, conversion and logins rollups (:mod:`analytics.report_rollups`) are
+refreshed with them.
 
 Writers mark each day that received events in ``rollup_dirty_days``;
 :func:`refresh_dirty` recomputes every day those events can change (a day's
@@ -30,6 +32,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from analytics import report_rollups
 from analytics.config import get_settings
 from analytics.db import Writes, insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import (
@@ -212,7 +215,11 @@ def percentiles(session: Session, tenant: str, first: date, last: date) -> int:
 
 def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
     """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
-    return active_users(session, tenant, first, last) + percentiles(session, tenant, first, last)
+    return (
+        active_users(session, tenant, first, last)
+        + percentiles(session, tenant, first, last)
+        + report_rollups.refresh(session, tenant, days(*_clamped(first, last)))
+    )
 
 
 def mark_dirty(
@@ -351,6 +358,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                 # A day's percentiles depend on that day alone.
                 for first, last in spans(changed, reach=1):
                     percentiles(session, t, first, last)
+                report_rollups.refresh(session, t, changed)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):

@@ -167,9 +167,18 @@ def redis_acl(
 # ------------------------------------------------------------------------ PostgreSQL
 
 #: Tables the report role writes: the rollups a report refreshes before it reads
-#: (DAU/WAU/MAU, response-time percentiles and payment-failure alerts of days that
-#: received late events).
-REPORT_WRITES = ("active_users_daily", "daily_percentiles", "rollup_dirty_days", "alerts")
+#: (DAU/WAU/MAU, response-time percentiles, payment-failure alerts, retention cohorts,
+#: conversion and logins of days that received late events).
+REPORT_WRITES = (
+    "active_users_daily",
+    "daily_percentiles",
+    "rollup_dirty_days",
+    "alerts",
+    "cohort_sizes",
+    "cohort_weeks",
+    "daily_conversion",
+    "daily_logins",
+)
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_
 from sqlalchemy.orm import Session
 
-from analytics import rollups
+from analytics import report_rollups, rollups
 from analytics.db import Writes, insert_once
 from analytics.errors import InvalidEvent
 from analytics.events import Event
@@ -262,15 +262,19 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     for event in new_events:
         result.by_type[event.event_type] = result.by_type.get(event.event_type, 0) + 1
     fresh = {(event.tenant_id, event.event_id) for event in new_events}
+    changes = [change for key, item in first.items() if key in fresh for change in item.changes]
+    # Days other than the events' own whose rollups these changes alter: where orders and
+    # users were counted before an earlier time moves them, and the days of paid orders.
+    watched = report_rollups.watched(changes)
+    moved = report_rollups.days_before(session, watched)
     # The aggregates and the dirty days go together: one round trip on PostgreSQL.
     writes = Writes(session)
-    write_changes(
-        session,
-        (change for key, item in first.items() if key in fresh for change in item.changes),
-        writes,
-    )
-    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events}, writes)
+    write_changes(session, changes, writes)
+    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events} | moved, writes)
     writes.send()
+    # Read after the writes, so that an order.created another worker committed meanwhile
+    # is seen (the upsert waited for its row); a batch that paid no order asks nothing.
+    rollups.mark_dirty(session, report_rollups.days_after(session, watched))
     return result
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from analytics.models import MetricCounter, Order, Payment, ProductSale, Refund
-from analytics.reports.query import Query, Row, counters, day_of, iso_day, money, rate
+from analytics.reports.query import Query, Row, counters, day_of, iso_day, money
 
 #: Checkout abandonment: no processed payment within this long of the order.
 ABANDONMENT_WINDOW = timedelta(hours=24)
@@ -128,25 +128,7 @@ def aov(session: Session, q: Query) -> list[Row]:
 
 
 def conversion(session: Session, q: Query) -> list[Row]:
-    days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for created, paid in session.execute(
-        select(Order.created_at, Order.paid_at).where(
-            Order.tenant_id == q.tenant, Order.created_at.is_not(None), q.between(Order.created_at)
-        )
-    ):
-        assert created is not None  # filtered above
-        cell = days[created.date().isoformat()]
-        cell[0] += 1
-        cell[1] += paid is not None
-        deadline = created + ABANDONMENT_WINDOW
-        cell[2] += deadline <= q.now and (paid is None or paid > deadline)
-    return [
-        {
-            "date": d,
-            "orders": orders,
-            "paid_orders": paid,
-            "conversion_rate": rate(paid, orders),
-            "abandoned": abandoned,
-        }
-        for d, (orders, paid, abandoned) in sorted(days.items())
-    ]
+    from analytics import report_rollups, rollups
+
+    rollups.refresh_dirty(session, q.tenant)
+    return report_rollups.conversion_report(session, q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -174,23 +175,31 @@ def test_0010_partitions_a_populated_events_table_and_downgrades_back(scratch_po
         engine.dispose()
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
-def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentiles(dialect, request):
-    from sqlalchemy import delete
-    from sqlalchemy.orm import Session
-
+def _database_at(dialect: str, request: pytest.FixtureRequest, revision: str) -> tuple[str, Any]:
+    """A scratch database of ``dialect`` migrated to ``revision``: its URL and Alembic config."""
     from alembic import command
     from analytics.migrations import alembic_config
-    from analytics.models import RollupDirtyDay
-    from analytics.reports import Query, run
-    from tests.analytics.helpers import apply, make
 
     if dialect == "postgresql":
         url = request.getfixturevalue("scratch_postgres")
     else:
         url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'old.db'}"
     config = alembic_config(url)
-    command.upgrade(config, "0010")
+    command.upgrade(config, revision)
+    return url, config
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentiles(dialect, request):
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.models import RollupDirtyDay
+    from analytics.reports import Query, run
+    from tests.analytics.helpers import apply, make
+
+    url, config = _database_at(dialect, request, "0010")
     engine = create_engine(url)
     try:
         # Stored before 0011, already refreshed: nothing dirty.
@@ -213,5 +222,46 @@ def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentile
             ("2024-03-05", None),
         ]
         assert [(r["date"], r["p50_seconds"]) for r in sessions] == [("2024-03-05", 42.0)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0012_marks_counted_days_dirty_so_the_first_report_fills_the_report_rollups(
+    dialect, request
+):
+    from datetime import datetime
+
+    import orjson
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.events import parse
+    from analytics.models import RollupDirtyDay
+    from analytics.reports import Query, run
+    from tests.analytics.helpers import apply
+    from tests.reports import dataset, oracle
+
+    url, config = _database_at(dialect, request, "0011")
+    engine = create_engine(url)
+    now = datetime(2024, 3, 20, 12, 0)
+    documents = [d for d in dataset.build() if d["tenant_id"] == "tenant-1"]
+    try:
+        # Stored before 0012, already refreshed: nothing dirty.
+        events = [
+            parse(orjson.dumps(d), channel="events:x:y", received_at=now, max_bytes=1 << 20)
+            for d in documents
+        ]
+        for start in range(0, len(events), 500):
+            apply(engine, events[start : start + 500])
+        with Session(engine) as session, session.begin():
+            session.execute(delete(RollupDirtyDay))
+        command.upgrade(config, "head")
+        for name in ("retention", "conversion", "logins"):
+            with Session(engine) as session, session.begin():
+                actual = run(session, name, Query("tenant-1", now=now))
+            assert actual, name
+            assert actual == oracle.expected(name, documents, tenant="tenant-1", now=now), name
     finally:
         engine.dispose()
