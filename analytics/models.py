@@ -195,6 +195,45 @@ class ProductSale(Base):
     last_sold_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class ProductSaleMonth(Base):
+    """The month's units and revenue of a product per currency and location, kept by the writer.
+
+    The rows of ``product_sales`` summed by calendar month (``month`` is its first day),
+    so a report over months reads one row a product-month instead of one a product-day.
+    ``name`` is the one of the month's latest sale carrying a name (``name_at``).
+    """
+
+    __tablename__ = "product_sales_monthly"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    name_at: Mapped[datetime | None] = mapped_column(DateTime)
+    units: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    last_sold_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DailyRevenue(Base):
+    """A day's orders, revenue and refunds per currency, kept by the writer (revenue-by-day).
+
+    ``refunds`` sums the refunds whose currency the writer resolved from their order
+    when it stored them (``refunds.currency``); the others are looked up when read.
+    """
+
+    __tablename__ = "daily_revenue"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    orders: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    refunds: Mapped[Decimal] = mapped_column(Amount)
+
+
 class Order(Base):
     """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time."""
 
@@ -236,10 +275,25 @@ class Payment(Base):
 
 
 class Refund(Base):
-    """One ``payment.refunded``; its currency is resolved from its order or payment when read."""
+    """One ``payment.refunded``.
+
+    ``currency`` is its order's, resolved by the writer when the order was already stored
+    (an order's currency never changes once stored), and then counted in
+    ``daily_revenue``; otherwise null, and resolved from its order or payment when read.
+    """
 
     __tablename__ = "refunds"
-    __table_args__ = (Index(None, "tenant_id", "refunded_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "refunded_at"),
+        # revenue-by-day reads the refunds still unresolved, a few late ones.
+        Index(
+            "ix_refunds_unresolved",
+            "tenant_id",
+            "refunded_at",
+            postgresql_where=text("currency IS NULL"),
+            sqlite_where=text("currency IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
@@ -249,6 +303,7 @@ class Refund(Base):
     payment_id: Mapped[str | None] = mapped_column(ID)
     amount: Mapped[Decimal] = mapped_column(Amount)
     reason: Mapped[str | None] = mapped_column(String(255))
+    currency: Mapped[str | None] = mapped_column(String(3))
 
 
 class InventoryLevel(Base):

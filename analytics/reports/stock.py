@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from analytics.models import Alert, InventoryLevel, InventoryMovement, ProductSale
+from analytics.models import Alert, InventoryLevel, InventoryMovement
+from analytics.reports import sold as sales
 from analytics.reports.query import Query, Row, iso_time, money, rate
 
 
@@ -95,12 +96,8 @@ def inventory(session: Session, q: Query) -> list[Row]:
     stock = _stock(session, q)
     skus = _skus(session, q.tenant)
     sold = {
-        (product, location): int(units)
-        for product, location, units in session.execute(
-            select(ProductSale.product_id, ProductSale.location_id, func.sum(ProductSale.units))
-            .where(ProductSale.tenant_id == q.tenant, q.on_days(ProductSale.day))
-            .group_by(ProductSale.product_id, ProductSale.location_id)
-        )
+        key: units
+        for key, (units, _) in sales.sold(session, q, "product_id", "location_id").items()
     }
     rows = []
     for (product, location), s in stock.items():
@@ -130,12 +127,7 @@ def dead_stock(session: Session, q: Query) -> list[Row]:
     skus = _skus(session, q.tenant)
     reference = q.end or q.now
     cutoff = reference - timedelta(days=q.days)
-    last_sale: dict[tuple[str, str], datetime] = {}
-    sales = (
-        select(ProductSale.product_id, ProductSale.location_id, func.max(ProductSale.last_sold_at))
-        .where(ProductSale.tenant_id == q.tenant, ProductSale.last_sold_at < reference)
-        .group_by(ProductSale.product_id, ProductSale.location_id)
-    )
+    last_sale = sales.last_sales(session, q.tenant, reference)
     reported = select(
         InventoryLevel.product_id, InventoryLevel.location_id, InventoryLevel.last_sold_at
     ).where(
@@ -143,7 +135,7 @@ def dead_stock(session: Session, q: Query) -> list[Row]:
         InventoryLevel.last_sold_at.is_not(None),
         InventoryLevel.last_sold_at < reference,
     )
-    for product, location, at in [*session.execute(sales), *session.execute(reported)]:
+    for product, location, at in session.execute(reported):
         key = (product, location)
         if at is not None and (key not in last_sale or at > last_sale[key]):
             last_sale[key] = at
