@@ -346,6 +346,38 @@ class InventoryMovement(Base):
     alert_message: Mapped[str | None] = mapped_column(Text)
 
 
+class StockMonth(Base):
+    """Rollup: a month of one product's stock movements at one location, summarised.
+
+    Recomputed from ``inventory_movements`` for the months of the days in
+    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here depends on
+    the month's movements alone, so a late movement changes its own month only; a
+    restock cycle that crosses months is closed when read, from ``first_out_at``,
+    ``first_restock_at`` and the earlier months' ``open_at``.
+    """
+
+    __tablename__ = "stock_monthly"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    low_stock: Mapped[int]
+    out_of_stock: Mapped[int]
+    #: The sum and count of the stated levels (``quantity_after``), and the last one.
+    level_sum: Mapped[int] = mapped_column(BigInteger)
+    levels: Mapped[int]
+    on_hand: Mapped[int | None] = mapped_column(BigInteger)
+    #: The first ``out_of_stock`` before the month's first ``restocked`` (any, if none).
+    first_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+    first_restock_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Restock cycles that open and close after the month's first ``restocked``.
+    cycles: Mapped[int]
+    cycle_micros: Mapped[int] = mapped_column(BigInteger)
+    #: The ``out_of_stock`` still open at the month's end (with nothing open at its start).
+    open_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class UserSession(Base):
     """A finished session: one ``user.logged_out`` with its reported duration."""
 

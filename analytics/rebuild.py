@@ -52,7 +52,7 @@ from analytics.models import (
     UserCohort,
     UserSession,
 )
-from analytics.reports.sold import next_month
+from analytics.months import next_month
 from analytics.retention import pruned_before
 
 #: Tables with one row per time bucket or per event, and the column that places them in time.

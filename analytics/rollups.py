@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from analytics import stock_months
 from analytics.config import get_settings
 from analytics.db import insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import (
@@ -211,8 +212,15 @@ def percentiles(session: Session, tenant: str, first: date, last: date) -> int:
 
 
 def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
-    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
-    return active_users(session, tenant, first, last) + percentiles(session, tenant, first, last)
+    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written.
+
+    The monthly stock rollup is recomputed for the months of those days.
+    """
+    return (
+        active_users(session, tenant, first, last)
+        + percentiles(session, tenant, first, last)
+        + stock_months.recompute(session, tenant, first, last)
+    )
 
 
 def mark_dirty(session: Session, pairs: Iterable[tuple[str, date]]) -> None:
@@ -344,6 +352,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                 # A day's percentiles depend on that day alone.
                 for first, last in spans(changed, reach=1):
                     percentiles(session, t, first, last)
+                stock_months.refresh(session, t, changed)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):

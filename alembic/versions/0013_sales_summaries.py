@@ -1,4 +1,4 @@
-"""sales summaries: product sales by month, revenue and refunds by day, refund currencies
+"""sales and stock summaries: product sales and stock by month, revenue by day, refund currencies
 
 Revision ID: 0013
 Revises: 0011
@@ -95,6 +95,37 @@ def upgrade() -> None:
         """
     )
     _fill_months()
+    op.create_table(
+        "stock_monthly",
+        sa.Column("tenant_id", sa.String(length=128), nullable=False),
+        sa.Column("product_id", sa.String(length=128), nullable=False),
+        sa.Column("location_id", sa.String(length=128), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("low_stock", sa.Integer(), nullable=False),
+        sa.Column("out_of_stock", sa.Integer(), nullable=False),
+        sa.Column("level_sum", sa.BigInteger(), nullable=False),
+        sa.Column("levels", sa.Integer(), nullable=False),
+        sa.Column("on_hand", sa.BigInteger(), nullable=True),
+        sa.Column("first_out_at", sa.DateTime(), nullable=True),
+        sa.Column("first_restock_at", sa.DateTime(), nullable=True),
+        sa.Column("cycles", sa.Integer(), nullable=False),
+        sa.Column("cycle_micros", sa.BigInteger(), nullable=False),
+        sa.Column("open_at", sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "product_id", "location_id", "month", name=op.f("pk_stock_monthly")
+        ),
+    )
+    # Days with stock movements: marked dirty, so the next refresh (beat's, or the first
+    # report's) fills the monthly stock rollup.
+    op.execute(
+        """
+        INSERT INTO rollup_dirty_days (tenant_id, day, generation)
+        SELECT DISTINCT tenant_id, date(occurred_at), 1 FROM inventory_movements
+        WHERE true
+        ON CONFLICT (tenant_id, day) DO UPDATE
+        SET generation = rollup_dirty_days.generation + 1
+        """
+    )
 
 
 def _fill_months() -> None:
@@ -151,5 +182,6 @@ def downgrade() -> None:
     op.drop_index("ix_refunds_unresolved", table_name="refunds")
     with op.batch_alter_table("refunds") as batch:
         batch.drop_column("currency")
+    op.drop_table("stock_monthly")
     op.drop_table("daily_revenue")
     op.drop_table("product_sales_monthly")

@@ -19,15 +19,8 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from analytics.models import ProductSale, ProductSaleMonth
+from analytics.months import month_of, next_month
 from analytics.reports.query import Query
-
-
-def month_of(day: date) -> date:
-    return day.replace(day=1)
-
-
-def next_month(day: date) -> date:
-    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
 
 
 @dataclass(frozen=True)
