@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, select, tuple_
+from sqlalchemy import Select, and_, delete, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from analytics.db import upsert_many
@@ -156,8 +156,12 @@ def recompute(session: Session, tenant: str, first: date, last: date) -> int:
 
         def build(insert: Any) -> Any:
             stmt = insert(StockMonth)
+            table = StockMonth.__table__.c
             return stmt.on_conflict_do_update(
-                index_elements=list(_KEY), set_={name: stmt.excluded[name] for name in columns}
+                index_elements=list(_KEY),
+                set_={name: stmt.excluded[name] for name in columns},
+                # A row that did not change is not rewritten (no dead row left behind).
+                where=or_(*(table[name].is_distinct_from(stmt.excluded[name]) for name in columns)),
             )
 
         upsert_many(session, StockMonth, build, rows, order_by=_KEY)

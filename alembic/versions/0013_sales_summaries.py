@@ -57,13 +57,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("refunds") as batch:
         batch.add_column(sa.Column("currency", sa.String(length=3), nullable=True))
-    op.create_index(
-        "ix_refunds_unresolved",
-        "refunds",
-        ["tenant_id", "refunded_at"],
-        postgresql_where=sa.text("currency IS NULL"),
-        sqlite_where=sa.text("currency IS NULL"),
-    )
     # Refunds stored before this revision: their order's currency where the order is known
     # (the writer does the same from now on); the rest stay null and are resolved when read.
     op.execute(
@@ -74,6 +67,15 @@ def upgrade() -> None:
         )
         WHERE order_id IS NOT NULL
         """
+    )
+    # Only the unresolved ones are read by time now (after the update: the index stays small).
+    op.drop_index("ix_refunds_tenant_id_refunded_at", table_name="refunds")
+    op.create_index(
+        "ix_refunds_unresolved",
+        "refunds",
+        ["tenant_id", "refunded_at"],
+        postgresql_where=sa.text("currency IS NULL"),
+        sqlite_where=sa.text("currency IS NULL"),
     )
     # Revenue by day from the hourly revenue counters, then the resolved refunds.
     op.execute(
@@ -114,6 +116,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "tenant_id", "product_id", "location_id", "month", name=op.f("pk_stock_monthly")
         ),
+    )
+    op.create_index(
+        "ix_inventory_movements_tenant_id_occurred_at",
+        "inventory_movements",
+        ["tenant_id", "occurred_at"],
     )
     # Days with stock movements: marked dirty, so the next refresh (beat's, or the first
     # report's) fills the monthly stock rollup.
@@ -180,6 +187,8 @@ def _insert(bind: Any, table: Any, rows: list[dict[str, Any]]) -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_refunds_unresolved", table_name="refunds")
+    op.create_index("ix_refunds_tenant_id_refunded_at", "refunds", ["tenant_id", "refunded_at"])
+    op.drop_index("ix_inventory_movements_tenant_id_occurred_at", table_name="inventory_movements")
     with op.batch_alter_table("refunds") as batch:
         batch.drop_column("currency")
     op.drop_table("stock_monthly")

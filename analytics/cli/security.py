@@ -167,9 +167,15 @@ def redis_acl(
 # ------------------------------------------------------------------------ PostgreSQL
 
 #: Tables the report role writes: the rollups a report refreshes before it reads
-#: (DAU/WAU/MAU, response-time percentiles and payment-failure alerts of days that
-#: received late events).
-REPORT_WRITES = ("active_users_daily", "daily_percentiles", "rollup_dirty_days", "alerts")
+#: (DAU/WAU/MAU, response-time percentiles, monthly stock and payment-failure alerts of
+#: days that received late events).
+REPORT_WRITES = (
+    "active_users_daily",
+    "daily_percentiles",
+    "stock_monthly",
+    "rollup_dirty_days",
+    "alerts",
+)
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 
