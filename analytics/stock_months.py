@@ -126,17 +126,21 @@ def movements(
 
 def recompute(session: Session, tenant: str, first: date, last: date) -> int:
     """Recompute ``tenant``'s rows of every month that holds a day of ``[first, last]``."""
-    start, end = month_of(first), next_month(last)
+    start, final = month_of(first), month_of(last)
+    # December 9999 has no month after it: no upper bound then.
+    end = midnight(next_month(final)) if final < _LAST_MONTH else None
     by_key: dict[tuple[str, str, date], list[tuple[str, datetime, int | None]]] = {}
     for product, location, kind, at, after in session.execute(
-        movements(tenant, midnight(start), midnight(end))
+        movements(tenant, midnight(start), end)
     ):
         by_key.setdefault((product, location, month_of(at.date())), []).append((kind, at, after))
     rows = [
         {"tenant_id": tenant, "product_id": p, "location_id": loc, "month": m, **summarise(moves)}
         for (p, loc, m), moves in by_key.items()
     ]
-    window = and_(StockMonth.tenant_id == tenant, StockMonth.month >= start, StockMonth.month < end)
+    window = and_(
+        StockMonth.tenant_id == tenant, StockMonth.month >= start, StockMonth.month <= final
+    )
     stale = [
         tuple(row)
         for row in session.execute(
@@ -169,6 +173,7 @@ def recompute(session: Session, tenant: str, first: date, last: date) -> int:
 
 
 _KEY = ("tenant_id", "product_id", "location_id", "month")
+_LAST_MONTH = month_of(date.max)
 
 
 def refresh(session: Session, tenant: str, changed: Iterable[date]) -> None:

@@ -98,30 +98,37 @@ def sold(session: Session, q: Query, *columns: str) -> dict[tuple[str, ...], tup
     return {key: (units, revenue) for key, (units, revenue) in totals.items()}
 
 
+def _latest_named(model: Any, at: Any, tenant: str, condition: ColumnElement[bool]) -> Any:
+    """Per product, the row of ``model`` with the latest ``at`` that carries a name."""
+    ranked = (
+        select(
+            model.product_id,
+            model.name,
+            at.label("at"),
+            func.row_number().over(partition_by=model.product_id, order_by=at.desc()).label("rank"),
+        )
+        .where(model.tenant_id == tenant, condition, model.name.is_not(None))
+        .subquery()
+    )
+    return select(ranked.c.product_id, ranked.c.name, ranked.c.at).where(ranked.c.rank == 1)
+
+
 def names(session: Session, q: Query) -> dict[str, str]:
     """Each product's name: the one of its latest sale in the range carrying one."""
     split = Split.of(q.since, q.until)
     found: list[Any] = []
     if split.months:
         found += session.execute(
-            select(
-                ProductSaleMonth.product_id, ProductSaleMonth.name, ProductSaleMonth.name_at
-            ).where(
-                ProductSaleMonth.tenant_id == q.tenant,
-                split.month_filter(),
-                ProductSaleMonth.name.is_not(None),
+            _latest_named(
+                ProductSaleMonth, ProductSaleMonth.name_at, q.tenant, split.month_filter()
             )
         ).all()
     for condition in split.day_filters():
         found += session.execute(
-            select(ProductSale.product_id, ProductSale.name, ProductSale.last_sold_at).where(
-                ProductSale.tenant_id == q.tenant, condition, ProductSale.name.is_not(None)
-            )
+            _latest_named(ProductSale, ProductSale.last_sold_at, q.tenant, condition)
         ).all()
     latest: dict[str, tuple[datetime, str]] = {}
     for product, name, at in found:
-        if at is None:
-            continue
         if product not in latest or at > latest[product][0]:
             latest[product] = (at, name)
     return {product: name for product, (_, name) in latest.items()}
