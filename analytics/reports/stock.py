@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from analytics.models import Alert, InventoryLevel, StockMonth
@@ -208,9 +208,44 @@ def inventory(session: Session, q: Query) -> list[Row]:
     return _by_sku(rows)
 
 
+def _on_hand(session: Session, q: Query) -> dict[Key, _Stock]:
+    """Each product's last stated level up to the end of the range (``--since`` ignored).
+
+    The latest month that states one, picked in SQL, then the movements of a partial
+    last month: no need to carry restock cycles through every month.
+    """
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)
+    split = Split.of(None, q.until)
+    ranked = select(
+        StockMonth.product_id,
+        StockMonth.location_id,
+        StockMonth.on_hand,
+        func.row_number()
+        .over(
+            partition_by=(StockMonth.product_id, StockMonth.location_id),
+            order_by=StockMonth.month.desc(),
+        )
+        .label("latest"),
+    ).where(StockMonth.tenant_id == q.tenant, StockMonth.on_hand.is_not(None))
+    if split.end_month is not None:
+        ranked = ranked.where(StockMonth.month < split.end_month)
+    latest = ranked.subquery()
+    stock: dict[Key, _Stock] = defaultdict(_Stock)
+    for product, location, level in session.execute(
+        select(latest.c.product_id, latest.c.location_id, latest.c.on_hand).where(
+            latest.c.latest == 1
+        )
+    ):
+        stock[(product, location)].on_hand = level
+    if split.end_month is not None and q.end is not None and midnight(split.end_month) < q.end:
+        _Walk(session, q, stock)({}, midnight(split.end_month), q.end, None)
+    return stock
+
+
 def dead_stock(session: Session, q: Query) -> list[Row]:
-    whole = Query(q.tenant, None, q.until, now=q.now, default_currency=q.default_currency)
-    stock = _stock(session, whole)
+    stock = _on_hand(session, q)
     skus = _skus(session, q.tenant)
     reference = q.end or q.now
     cutoff = reference - timedelta(days=q.days)
