@@ -195,6 +195,45 @@ class ProductSale(Base):
     last_sold_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class ProductSaleMonth(Base):
+    """The month's units and revenue of a product per currency and location, kept by the writer.
+
+    The rows of ``product_sales`` summed by calendar month (``month`` is its first day),
+    so a report over months reads one row a product-month instead of one a product-day.
+    ``name`` is the one of the month's latest sale carrying a name (``name_at``).
+    """
+
+    __tablename__ = "product_sales_monthly"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    name_at: Mapped[datetime | None] = mapped_column(DateTime)
+    units: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    last_sold_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DailyRevenue(Base):
+    """A day's orders, revenue and refunds per currency, kept by the writer (revenue-by-day).
+
+    ``refunds`` sums the refunds whose currency the writer resolved from their order
+    when it stored them (``refunds.currency``); the others are looked up when read.
+    """
+
+    __tablename__ = "daily_revenue"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    orders: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    refunds: Mapped[Decimal] = mapped_column(Amount)
+
+
 class Order(Base):
     """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time."""
 
@@ -236,10 +275,25 @@ class Payment(Base):
 
 
 class Refund(Base):
-    """One ``payment.refunded``; its currency is resolved from its order or payment when read."""
+    """One ``payment.refunded``.
+
+    ``currency`` is its order's, resolved by the writer when the order was already stored
+    (an order's currency never changes once stored), and then counted in
+    ``daily_revenue``; otherwise null, and resolved from its order or payment when read.
+    """
 
     __tablename__ = "refunds"
-    __table_args__ = (Index(None, "tenant_id", "refunded_at"),)
+    __table_args__ = (
+        # revenue-by-day reads only the refunds still unresolved, a few late ones; nothing
+        # else reads refunds by time but a rebuild's delete (a scan of one table is fine).
+        Index(
+            "ix_refunds_unresolved",
+            "tenant_id",
+            "refunded_at",
+            postgresql_where=text("currency IS NULL"),
+            sqlite_where=text("currency IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
@@ -249,6 +303,7 @@ class Refund(Base):
     payment_id: Mapped[str | None] = mapped_column(ID)
     amount: Mapped[Decimal] = mapped_column(Amount)
     reason: Mapped[str | None] = mapped_column(String(255))
+    currency: Mapped[str | None] = mapped_column(String(3))
 
 
 class InventoryLevel(Base):
@@ -273,7 +328,11 @@ class InventoryMovement(Base):
     """Every inventory event as a movement, for turnover and restock cycle times."""
 
     __tablename__ = "inventory_movements"
-    __table_args__ = (Index(None, "tenant_id", "product_id", "location_id", "occurred_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "product_id", "location_id", "occurred_at"),
+        # The monthly stock rollup reads a month of movements, the reports a partial month.
+        Index(None, "tenant_id", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
@@ -289,6 +348,38 @@ class InventoryMovement(Base):
     #: stock alerts are recomputed from the movements, and the event's details (sku,
     #: reorder point) are not kept elsewhere.
     alert_message: Mapped[str | None] = mapped_column(Text)
+
+
+class StockMonth(Base):
+    """Rollup: a month of one product's stock movements at one location, summarised.
+
+    Recomputed from ``inventory_movements`` for the months of the days in
+    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here depends on
+    the month's movements alone, so a late movement changes its own month only; a
+    restock cycle that crosses months is closed when read, from ``first_out_at``,
+    ``first_restock_at`` and the earlier months' ``open_at``.
+    """
+
+    __tablename__ = "stock_monthly"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    product_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    location_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    low_stock: Mapped[int]
+    out_of_stock: Mapped[int]
+    #: The sum and count of the stated levels (``quantity_after``), and the last one.
+    level_sum: Mapped[int] = mapped_column(BigInteger)
+    levels: Mapped[int]
+    on_hand: Mapped[int | None] = mapped_column(BigInteger)
+    #: The first ``out_of_stock`` before the month's first ``restocked`` (any, if none).
+    first_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+    first_restock_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Restock cycles that open and close after the month's first ``restocked``.
+    cycles: Mapped[int]
+    cycle_micros: Mapped[int] = mapped_column(BigInteger)
+    #: The ``out_of_stock`` still open at the month's end (with nothing open at its start).
+    open_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class UserSession(Base):

@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
@@ -28,6 +28,7 @@ from analytics.ingest import (
     INVENTORY,
     ORDERS,
     PAYMENTS,
+    PRODUCT_MONTHS,
     Change,
     Context,
     StockAlerts,
@@ -36,6 +37,7 @@ from analytics.ingest import (
 )
 from analytics.models import (
     Alert,
+    DailyRevenue,
     InventoryLevel,
     InventoryMovement,
     LoginLocation,
@@ -43,12 +45,14 @@ from analytics.models import (
     Order,
     Payment,
     ProductSale,
+    ProductSaleMonth,
     Refund,
     StoredEvent,
     UserActivity,
     UserCohort,
     UserSession,
 )
+from analytics.months import next_month
 from analytics.retention import pruned_before
 
 #: Tables with one row per time bucket or per event, and the column that places them in time.
@@ -56,6 +60,7 @@ BUCKETED: tuple[tuple[Any, Any], ...] = (
     (MetricCounter, MetricCounter.hour),
     (UserActivity, UserActivity.hour),
     (ProductSale, ProductSale.day),
+    (DailyRevenue, DailyRevenue.day),
     (LoginLocation, LoginLocation.day),
     (UserSession, UserSession.ended_at),
     (Refund, Refund.refunded_at),
@@ -119,6 +124,9 @@ def rebuild(
     """
     start = datetime.combine(since, time())
     end = datetime.combine(until + timedelta(days=1), time())
+    # Monthly rows cannot be split by day: the months the range touches are rebuilt whole.
+    month_start = datetime.combine(since.replace(day=1), time())
+    month_end = datetime.combine(next_month(until), time())
     horizon = pruned_before(session)
     if horizon is not None and start < horizon:
         first = (horizon + timedelta(days=1) - timedelta(microseconds=1)).date()
@@ -130,6 +138,13 @@ def rebuild(
         low, high = (since, until) if column.type.python_type is date else (start, end)
         inclusive = column <= high if column.type.python_type is date else column < high
         session.execute(delete(model).where(model.tenant_id == tenant, column >= low, inclusive))
+    session.execute(
+        delete(ProductSaleMonth).where(
+            ProductSaleMonth.tenant_id == tenant,
+            ProductSaleMonth.month >= month_start.date(),
+            ProductSaleMonth.month < month_end.date(),
+        )
+    )
     if horizon is None:
         for model in STATE:
             session.execute(delete(model).where(model.tenant_id == tenant))
@@ -138,6 +153,9 @@ def rebuild(
         return start <= event.timestamp < end
 
     def keep(event: Event, change: Change) -> bool:
+        if isinstance(change, Upsert) and change.aggregate is PRODUCT_MONTHS:
+            # After pruning, a month's first events may be gone: summed from its days below.
+            return horizon is None and month_start <= event.timestamp < month_end
         is_state = isinstance(change, Upsert) and change.aggregate in STATE_AGGREGATES
         if horizon is not None:
             # State kept as it is: applying its changes again would add sums twice.
@@ -153,4 +171,49 @@ def rebuild(
         touched = [e for e in chunk if in_range(e)]
         in_range_count += len(touched)
         rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in touched})
+    if horizon is not None:
+        _months_from_days(session, tenant, month_start.date(), month_end.date())
     return {"events_in_range": in_range_count, "events_replayed": replayed}
+
+
+def _months_from_days(session: Session, tenant: str, first: date, end: date) -> None:
+    """Sum ``product_sales_monthly`` for the months ``[first, end)`` from ``product_sales``.
+
+    Its name is the one of the latest day carrying a name (the days keep no finer time).
+    """
+    rows: dict[tuple[date, str, str, str], dict[str, Any]] = {}
+    for sale in session.scalars(
+        select(ProductSale)
+        .where(
+            ProductSale.tenant_id == tenant,
+            ProductSale.day >= first,
+            ProductSale.day < end,
+        )
+        .order_by(ProductSale.day)
+    ):
+        month = sale.day.replace(day=1)
+        key = (month, sale.product_id, sale.currency, sale.location_id)
+        row = rows.setdefault(
+            key,
+            {
+                "tenant_id": tenant,
+                "month": month,
+                "product_id": sale.product_id,
+                "currency": sale.currency,
+                "location_id": sale.location_id,
+                "units": 0,
+                "revenue": 0,
+                "name": None,
+                "name_at": None,
+                "last_sold_at": sale.last_sold_at,
+            },
+        )
+        row["units"] += sale.units
+        row["revenue"] += sale.revenue
+        row["last_sold_at"] = max(row["last_sold_at"], sale.last_sold_at)
+        if sale.name is not None and (
+            row["name_at"] is None or sale.last_sold_at >= row["name_at"]
+        ):
+            row["name"], row["name_at"] = sale.name, sale.last_sold_at
+    if rows:
+        session.execute(insert(ProductSaleMonth), list(rows.values()))

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from analytics import report_rollups
+from analytics import report_rollups, stock_months
 from analytics.config import get_settings
 from analytics.db import Writes, insert_for, is_retryable, one_at_a_time, upsert_many
 from analytics.models import (
@@ -214,11 +214,15 @@ def percentiles(session: Session, tenant: str, first: date, last: date) -> int:
 
 
 def day_rollups(session: Session, tenant: str, first: date, last: date) -> int:
-    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written."""
+    """Recompute every per-day rollup of ``tenant`` for ``[first, last]``; the rows written.
+
+    The monthly stock rollup is recomputed for the months of those days.
+    """
     return (
         active_users(session, tenant, first, last)
         + percentiles(session, tenant, first, last)
         + report_rollups.refresh(session, tenant, days(*_clamped(first, last)))
+        + stock_months.recompute(session, tenant, first, last)
     )
 
 
@@ -359,6 +363,7 @@ def refresh_dirty(session: Session, tenant: str | None = None) -> int:
                 for first, last in spans(changed, reach=1):
                     percentiles(session, t, first, last)
                 report_rollups.refresh(session, t, changed)
+                stock_months.refresh(session, t, changed)
                 payment_alerts(session, t)
         except Exception as exc:
             if is_retryable(exc):

@@ -167,11 +167,12 @@ def redis_acl(
 # ------------------------------------------------------------------------ PostgreSQL
 
 #: Tables the report role writes: the rollups a report refreshes before it reads
-#: (DAU/WAU/MAU, response-time percentiles, payment-failure alerts, retention cohorts,
-#: conversion and logins of days that received late events).
+#: (DAU/WAU/MAU, response-time percentiles, monthly stock, payment-failure alerts, retention
+#: cohorts, conversion and logins of days that received late events).
 REPORT_WRITES = (
     "active_users_daily",
     "daily_percentiles",
+    "stock_monthly",
     "rollup_dirty_days",
     "alerts",
     "cohort_sizes",

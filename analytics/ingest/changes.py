@@ -79,6 +79,24 @@ PRODUCT_SALES = Aggregate(
         "last_sold_at": Merge.MAX,
     },
 )
+#: ``product_sales`` by calendar month (``month``: its first day), for reports over months.
+PRODUCT_MONTHS = Aggregate(
+    "product_sales_monthly",
+    ("tenant_id", "month", "product_id", "currency", "location_id"),
+    {
+        "units": Merge.SUM,
+        "revenue": Merge.SUM,
+        "name_at": Merge.MAX,
+        "last_sold_at": Merge.MAX,
+    },
+    latest={"name": "name_at"},
+)
+#: A day's orders, revenue and (resolved) refunds per currency.
+DAILY_REVENUE = Aggregate(
+    "daily_revenue",
+    ("tenant_id", "day", "currency"),
+    {"orders": Merge.SUM, "revenue": Merge.SUM, "refunds": Merge.SUM},
+)
 ORDERS = Aggregate(
     "orders",
     ("tenant_id", "order_id"),
@@ -128,7 +146,18 @@ INVENTORY = Aggregate(
 LOGINS = Aggregate(
     "login_locations", ("tenant_id", "day", "country", "city", "user_id"), {"logins": Merge.SUM}
 )
-AGGREGATES = (COUNTERS, ACTIVITY, COHORTS, PRODUCT_SALES, ORDERS, PAYMENTS, INVENTORY, LOGINS)
+AGGREGATES = (
+    COUNTERS,
+    ACTIVITY,
+    COHORTS,
+    PRODUCT_SALES,
+    PRODUCT_MONTHS,
+    DAILY_REVENUE,
+    ORDERS,
+    PAYMENTS,
+    INVENTORY,
+    LOGINS,
+)
 
 #: The per-event tables an :class:`Append` writes to.
 SESSIONS = "user_sessions"

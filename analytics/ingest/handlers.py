@@ -19,11 +19,13 @@ from analytics.ingest.changes import (
     ACTIVITY,
     COHORTS,
     COUNTERS,
+    DAILY_REVENUE,
     INVENTORY,
     LOGINS,
     MOVEMENTS,
     ORDERS,
     PAYMENTS,
+    PRODUCT_MONTHS,
     PRODUCT_SALES,
     REFUNDS,
     SESSIONS,
@@ -197,25 +199,33 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
             location_id=data.location_id,
             items_count=data.items_count if data.items_count is not None else len(data.items),
         ),
+        Upsert(
+            DAILY_REVENUE,
+            {
+                "tenant_id": event.tenant_id,
+                "day": event.day,
+                "currency": currency,
+                "orders": 1,
+                "revenue": data.total_amount,
+                "refunds": ZERO,
+            },
+        ),
     ]
+    month = event.day.replace(day=1)
     for item in data.items:
-        changes.append(
-            Upsert(
-                PRODUCT_SALES,
-                {
-                    "tenant_id": event.tenant_id,
-                    "day": event.day,
-                    "product_id": item.product_id,
-                    "currency": currency,
-                    "location_id": location,
-                    "units": item.quantity,
-                    "revenue": item.total_price,
-                    "name": item.name,
-                    "sku": item.sku,
-                    "last_sold_at": event.timestamp,
-                },
-            )
-        )
+        sale = {
+            "tenant_id": event.tenant_id,
+            "product_id": item.product_id,
+            "currency": currency,
+            "location_id": location,
+            "units": item.quantity,
+            "revenue": item.total_price,
+            "name": item.name,
+            "last_sold_at": event.timestamp,
+        }
+        changes.append(Upsert(PRODUCT_SALES, {**sale, "day": event.day, "sku": item.sku}))
+        name_at = event.timestamp if item.name is not None else None
+        changes.append(Upsert(PRODUCT_MONTHS, {**sale, "month": month, "name_at": name_at}))
     return changes
 
 
@@ -337,6 +347,8 @@ def payment_refunded(event: Event, ctx: Context) -> list[Change]:
                 "payment_id": data.payment_id,
                 "amount": data.refund_amount,
                 "reason": data.refund_reason,
+                # The order's currency, when the writer finds the order stored.
+                "currency": None,
             },
         ),
     ]

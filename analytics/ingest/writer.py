@@ -6,7 +6,8 @@ new, merging the batch's changes to the same row first and writing each table
 with one multi-row ``INSERT ... ON CONFLICT DO UPDATE``. Every update is computed
 by the database from the row it holds (``value = value + excluded``,
 last-writer-wins by event time), so any number of workers may write at once.
-Stock alerts are the exception (:mod:`analytics.ingest.alerts`).
+Stock alerts are the exception (:mod:`analytics.ingest.alerts`), and a refund's
+currency, looked up from its order (:mod:`analytics.ingest.refunds`).
 
 The changes name their tables; this module is where a name becomes a table.
 """
@@ -30,6 +31,7 @@ from analytics.ingest.alerts import StockKey, apply_stock_alerts
 from analytics.ingest.changes import (
     AGGREGATES,
     APPENDED,
+    REFUNDS,
     Aggregate,
     Append,
     Change,
@@ -38,6 +40,7 @@ from analytics.ingest.changes import (
     Upsert,
 )
 from analytics.ingest.handlers import changes_for
+from analytics.ingest.refunds import resolve_refunds
 from analytics.models import Base, StoredEvent
 from analytics.storable import fit_for, path_of, storable_channel
 
@@ -314,6 +317,8 @@ def write_changes(
             appends.setdefault(change.table, []).append(change.values)
         else:
             stock_keys.add((change.tenant_id, change.product_id, change.location_id))
+    if REFUNDS in appends:
+        resolve_refunds(session, appends[REFUNDS], upserts)
     held = writes if writes is not None else Writes(session)
     for aggregate in AGGREGATES:
         if aggregate in upserts:

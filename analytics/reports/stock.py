@@ -7,15 +7,31 @@ location by its SKU.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from analytics.models import Alert, InventoryLevel, InventoryMovement, ProductSale
+from analytics.models import Alert, InventoryLevel, StockMonth
+from analytics.months import month_of
+from analytics.reports import sold as sales
 from analytics.reports.query import Query, Row, iso_time, money, rate
+from analytics.reports.sold import Split
+from analytics.stock_months import (
+    LOW,
+    OUT,
+    RESTOCKED,
+    Carried,
+    carry,
+    micros,
+    midnight,
+    movements,
+)
+
+#: Restock cycles are summed in microseconds and reported in hours.
+HOUR_MICROS = 3_600_000_000
 
 
 @dataclass
@@ -25,53 +41,125 @@ class _Stock:
     on_hand: int | None = None
     low: int = 0
     out: int = 0
-    cycles: list[float] = field(default_factory=list)
-    levels: list[int] = field(default_factory=list)
+    cycles: int = 0
+    cycle_micros: int = 0
+    level_sum: int = 0
+    levels: int = 0
     in_range: bool = False
 
+    def closed(self, span: int | None) -> None:
+        if span is not None:
+            self.cycles += 1
+            self.cycle_micros += span
 
-def _stock(session: Session, q: Query) -> dict[tuple[str, str], _Stock]:
-    """Walk every stock movement up to the end of the range, in event-time order."""
-    stmt = (
-        select(
-            InventoryMovement.product_id,
-            InventoryMovement.location_id,
-            InventoryMovement.kind,
-            InventoryMovement.occurred_at,
-            InventoryMovement.quantity_after,
-        )
-        .where(InventoryMovement.tenant_id == q.tenant)
-        .order_by(
-            InventoryMovement.product_id,
-            InventoryMovement.location_id,
-            InventoryMovement.occurred_at,
-            InventoryMovement.id,
-        )
-    )
-    if q.end is not None:
-        stmt = stmt.where(InventoryMovement.occurred_at < q.end)
-    stock: dict[tuple[str, str], _Stock] = defaultdict(_Stock)
-    open_since: dict[tuple[str, str], datetime] = {}
-    for product, location, kind, at, after in session.execute(stmt):
-        key = (product, location)
+
+Key = tuple[str, str]
+
+
+def _stock(session: Session, q: Query) -> dict[Key, _Stock]:
+    """What the stock movements up to the end of the range say, per product and location.
+
+    Months wholly in the range (and every month before it) come from the monthly
+    rollup; only the movements of a partial month at either end are walked.
+    """
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)
+    split = Split.of(q.since, q.until)
+    lead = month_of(q.since) if q.since is not None else None
+    limit = split.end_month if split.months else lead
+    stmt = select(*_MONTH_COLUMNS).where(StockMonth.tenant_id == q.tenant)
+    if limit is not None:
+        stmt = stmt.where(StockMonth.month < limit)
+    stock: dict[Key, _Stock] = defaultdict(_Stock)
+    carried: dict[Key, Carried] = defaultdict(Carried)
+    at_lead: dict[Key, Carried] = {}
+    for row in session.execute(stmt.order_by(*_MONTH_COLUMNS[:3])):
+        key = (row.product_id, row.location_id)
+        state = carried[key]
+        if lead is not None and row.month >= lead and key not in at_lead:
+            at_lead[key] = replace(state)
         s = stock[key]
-        if after is not None:
-            s.on_hand = after
-        in_range = q.start is None or at >= q.start
-        if kind == "out_of_stock" and key not in open_since:
-            open_since[key] = at
-        elif kind == "restocked" and key in open_since:
-            started = open_since.pop(key)
-            if in_range:
-                s.cycles.append((at - started).total_seconds() / 3600)
-        if not in_range:
-            continue
-        s.in_range = True
-        s.low += kind == "low_stock"
-        s.out += kind == "out_of_stock"
-        if after is not None:
-            s.levels.append(after)
+        closed = carry(state, row)
+        s.on_hand = state.on_hand
+        if split.months and (split.first_month is None or row.month >= split.first_month):
+            s.in_range = True
+            s.low += row.low_stock
+            s.out += row.out_of_stock
+            s.level_sum += row.level_sum
+            s.levels += row.levels
+            s.closed(closed)
+            s.cycles += row.cycles
+            s.cycle_micros += row.cycle_micros
+    walk = _Walk(session, q, stock)
+    if not split.months:
+        assert lead is not None  # no whole month: the range has a start
+        walk(carried, midnight(lead), q.end, q.start)
+        return stock
+    if lead is not None and split.first_month is not None and lead < split.first_month:
+        states = {key: at_lead.get(key) or replace(state) for key, state in carried.items()}
+        walk(states, midnight(lead), midnight(split.first_month), q.start, on_hand=False)
+    if split.end_month is not None and q.end is not None and midnight(split.end_month) < q.end:
+        walk(carried, midnight(split.end_month), q.end, None)
     return stock
+
+
+_MONTH_COLUMNS = (
+    StockMonth.product_id,
+    StockMonth.location_id,
+    StockMonth.month,
+    StockMonth.low_stock,
+    StockMonth.out_of_stock,
+    StockMonth.level_sum,
+    StockMonth.levels,
+    StockMonth.on_hand,
+    StockMonth.first_out_at,
+    StockMonth.first_restock_at,
+    StockMonth.cycles,
+    StockMonth.cycle_micros,
+    StockMonth.open_at,
+)
+
+
+@dataclass
+class _Walk:
+    """Walks the movements of part of a month, in event-time order, into ``stock``."""
+
+    session: Session
+    q: Query
+    stock: dict[Key, _Stock]
+
+    def __call__(
+        self,
+        states: dict[Key, Carried],
+        low: datetime,
+        high: datetime | None,
+        count_from: datetime | None,
+        on_hand: bool = True,
+    ) -> None:
+        """Movements in ``[low, high)``, counted from ``count_from``, from ``states``."""
+        stmt = movements(self.q.tenant, low, high)
+        for product, location, kind, at, after in self.session.execute(stmt):
+            key = (product, location)
+            s = self.stock[key]
+            state = states.setdefault(key, Carried())
+            if after is not None and on_hand:
+                s.on_hand = after
+            in_range = count_from is None or at >= count_from
+            if kind == OUT and state.open_since is None:
+                state.open_since = at
+            elif kind == RESTOCKED and state.open_since is not None:
+                started, state.open_since = state.open_since, None
+                if in_range:
+                    s.closed(micros(at - started))
+            if not in_range:
+                continue
+            s.in_range = True
+            s.low += kind == LOW
+            s.out += kind == OUT
+            if after is not None:
+                s.level_sum += after
+                s.levels += 1
 
 
 def _skus(session: Session, tenant: str) -> dict[tuple[str, str], str | None]:
@@ -95,18 +183,14 @@ def inventory(session: Session, q: Query) -> list[Row]:
     stock = _stock(session, q)
     skus = _skus(session, q.tenant)
     sold = {
-        (product, location): int(units)
-        for product, location, units in session.execute(
-            select(ProductSale.product_id, ProductSale.location_id, func.sum(ProductSale.units))
-            .where(ProductSale.tenant_id == q.tenant, q.on_days(ProductSale.day))
-            .group_by(ProductSale.product_id, ProductSale.location_id)
-        )
+        key: units
+        for key, (units, _) in sales.sold(session, q, "product_id", "location_id").items()
     }
     rows = []
     for (product, location), s in stock.items():
         if not s.in_range:
             continue
-        average = Decimal(sum(s.levels)) / len(s.levels) if s.levels else None
+        average = Decimal(s.level_sum) / s.levels if s.levels else None
         rows.append(
             {
                 "product_id": product,
@@ -115,7 +199,7 @@ def inventory(session: Session, q: Query) -> list[Row]:
                 "on_hand": s.on_hand,
                 "low_stock_events": s.low,
                 "out_of_stock_events": s.out,
-                "avg_restock_hours": money(Decimal(str(sum(s.cycles) / len(s.cycles))))
+                "avg_restock_hours": money(Decimal(s.cycle_micros) / s.cycles / HOUR_MICROS)
                 if s.cycles
                 else None,
                 "turnover": rate(sold.get((product, location), 0), average) if average else None,
@@ -124,18 +208,48 @@ def inventory(session: Session, q: Query) -> list[Row]:
     return _by_sku(rows)
 
 
+def _on_hand(session: Session, q: Query) -> dict[Key, _Stock]:
+    """Each product's last stated level up to the end of the range (``--since`` ignored).
+
+    The latest month that states one, picked in SQL, then the movements of a partial
+    last month: no need to carry restock cycles through every month.
+    """
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)
+    split = Split.of(None, q.until)
+    ranked = select(
+        StockMonth.product_id,
+        StockMonth.location_id,
+        StockMonth.on_hand,
+        func.row_number()
+        .over(
+            partition_by=(StockMonth.product_id, StockMonth.location_id),
+            order_by=StockMonth.month.desc(),
+        )
+        .label("latest"),
+    ).where(StockMonth.tenant_id == q.tenant, StockMonth.on_hand.is_not(None))
+    if split.end_month is not None:
+        ranked = ranked.where(StockMonth.month < split.end_month)
+    latest = ranked.subquery()
+    stock: dict[Key, _Stock] = defaultdict(_Stock)
+    for product, location, level in session.execute(
+        select(latest.c.product_id, latest.c.location_id, latest.c.on_hand).where(
+            latest.c.latest == 1
+        )
+    ):
+        stock[(product, location)].on_hand = level
+    if split.end_month is not None and q.end is not None and midnight(split.end_month) < q.end:
+        _Walk(session, q, stock)({}, midnight(split.end_month), q.end, None)
+    return stock
+
+
 def dead_stock(session: Session, q: Query) -> list[Row]:
-    whole = Query(q.tenant, None, q.until, now=q.now, default_currency=q.default_currency)
-    stock = _stock(session, whole)
+    stock = _on_hand(session, q)
     skus = _skus(session, q.tenant)
     reference = q.end or q.now
     cutoff = reference - timedelta(days=q.days)
-    last_sale: dict[tuple[str, str], datetime] = {}
-    sales = (
-        select(ProductSale.product_id, ProductSale.location_id, func.max(ProductSale.last_sold_at))
-        .where(ProductSale.tenant_id == q.tenant, ProductSale.last_sold_at < reference)
-        .group_by(ProductSale.product_id, ProductSale.location_id)
-    )
+    last_sale = sales.last_sales(session, q.tenant, reference)
     reported = select(
         InventoryLevel.product_id, InventoryLevel.location_id, InventoryLevel.last_sold_at
     ).where(
@@ -143,7 +257,7 @@ def dead_stock(session: Session, q: Query) -> list[Row]:
         InventoryLevel.last_sold_at.is_not(None),
         InventoryLevel.last_sold_at < reference,
     )
-    for product, location, at in [*session.execute(sales), *session.execute(reported)]:
+    for product, location, at in session.execute(reported):
         key = (product, location)
         if at is not None and (key not in last_sale or at > last_sale[key]):
             last_sale[key] = at

@@ -243,7 +243,8 @@ def test_0012_marks_counted_days_dirty_so_the_first_report_fills_the_report_roll
     from tests.analytics.helpers import apply
     from tests.reports import dataset, oracle
 
-    url, config = _database_at(dialect, request, "0011")
+    # Stored by today's writer, then taken back to 0011 (the rollups' tables dropped).
+    url, config = _database_at(dialect, request, "head")
     engine = create_engine(url)
     now = datetime(2024, 3, 20, 12, 0)
     documents = [d for d in dataset.build() if d["tenant_id"] == "tenant-1"]
@@ -255,6 +256,7 @@ def test_0012_marks_counted_days_dirty_so_the_first_report_fills_the_report_roll
         ]
         for start in range(0, len(events), 500):
             apply(engine, events[start : start + 500])
+        command.downgrade(config, "0011")
         with Session(engine) as session, session.begin():
             session.execute(delete(RollupDirtyDay))
         command.upgrade(config, "head")
@@ -263,5 +265,66 @@ def test_0012_marks_counted_days_dirty_so_the_first_report_fills_the_report_roll
                 actual = run(session, name, Query("tenant-1", now=now))
             assert actual, name
             assert actual == oracle.expected(name, documents, tenant="tenant-1", now=now), name
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0013_fills_the_sales_summaries_from_what_was_stored_before(dialect, request):
+    """Summaries dropped (downgrade to 0012) and refilled by 0013: every report reads the same."""
+    from datetime import date, datetime
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.models import ProductSaleMonth
+    from analytics.reports import Query, run
+    from tests.analytics.helpers import apply, make
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+
+    def item(product: str, quantity: int, price: str, name: str | None = "Mug") -> dict:
+        return {"product_id": product, "quantity": quantity, "unit_price": price, "name": name}
+
+    events = [
+        make("order.created", {"order_id": "o1", "total_amount": "10.50", "currency": "EUR",
+             "location_id": "L", "items": [item("p1", 2, "5.25")]}, "2024-01-30T10:00:00Z", "a"),
+        make("order.created", {"order_id": "o2", "total_amount": "7", "location_id": "L",
+             "items": [item("p1", 1, "4", "Big mug"), item("p2", 1, "3", None)]},
+             "2024-02-02T09:00:00Z", "b"),
+        make("payment.refunded", {"payment_id": "y1", "order_id": "o1", "refund_amount": "3"},
+             "2024-02-03T09:00:00Z", "c"),
+        make("payment.refunded", {"payment_id": "y2", "order_id": "o9", "refund_amount": "1"},
+             "2024-02-03T10:00:00Z", "d"),
+        make("inventory.restocked", {"product_id": "p1", "location_id": "L", "sku": "S1",
+             "new_quantity": 9}, "2024-01-01T00:00:00Z", "e"),
+    ]  # fmt: skip
+    reports = ("revenue-by-day", "top-products", "inventory", "dead-stock")
+    ranges = [(None, None), (date(2024, 1, 30), date(2024, 2, 2)), (date(2024, 2, 1), None)]
+    now = datetime(2024, 4, 1)
+
+    def everything() -> list:
+        with Session(engine) as session, session.begin():
+            return [
+                run(session, name, Query("tenant-a", since, until, now=now))
+                for name in reports
+                for since, until in ranges
+            ]
+
+    try:
+        apply(engine, events)
+        before = everything()
+        # One refund resolved by the writer (EUR, its order's), one looked up when read.
+        assert [(r["currency"], r["refunds"]) for r in before[0][:2]] == [
+            ("EUR", 3.0),
+            ("USD", 1.0),
+        ]
+        command.downgrade(config, "0012")
+        command.upgrade(config, "head")
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(ProductSaleMonth)) == 3
+        assert everything() == before
     finally:
         engine.dispose()
