@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -89,7 +89,7 @@ def observe_many(histogram: Histogram, value: float, count: int) -> None:
 
 
 def record_batch(
-    task: str, items: Sequence[Sequence[Any]], result: dict[str, int], started: float
+    task: str, items: Sequence[Sequence[Any]], result: Mapping[str, Any], started: float
 ) -> None:
     """Count a committed batch: its outcome, its size, its duration and its items' lag.
 
