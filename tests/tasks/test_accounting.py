@@ -90,7 +90,9 @@ def run_in_process(settings: Settings, expected: Expected, batch_size: int) -> l
     """
     batches: list[tuple[str, list[list[Any]]]] = []
 
-    def send(task: str, queue: str, items: list[list[Any]]) -> None:
+    def send(
+        task: str, queue: str, items: list[list[Any]], *, by_type: dict[str, int] | None = None
+    ) -> None:
         # What the worker gets back from the broker: Celery's JSON, decoded.
         batches.append((task, kombu_loads(kombu_dumps(items))))
 
