@@ -50,6 +50,11 @@ DEFAULT_BRIDGE_FLUSH_MS = 50.0
 DEFAULT_BRIDGE_HOLD_BUDGET_MS = 150.0
 #: ... the events a batch needs to go at BRIDGE_FLUSH_MS rather than at the budget.
 DEFAULT_BRIDGE_FILL_EVENTS = 100
+#: Whether a due batch of fewer than BRIDGE_FILL_EVENTS goes out as one message with
+#: the other under-filled batches of its category (the ``<category>.mixed`` task)
+#: rather than as one message per event type: the fixed cost of a task dominates at
+#: everyday rates, and a category has up to four types.
+DEFAULT_BRIDGE_MIX_TYPES = True
 #: While the workers are behind (messages wait in a group's queue on a Redis broker),
 #: a partial batch is held up to this long instead: sending it would only put one
 #: more small task, with its few ms of fixed cost, behind the others. Fewer, larger
@@ -257,6 +262,7 @@ class Settings:
     bridge_max_hold_ms: float = DEFAULT_BRIDGE_MAX_HOLD_MS
     bridge_hold_budget_ms: float = DEFAULT_BRIDGE_HOLD_BUDGET_MS
     bridge_fill_events: int = DEFAULT_BRIDGE_FILL_EVENTS
+    bridge_mix_types: bool = DEFAULT_BRIDGE_MIX_TYPES
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
     bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
     #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
@@ -400,6 +406,7 @@ class Settings:
                 env, "BRIDGE_HOLD_BUDGET_MS", DEFAULT_BRIDGE_HOLD_BUDGET_MS
             ),
             bridge_fill_events=_int(env, "BRIDGE_FILL_EVENTS", DEFAULT_BRIDGE_FILL_EVENTS),
+            bridge_mix_types=_flag(env, "BRIDGE_MIX_TYPES", DEFAULT_BRIDGE_MIX_TYPES),
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),

@@ -66,7 +66,9 @@ def child(args: argparse.Namespace) -> None:
     handed_over = duplicates = 0
     handed = threading.Event()
 
-    def send(task: str, queue: str, items: list[list[Any]]) -> None:
+    def send(
+        task: str, queue: str, items: list[list[Any]], *, by_type: dict[str, int] | None = None
+    ) -> None:
         nonlocal duplicates, handed_over
         time.sleep(len(items) / args.broker_rate)
         for item in items:

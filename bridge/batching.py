@@ -6,6 +6,11 @@ group holds ``fill_events`` (a busy stream), else up to ``hold_budget_ms`` (a qu
 stream waits longer to fill its batch: a task's CPU is mostly fixed, so at everyday
 rates small tasks cost most of the pipeline's CPU). An event after a quiet spell
 goes out at once, and a burst goes out in large batches.
+A due batch of fewer than ``fill_events`` does not go alone when other groups of
+its category are under-filled too: they go together, as one message to the
+category's mixed task (``order.mixed``, named with the others in tasks/queues.py),
+with the count of each type. A task's fixed cost is what dominates at everyday
+rates, and a category has up to four event types; busy types keep their own tasks.
 While the workers are behind (messages wait in the group's queue), a partial batch
 waits longer, up to ``max_hold_ms``: a task's cost is mostly fixed, so fewer and
 larger tasks are how the workers catch up. A batch that Celery does not take is
@@ -21,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from analytics.batch import EventItem
 from analytics.config import Settings
@@ -31,12 +36,25 @@ from bridge import metrics
 from bridge.holding import MESSAGE_OVERHEAD, Holding, megabytes
 from bridge.routing import dead_letter_item, route
 from bridge.spool import Message
-from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK
+from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, MIXED_TASKS
 
 log = logging.getLogger("bridge")
 
-#: ``send(task_name, queue, items)`` hands one batch to Celery.
-Send = Callable[[str, str, list[list[Any]]], None]
+
+class Send(Protocol):
+    """Hands one batch to Celery: ``send(task_name, queue, items)``; a mixed batch
+    (several event types of one category) comes with ``by_type``, the events of each."""
+
+    def __call__(
+        self,
+        task: str,
+        queue: str,
+        items: list[list[Any]],
+        *,
+        by_type: dict[str, int] | None = None,
+    ) -> None: ...
+
+
 #: What the source is told about the receipts of a batch: sent, or let go.
 ReceiptHook = Callable[[list[Any]], None]
 
@@ -70,6 +88,8 @@ class Counts:
     forwarded: collections.Counter[str] = field(default_factory=collections.Counter)
     dead_letters: int = 0
     batches: int = 0
+    #: Of those, the messages that carried several event types of one category.
+    mixed: int = 0
     #: Partial batches held past the flush time because their queue had a backlog.
     held: int = 0
 
@@ -105,6 +125,7 @@ class Batcher:
         self.flush_after = settings.bridge_flush_ms / 1000.0
         self.budget = max(settings.bridge_hold_budget_ms / 1000.0, self.flush_after)
         self.fill = settings.bridge_fill_events
+        self.mix_types = settings.bridge_mix_types
         self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
         #: Queues seen with messages waiting, and when they were looked at.
         self._busy: frozenset[str] = frozenset()
@@ -168,16 +189,46 @@ class Batcher:
 
     def flush(self, force: bool) -> None:
         now = time.monotonic()
-        for task in list(self.groups):
-            group = self.groups[task]
+        groups = self.groups
+        for task in list(groups):
+            group = groups[task]
             while len(group.items) >= self.batch_size:
-                self._send(task, group, self.batch_size)
+                self._send(task, [(group, self.batch_size)])
             if group.items and (force or now >= self._due(group)):
                 if not force and self._hold_back(group, now):
                     continue
-                self._send(task, group, len(group.items))
-            if not group.items:
-                self.groups.pop(task, None)
+                self._send_due(task, group)
+        # Last: a group merged into another's message may be one the loop went past.
+        for task in [task for task, group in groups.items() if not group.items]:
+            del groups[task]
+
+    def _send_due(self, task: str, group: Group) -> None:
+        """Send a due group: alone, or, when it is under-filled, in one message with the
+        other under-filled groups of its category (its ``<category>.mixed`` task).
+
+        Only batches that would go out small are merged: a group holding ``fill``
+        events (a busy stream) goes alone to its event type's task, as the contract
+        says, and so does an under-filled group with no partner in its category.
+        """
+        mixed = MIXED_TASKS.get(group.queue) if self.mix_types else None
+        if mixed is None or len(group.items) >= self.fill:
+            self._send(task, [(group, len(group.items))])
+            return
+        parts = [(group, len(group.items))]
+        by_type = {task: len(group.items)}
+        room = self.batch_size - len(group.items)
+        for other_task, other in self.groups.items():
+            count = len(other.items)
+            if other is group or other.queue != group.queue or not 0 < count < self.fill:
+                continue
+            if count <= room:
+                parts.append((other, count))
+                by_type[other_task] = count
+                room -= count
+        if len(parts) == 1:
+            self._send(task, parts)
+        else:
+            self._send(mixed, parts, by_type)
 
     def _due(self, group: Group) -> float:
         return group.due(self.flush_after, self.budget, self.fill)
@@ -209,13 +260,24 @@ class Batcher:
                 self._busy = frozenset()
         return self._busy
 
-    def _send(self, task: str, group: Group, count: int) -> None:
-        """Hand the group's first ``count`` items to Celery, then acknowledge them."""
-        items = group.items[:count]
+    def _send(
+        self, task: str, parts: list[tuple[Group, int]], by_type: dict[str, int] | None = None
+    ) -> None:
+        """Hand the first ``count`` items of each ``(group, count)`` of ``parts`` (groups of
+        one queue) to Celery as one message, then acknowledge them.
+
+        ``by_type`` (events of each type) is given for a mixed message, and passed on.
+        """
+        queue = parts[0][0].queue
+        items = [item for group, count in parts for item in group.items[:count]]
+        count = len(items)
         handed_over = True
         while True:
             try:
-                self.send(task, group.queue, items)
+                if by_type is None:
+                    self.send(task, queue, items)
+                else:
+                    self.send(task, queue, items, by_type=by_type)
                 break
             except Exception as exc:
                 if self.durable and self._stopping.is_set():
@@ -232,11 +294,16 @@ class Batcher:
                 # Keep the batch: a broker outage must not lose what was read.
                 log.error("could not hand %d events to %s (%s); retrying", count, task, exc)
                 time.sleep(0.5)
-        receipts = group.receipts[:count]
-        self._held.let_go(sum(group.sizes[:count]))
-        del group.items[:count], group.sizes[:count], group.receipts[:count]
-        group.since = time.monotonic()
-        group.held_until = 0.0
+        receipts: list[Any] = []
+        size = 0
+        now = time.monotonic()
+        for group, n in parts:
+            receipts += group.receipts[:n]
+            size += sum(group.sizes[:n])
+            del group.items[:n], group.sizes[:n], group.receipts[:n]
+            group.since = now
+            group.held_until = 0.0
+        self._held.let_go(size)
         if handed_over:
             self._acknowledge(receipts)
         else:
@@ -244,11 +311,12 @@ class Batcher:
             return
         for counts in (self._counts, self.totals):
             counts.batches += 1
+            counts.mixed += by_type is not None
             if task == DEADLETTER_TASK:
                 counts.dead_letters += count
             else:
-                counts.forwarded[group.queue] += count
-        metrics.BATCHES_SENT.labels(group.queue).inc()
+                counts.forwarded[queue] += count
+        metrics.BATCHES_SENT.labels(queue).inc()
         if task == DEADLETTER_TASK:
             # Rare: each rejected item's channel is looked at again for its category.
             for category, n in collections.Counter(
@@ -256,7 +324,7 @@ class Batcher:
             ).items():
                 metrics.MESSAGES_DEAD_LETTERED.labels(category).inc(n)
         else:
-            metrics.MESSAGES_FORWARDED.labels(group.queue).inc(count)
+            metrics.MESSAGES_FORWARDED.labels(queue).inc(count)
 
     def sweep_ledger(self) -> None:
         """Re-send what workers lost (a ``send`` with a delivery ledger has ``sweep``)."""
@@ -278,10 +346,11 @@ class Batcher:
             f"; {counts.held} times a partial batch waited for a busy queue" if counts.held else ""
         )
         log.info(
-            "%s: forwarded %s (%d batches), dead letters %d, buffered %d (%s held%s)%s",
+            "%s: forwarded %s (%d batches%s), dead letters %d, buffered %d (%s held%s)%s",
             "total" if final else "last interval",
             parts or "nothing",
             counts.batches,
+            f", {counts.mixed} of several types" if counts.mixed else "",
             counts.dead_letters,
             len(self._held.buffer),
             megabytes(max(self._held.held_bytes, 0)),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -89,7 +89,7 @@ def observe_many(histogram: Histogram, value: float, count: int) -> None:
 
 
 def record_batch(
-    task: str, items: Sequence[Sequence[Any]], result: dict[str, int], started: float
+    task: str, items: Sequence[Sequence[Any]], result: Mapping[str, Any], started: float
 ) -> None:
     """Count a committed batch: its outcome, its size, its duration and its items' lag.
 
@@ -98,13 +98,16 @@ def record_batch(
     now = time.time()
     TASK_DURATION.labels(task).observe(time.perf_counter() - started)
     BATCH_SIZE.labels(task).observe(len(items))
-    for counter, key in (
-        (EVENTS_STORED, "stored"),
-        (DUPLICATES, "duplicates"),
-        (DEAD_LETTERS, "dead_letters"),
-    ):
-        if result.get(key):
-            counter.labels(task).inc(result[key])
+    # A mixed batch (several types of one category) says what became of each type.
+    by_type: Mapping[str, Mapping[str, int]] = result.get("by_type") or {task: result}
+    for event_type, outcome in by_type.items():
+        for counter, key in (
+            (EVENTS_STORED, "stored"),
+            (DUPLICATES, "duplicates"),
+            (DEAD_LETTERS, "dead_letters"),
+        ):
+            if outcome.get(key):
+                counter.labels(event_type).inc(outcome[key])
     received: dict[Any, int] = {}
     for item in items:
         stamp = item[2]

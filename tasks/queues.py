@@ -29,6 +29,11 @@ QUEUES: tuple[str, ...] = (
 UNKNOWN_EVENT_TASK = "misc.unknown"
 #: Records messages the bridge rejected before they had an event type.
 DEADLETTER_TASK = "deadletter.record"
+#: Category -> its mixed task: at low rates the bridge sends the under-filled batches of
+#: several event types of one category as one message (``bridge/batching.py``), on the
+#: category's queue. The task's argsrepr and result name the count of each type.
+MIXED_TASKS: dict[str, str] = {category: f"{category}.mixed" for category in CATEGORIES}
+assert not set(MIXED_TASKS.values()) & set(REGISTRY), "a mixed task is named like an event type"
 
 #: Recomputes one tenant's rollups for one day (what a backfill sends, per day and tenant).
 ROLLUP_DAY_TASK = "rollups.day"
@@ -46,6 +51,7 @@ RETENTION_PRUNE_TASK = "retention.prune"
 #: Ingestion task name -> queue.
 INGEST_ROUTES: dict[str, str] = {
     **{name: spec.category for name, spec in REGISTRY.items()},
+    **{name: category for category, name in MIXED_TASKS.items()},
     UNKNOWN_EVENT_TASK: MISC_QUEUE,
     DEADLETTER_TASK: DEADLETTER_QUEUE,
 }

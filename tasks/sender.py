@@ -8,12 +8,17 @@ imports neither the Celery app nor the ledger.
 
 from __future__ import annotations
 
+import collections
 import logging
 import uuid
 from typing import Any
 
+import orjson
+
+from analytics.batch import EventItem, UnsupportedItem
 from analytics.config import Settings, get_settings
 from tasks.ledger import Ledger, is_redis_url
+from tasks.queues import MIXED_TASKS
 
 log = logging.getLogger("bridge")
 
@@ -40,13 +45,27 @@ class CelerySender:
             Ledger(settings.celery_broker_url) if is_redis_url(settings.celery_broker_url) else None
         )
 
-    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+    def __call__(
+        self,
+        task: str,
+        queue: str,
+        items: list[list[Any]],
+        *,
+        by_type: dict[str, int] | None = None,
+    ) -> None:
         task_id = str(uuid.uuid4())
         if self.ledger is not None:
             self.ledger.record(task_id, task, queue, items)
-        self._send(task_id, task, queue, items)
+        self._send(task_id, task, queue, items, by_type)
 
-    def _send(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
+    def _send(
+        self,
+        task_id: str,
+        task: str,
+        queue: str,
+        items: list[list[Any]],
+        by_type: dict[str, int] | None = None,
+    ) -> None:
         # argsrepr is what logs, Flower and `celery inspect` show of a task's
         # arguments; by default the first 1 KB of the events, e-mail addresses and
         # all, computed on every send.
@@ -55,7 +74,7 @@ class CelerySender:
             args=[items],
             queue=queue,
             task_id=task_id,
-            argsrepr=f"[<{len(items)} events>]",
+            argsrepr=argsrepr(task, items, by_type),
             compression=self.compression,
         )
 
@@ -81,3 +100,28 @@ class CelerySender:
             )
             self._send(task_id, task, queue, items)
         return len(overdue)
+
+
+def argsrepr(task: str, items: list[list[Any]], by_type: dict[str, int] | None = None) -> str:
+    """What Flower and the logs show of a batch: its size, and for a mixed batch the events
+    of each type: ``[<12 events: order.created=3, order.updated=9>]``.
+
+    A mixed batch re-sent from the ledger comes without ``by_type``: its items are
+    read again for their type (rare, and a few microseconds an event).
+    """
+    if by_type is None and task in MIXED_TASKS.values():
+        by_type = dict(collections.Counter(event_type_of_item(item) for item in items))
+    if not by_type:
+        return f"[<{len(items)} events>]"
+    kinds = ", ".join(f"{name}={count}" for name, count in sorted(by_type.items()))
+    return f"[<{len(items)} events: {kinds}>]"
+
+
+def event_type_of_item(item: list[Any]) -> str:
+    """The event type an item's text names ("?" when it names none it can tell)."""
+    try:
+        document = orjson.loads(EventItem.decode(item).text)
+    except (orjson.JSONDecodeError, UnsupportedItem):
+        return "?"
+    event_type = document.get("event_type") if isinstance(document, dict) else None
+    return event_type if isinstance(event_type, str) else "?"

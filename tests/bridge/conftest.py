@@ -25,9 +25,18 @@ class Recorder:
     only: str | None = None
     seconds_per_event: float = 0.0
     batches: list[tuple[str, str, list[list[Any]], float]] = dataclasses.field(default_factory=list)
+    #: The ``by_type`` each batch came with (None unless mixed), in step with ``batches``.
+    kinds: list[dict[str, int] | None] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+    def __call__(
+        self,
+        task: str,
+        queue: str,
+        items: list[list[Any]],
+        *,
+        by_type: dict[str, int] | None = None,
+    ) -> None:
         if self.seconds_per_event:
             time.sleep(self.seconds_per_event * len(items))
         with self.lock:
@@ -35,6 +44,7 @@ class Recorder:
                 self.fail_first = max(0, self.fail_first - 1)
                 raise ConnectionError("broker unavailable")
             self.batches.append((task, queue, list(items), time.monotonic()))
+            self.kinds.append(by_type)
 
     def items(self, task: str | None = None) -> list[list[Any]]:
         with self.lock:

@@ -56,16 +56,18 @@ def part(stream: publishing.Stream, start: int, stop: int) -> publishing.Stream:
 
 
 def received_ids(recorder: Recorder, stream: publishing.Stream) -> dict[str, list[int]]:
-    """Per task, the stream positions of the events handed over, in the order sent."""
-    by_task: dict[str, list[int]] = {}
+    """Per event type, the stream positions of the events handed over, in the order sent
+    (by type, not by task: a mixed message carries several types, each in its order)."""
+    by_type: dict[str, list[int]] = {}
     with recorder.lock:
         batches = list(recorder.batches)
-    for task, _, items, _ in batches:
+    for _, _, items, _ in batches:
         for item in items:
-            index = stream.index_of(orjson.loads(item[1])["event_id"])
+            document = orjson.loads(item[1])
+            index = stream.index_of(document["event_id"])
             assert index is not None
-            by_task.setdefault(task, []).append(index)
-    return by_task
+            by_type.setdefault(document["event_type"], []).append(index)
+    return by_type
 
 
 def test_a_slow_broker_fills_memory_to_the_limit_then_the_spool_and_nothing_is_lost(
@@ -84,8 +86,8 @@ def test_a_slow_broker_fills_memory_to_the_limit_then_the_spool_and_nothing_is_l
             lambda: len(recorder.items()) >= len(stream), timeout=60, what="every event handed over"
         )
         drained_in = time.time() - published.started
-    by_task = received_ids(recorder, stream)
-    handed_over = sorted(index for indexes in by_task.values() for index in indexes)
+    by_type = received_ids(recorder, stream)
+    handed_over = sorted(index for indexes in by_type.values() for index in indexes)
     largest = max(map(len, stream.payloads)) + max(map(len, stream.channels)) + MESSAGE_OVERHEAD
     print(
         f"\ninjected: {len(stream):,} events ({stream.size_bytes / 1e6:.1f} MB) published in "
@@ -98,8 +100,8 @@ def test_a_slow_broker_fills_memory_to_the_limit_then_the_spool_and_nothing_is_l
     )
     assert published.unreceived == 0
     assert handed_over == list(range(len(stream))), "lost or duplicated events"
-    for task, indexes in by_task.items():
-        assert indexes == sorted(indexes), f"{task}: events out of order"
+    for event_type, indexes in by_type.items():
+        assert indexes == sorted(indexes), f"{event_type}: events out of order"
     assert bridge.spilled > 0, "the test did not make the bridge spill"
     assert bridge.peak_held_bytes <= limit + largest
     assert not watch.disconnected
@@ -192,8 +194,8 @@ def test_a_full_disk_keeps_in_memory_what_the_spool_cannot_take_and_loses_nothin
     assert publishing.publish(redis_client, second, rate=0).unreceived == 0
     wait_for(lambda: len(recorder.items()) >= 20_000, timeout=30, what="the second half")
     time.sleep(0.2)  # nothing more (a duplicate) comes after
-    by_task = received_ids(recorder, stream)
-    handed_over = sorted(index for indexes in by_task.values() for index in indexes)
+    by_type = received_ids(recorder, stream)
+    handed_over = sorted(index for indexes in by_type.values() for index in indexes)
     messages = [r.getMessage() for r in caplog.records]
     print(
         f"\ninjected: spool appends fail with ENOSPC from the fourth on, for the first "
@@ -203,8 +205,8 @@ def test_a_full_disk_keeps_in_memory_what_the_spool_cannot_take_and_loses_nothin
         f"{peak_while_full / 2**20:.1f} MiB, {bridge.spilled:,} through the spool"
     )
     assert handed_over == list(range(len(stream))), "lost or duplicated events"
-    for task, indexes in by_task.items():
-        assert indexes == sorted(indexes), f"{task}: events out of order"
+    for event_type, indexes in by_type.items():
+        assert indexes == sorted(indexes), f"{event_type}: events out of order"
     assert failures > 0 and any(failed_with_messages_spooled)
     assert peak_while_full > limit  # held in memory, past the limit, rather than lost
     assert any(

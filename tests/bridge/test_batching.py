@@ -1,8 +1,10 @@
 """The batcher's hold: a quiet stream waits up to the budget to fill a batch, a busy one
-goes at the flush time, a full one at once (no Redis: the batcher is driven directly)."""
+goes at the flush time, a full one at once; under-filled batches of one category go as
+one mixed message (no Redis: the batcher is driven directly)."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -13,7 +15,8 @@ import pytest
 
 from analytics.config import Settings
 from bridge.batching import Batcher
-from bridge.holding import Holding
+from bridge.holding import MESSAGE_OVERHEAD, Holding
+from bridge.streams import Receipt
 from tests.bridge.conftest import Recorder
 
 FLUSH, BUDGET, FILL = 0.05, 0.15, 10
@@ -104,3 +107,160 @@ def test_the_budget_is_never_below_the_flush_time(budget_ms):
     keep_streaming(batcher)
     batcher.group(messages(1))
     assert FLUSH - 0.01 < waits(batcher) <= FLUSH
+
+
+# ------------------------------------------------------------------ mixed batches
+
+
+def sent(recorder: Recorder) -> list[tuple[str, str, int, dict[str, int] | None]]:
+    """Each message sent: task, queue, events, and the events of each type when mixed."""
+    return [
+        (task, queue, len(items), kinds)
+        for (task, queue, items, _), kinds in zip(recorder.batches, recorder.kinds, strict=True)
+    ]
+
+
+def sent_when_due(batcher: Batcher, recorder: Recorder, batch: list[Any]) -> list[Any]:
+    """What is sent of ``batch`` once its groups are due, in a stable order."""
+    batcher.group(batch)
+    time.sleep(BUDGET)
+    batcher.flush(force=False)
+    return sorted(sent(recorder), key=str)
+
+
+def types_of(items: list[list[Any]]) -> list[str]:
+    return [orjson.loads(item[1])["event_type"] for item in items]
+
+
+def test_under_filled_batches_of_one_category_go_as_one_mixed_message():
+    batcher, recorder = make_batcher()
+    keep_streaming(batcher)
+    batcher.group([*messages(3), *messages(2, "order.updated"), *messages(1, "order.cancelled")])
+    time.sleep(BUDGET)
+    batcher.flush(force=False)
+    by_type = {"order.created": 3, "order.updated": 2, "order.cancelled": 1}
+    assert sent(recorder) == [("order.mixed", "order", 6, by_type)]
+    # Each type's events in the order they were read, every one once.
+    items = recorder.batches[0][2]
+    assert collections.Counter(types_of(items)) == by_type
+    assert [orjson.loads(i[1])["event_id"] for i in items if "created" in i[0]] == [
+        "e0",
+        "e1",
+        "e2",
+    ]
+    assert batcher.groups == {} and batcher.totals.mixed == 1
+
+
+def test_a_due_under_filled_batch_takes_along_groups_that_are_not_due_yet():
+    batcher, recorder = make_batcher()
+    # After a quiet spell the first group is due at once; the second one just began.
+    batcher.group([*messages(1), *messages(2, "order.updated")])
+    batcher.flush(force=False)
+    assert sent(recorder) == [("order.mixed", "order", 3, {"order.created": 1, "order.updated": 2})]
+
+
+def test_a_busy_type_keeps_its_own_task_and_the_rare_ones_go_together():
+    batcher, recorder = make_batcher()
+    keep_streaming(batcher)
+    batcher.group([*messages(FILL + 5), *messages(2, "order.updated")])
+    batcher.group(messages(1, "order.cancelled"))
+    time.sleep(BUDGET)
+    batcher.flush(force=False)
+    assert sorted(sent(recorder), key=str) == sorted(
+        [
+            ("order.created", "order", FILL + 5, None),
+            ("order.mixed", "order", 3, {"order.cancelled": 1, "order.updated": 2}),
+        ],
+        key=str,
+    )
+
+
+def test_a_full_batch_goes_to_its_type_alone():
+    batcher, recorder = make_batcher()
+    keep_streaming(batcher)
+    batcher.group([*messages(50), *messages(2, "order.updated")])
+    batcher.flush(force=False)
+    assert sent(recorder) == [("order.created", "order", 50, None)]
+
+
+def test_a_lone_under_filled_batch_goes_to_its_type():
+    batcher, recorder = make_batcher()
+    assert sent_when_due(batcher, recorder, [*messages(2), *messages(3, "user.registered")]) == [
+        ("order.created", "order", 2, None),
+        ("user.registered", "user", 3, None),
+    ]
+
+
+def test_categories_unknown_types_and_dead_letters_are_never_mixed():
+    batcher, recorder = make_batcher()
+    bad = [(b"events:order:created", b"{not json", time.time(), None)]
+    batch = [
+        *messages(2),
+        *messages(2, "payment.processed"),
+        *messages(2, "wishlist.added"),
+        *bad,
+        *messages(1, "payment.failed"),
+    ]
+    assert sent_when_due(batcher, recorder, batch) == sorted(
+        [
+            ("order.created", "order", 2, None),
+            ("payment.mixed", "payment", 3, {"payment.failed": 1, "payment.processed": 2}),
+            ("misc.unknown", "misc", 2, None),
+            ("deadletter.record", "deadletter", 1, None),
+        ],
+        key=str,
+    )
+
+
+def test_a_mixed_message_is_never_above_the_batch_size():
+    batcher, recorder = make_batcher(bridge_fill_events=40)
+    keep_streaming(batcher)
+    batcher.group([*messages(30), *messages(30, "order.updated"), *messages(15, "order.cancelled")])
+    time.sleep(BUDGET)
+    batcher.flush(force=False)
+    assert all(count <= 50 for _, _, count, _ in sent(recorder))
+    assert sum(count for _, _, count, _ in sent(recorder)) == 75
+    assert sent(recorder)[0] == (
+        "order.mixed",
+        "order",
+        45,
+        {"order.created": 30, "order.cancelled": 15},
+    )
+
+
+def test_mixing_can_be_turned_off():
+    batcher, recorder = make_batcher(bridge_mix_types=False)
+    assert sent_when_due(batcher, recorder, [*messages(3), *messages(2, "order.updated")]) == [
+        ("order.created", "order", 3, None),
+        ("order.updated", "order", 2, None),
+    ]
+
+
+def test_the_receipts_of_every_merged_group_are_acknowledged_or_released_together():
+    acknowledged: list[list[Any]] = []
+    released: list[list[Any]] = []
+    stopping = threading.Event()
+    batcher, recorder = make_batcher()
+    batcher.durable = True
+    batcher._acknowledge, batcher._release = acknowledged.append, released.append
+    batcher._stopping = stopping
+
+    def receipted(first: int, batch: list[Any]) -> list[Any]:
+        return [
+            (c, d, r, Receipt(b"s", b"%d" % (first + n))) for n, (c, d, r, _) in enumerate(batch)
+        ]
+
+    batcher.group(receipted(0, [*messages(2), *messages(1, "order.updated")]))
+    batcher.flush(force=False)
+    assert [[r.entry_id for r in receipts] for receipts in acknowledged] == [[b"0", b"1", b"2"]]
+    assert batcher._held._bytes_out == sum(
+        len(c) + len(d) + MESSAGE_OVERHEAD for c, d, _, _ in messages(2) + messages(1)
+    )
+    # A bridge stopping with the broker away lets every merged receipt go, none acknowledged.
+    recorder.fail_first = 1
+    stopping.set()
+    batcher.group(receipted(3, [*messages(1), *messages(1, "order.updated")]))
+    batcher.flush(force=True)
+    assert [[r.entry_id for r in receipts] for receipts in released] == [[b"3", b"4"]]
+    assert len(acknowledged) == 1
+    assert batcher.groups == {}

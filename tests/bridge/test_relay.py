@@ -260,6 +260,31 @@ def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_
     assert app.sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
 
 
+def test_a_mixed_batch_is_shown_with_the_events_of_each_type_when_sent_and_re_sent(
+    redis_url, redis_client, fresh_broker
+):
+    from tasks.sender import CelerySender
+
+    app = FakeApp()
+    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))
+    items = [
+        ["events:order:created", '{"event_type": "order.created"}', 1.0],
+        ["events:order:updated", '{"event_type": "order.updated"}', 1.0],
+        ["events:order:created", '{"event_type": "order.created"}', 1.0],
+    ]
+    sender("order.mixed", "order", items, by_type={"order.updated": 1, "order.created": 2})
+    shown = "[<3 events: order.created=2, order.updated=1>]"
+    assert (app.sent[0]["name"], app.sent[0]["queue"], app.sent[0]["argsrepr"]) == (
+        "order.mixed",
+        "order",
+        shown,
+    )
+    # Re-sent from the ledger (no worker finished it): the same, read again from the items.
+    time.sleep(2.1)
+    assert sender.sweep() == 1
+    assert (app.sent[-1]["task_id"], app.sent[-1]["argsrepr"]) == (app.sent[0]["task_id"], shown)
+
+
 def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_empty(
     redis_url, redis_client, fresh_broker
 ):

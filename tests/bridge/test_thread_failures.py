@@ -34,10 +34,10 @@ class Crash(BaseException):
 class CrashingSend(Recorder):
     """A ``send`` that records batches and then, on the batch that carries ``poison``, crashes."""
 
-    def __call__(self, task: str, queue: str, items: list[list[Any]]) -> None:
+    def __call__(self, task: str, queue: str, items: list[list[Any]], **options: Any) -> None:
         if any('"poison"' in item[1] for item in items):
             raise Crash("an error send did not expect")
-        super().__call__(task, queue, items)
+        super().__call__(task, queue, items, **options)
 
 
 class Running:

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -90,7 +91,9 @@ def run_in_process(settings: Settings, expected: Expected, batch_size: int) -> l
     """
     batches: list[tuple[str, list[list[Any]]]] = []
 
-    def send(task: str, queue: str, items: list[list[Any]]) -> None:
+    def send(
+        task: str, queue: str, items: list[list[Any]], *, by_type: dict[str, int] | None = None
+    ) -> None:
         # What the worker gets back from the broker: Celery's JSON, decoded.
         batches.append((task, kombu_loads(kombu_dumps(items))))
 
@@ -142,3 +145,58 @@ def test_every_message_is_stored_a_duplicate_or_one_dead_letter(
         f"({seen['duplicates']} duplicates; invalid by kind {kinds or 'none'}) -> "
         f"stored {seen['stored']}, dead letters {seen['dead letters']}"
     )
+
+
+def test_a_mixed_batch_says_what_became_of_each_type_and_counts_it_by_type(
+    pg: Engine, in_process: Settings
+) -> None:
+    from prometheus_client import REGISTRY
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from analytics.models import DeadLetter, StoredEvent
+
+    def event(event_type: str, n: int, **data: Any) -> list[Any]:
+        document = {
+            "event_id": f"mixed-{event_type}-{n}",
+            "event_type": event_type,
+            "tenant_id": "mixed",
+            "timestamp": "2024-05-01T10:15:00Z",
+            "data": {"order_id": f"o-{n}", "total_amount": 2.5, **data},
+        }
+        return [f"events:{event_type.replace('.', ':')}", orjson.dumps(document).decode(), 1.0]
+
+    def stored(event_type: str) -> float:
+        labels = {"event_type": event_type}
+        return REGISTRY.get_sample_value("analytics_worker_events_stored_total", labels) or 0.0
+
+    already = event("order.updated", 9, status="shipped")
+    assert tasks.ingest.TASKS["order.updated"].apply(args=[[already]]).successful()
+    before = {name: stored(name) for name in ("order.created", "order.updated", "order.mixed")}
+    batch = [
+        event("order.created", 1),
+        event("order.updated", 1, status="shipped"),
+        event("order.created", 1),  # a duplicate inside the batch
+        event("order.created", 2, total_amount="a lot"),  # a dead letter
+        already,  # stored by an earlier batch
+        event("order.cancelled", 1),
+    ]
+    result = tasks.ingest.TASKS["order.mixed"].apply(args=[batch])
+    assert result.successful(), result.result
+    assert result.result == {
+        "stored": 3,
+        "duplicates": 2,
+        "dead_letters": 1,
+        "by_type": {
+            "order.cancelled": {"stored": 1, "duplicates": 0, "dead_letters": 0},
+            "order.created": {"stored": 1, "duplicates": 1, "dead_letters": 1},
+            "order.updated": {"stored": 1, "duplicates": 1, "dead_letters": 0},
+        },
+    }
+    with Session(pg) as session:
+        count = session.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
+        letters = session.execute(select(func.count()).select_from(DeadLetter)).scalar_one()
+    assert (count, letters) == (4, 1)
+    assert stored("order.created") - before["order.created"] == 1
+    assert stored("order.updated") - before["order.updated"] == 1
+    assert stored("order.mixed") == before["order.mixed"] == 0
