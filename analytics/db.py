@@ -453,6 +453,10 @@ class Writes:
         if not rows:
             return
         if not self._hold_writes or (order_by and len(rows) >= COPY_MIN_ROWS):
+            # What is held goes first: every transaction writes its tables in the same
+            # order (the writer's), so two of them never wait on each other's rows in
+            # opposite orders (a deadlock, and a second lost to its detection).
+            self.send()
             upsert_many(self.session, key, build, rows, order_by)
             return
         self._hold(("upsert", key), build, rows, order_by)

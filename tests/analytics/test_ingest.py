@@ -442,3 +442,32 @@ def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
         DeadLetter.event_type,
     )  # fmt: skip
     assert stored == [("events:\ufffd:x", raw, "bad\ufffd", "t\ufffd", "x\ufffd")]
+
+
+def test_tables_are_written_in_one_order_whether_their_rows_are_held_or_copied(pg):
+    # 60 orders take the COPY path (db.COPY_MIN_ROWS) while their few counter rows are
+    # held: the held writes must still go first, in the writer's table order, or two
+    # workers lock the same rows in opposite orders and deadlock (PostgreSQL then
+    # waits deadlock_timeout, a second, before it breaks the tie).
+    batch = [
+        order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts="2024-01-01T10:00:00Z")
+        for n in range(60)
+    ]
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        sent.append(statement)
+
+    with Session(pg) as session, session.begin():
+        session.connection()
+        event.listen(pg, "before_cursor_execute", record)
+        try:
+            apply_events(session, batch, Context())
+        finally:
+            event.remove(pg, "before_cursor_execute", record)
+
+    def first(prefix: str) -> int:
+        return next(n for n, text in enumerate(sent) if prefix in text)
+
+    assert first("INSERT INTO metric_counters") < first("INSERT INTO orders")
+    assert counter(pg, "revenue", "USD") == (60, Decimal("600"))
