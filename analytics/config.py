@@ -47,7 +47,7 @@ DEFAULT_BRIDGE_FLUSH_MS = 50.0
 #: tasks of 3-8 events spent most of the pipeline's CPU (benchmarks/pipeline.py
 #: --only cpu). 150 ms leaves ~100 ms for queueing and the task itself within a p99
 #: publish -> commit of 250 ms. Never below BRIDGE_FLUSH_MS.
-DEFAULT_BRIDGE_HOLD_BUDGET_MS = 150.0
+DEFAULT_BRIDGE_HOLD_BUDGET_MS = 100.0
 #: ... the events a batch needs to go at BRIDGE_FLUSH_MS rather than at the budget.
 DEFAULT_BRIDGE_FILL_EVENTS = 100
 #: Whether a due batch of fewer than BRIDGE_FILL_EVENTS goes out as one message with
