@@ -248,7 +248,7 @@ def dump(engine: Engine, skip: Iterable[str] = ("stored_at",)) -> dict[str, list
 
 _RECEIVED = re.compile(r"Task [\w.]+\[([0-9a-f-]{36})\] received")
 _SUCCEEDED = re.compile(r"Task [\w.]+\[([0-9a-f-]{36})\] succeeded in [\d.e-]+s: (\{.*\})")
-_FORWARDED = re.compile(r"last interval: forwarded (.*?) \(\d+ batches\)")
+_FORWARDED = re.compile(r"last interval: forwarded (.*?) \(\d+ batches[^)]*\)")
 
 
 def received(worker: Process) -> Counter[str]:
