@@ -340,6 +340,23 @@ def test_batches_of_aggregate_rows_are_written_exactly(engine, size):
     assert counter(engine, "revenue", "USD") == (size, sum(e.data.total_amount for e in batch))
 
 
+def statements_sent(engine, batch) -> list[str]:
+    """The statements one batch sends to ``engine``, in order (BEGIN and COMMIT aside)."""
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        sent.append(statement)
+
+    with Session(engine) as session, session.begin():
+        session.connection()
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            apply_events(session, batch, Context())
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    return sent
+
+
 def test_a_small_batch_is_written_in_three_round_trips_on_postgresql(pg):
     # The raw events (lock, look-up, insert); the days these orders are stored on now (an
     # earlier order.created moves an order to another day of the conversion rollup);
@@ -348,18 +365,7 @@ def test_a_small_batch_is_written_in_three_round_trips_on_postgresql(pg):
         order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts=f"2024-01-0{n + 1}T10:00:00Z")
         for n in range(5)
     ]
-    sent: list[str] = []
-
-    def count(conn, cursor, statement, *_):
-        sent.append(statement)
-
-    with Session(pg) as session, session.begin():
-        session.connection()
-        event.listen(pg, "before_cursor_execute", count)
-        try:
-            apply_events(session, batch, Context())
-        finally:
-            event.remove(pg, "before_cursor_execute", count)
+    sent = statements_sent(pg, batch)
     assert len(sent) == 3, sent
     assert sent[1].startswith("SELECT orders.created_at")
     assert counter(pg, "revenue", "USD") == (5, Decimal("50"))
@@ -453,18 +459,7 @@ def test_tables_are_written_in_one_order_whether_their_rows_are_held_or_copied(p
         order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts="2024-01-01T10:00:00Z")
         for n in range(60)
     ]
-    sent: list[str] = []
-
-    def record(conn, cursor, statement, *_):
-        sent.append(statement)
-
-    with Session(pg) as session, session.begin():
-        session.connection()
-        event.listen(pg, "before_cursor_execute", record)
-        try:
-            apply_events(session, batch, Context())
-        finally:
-            event.remove(pg, "before_cursor_execute", record)
+    sent = statements_sent(pg, batch)
 
     def first(prefix: str) -> int:
         return next(n for n, text in enumerate(sent) if prefix in text)
