@@ -269,15 +269,21 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     # Days other than the events' own whose rollups these changes alter: where orders and
     # users were counted before an earlier time moves them, and the days of paid orders.
     watched = report_rollups.watched(changes)
-    moved = report_rollups.days_before(session, watched)
+    dirty = {(e.tenant_id, e.day) for e in new_events} | report_rollups.days_before(
+        session, watched
+    )
     # The aggregates and the dirty days go together: one round trip on PostgreSQL.
     writes = Writes(session)
     write_changes(session, changes, writes)
-    rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in new_events} | moved, writes)
+    if watched.paid:
+        # The paid orders' days are read after their rows are written, so that an
+        # order.created another worker committed meanwhile is seen (the upsert waited
+        # for its row); then every dirty day is marked in one statement, in key order,
+        # as concurrent writers must lock those rows.
+        writes.send()
+        dirty |= report_rollups.days_after(session, watched)
+    rollups.mark_dirty(session, dirty, writes)
     writes.send()
-    # Read after the writes, so that an order.created another worker committed meanwhile
-    # is seen (the upsert waited for its row); a batch that paid no order asks nothing.
-    rollups.mark_dirty(session, report_rollups.days_after(session, watched))
     return result
 
 

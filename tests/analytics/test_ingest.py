@@ -466,3 +466,18 @@ def test_tables_are_written_in_one_order_whether_their_rows_are_held_or_copied(p
 
     assert first("INSERT INTO metric_counters") < first("INSERT INTO orders")
     assert counter(pg, "revenue", "USD") == (60, Decimal("600"))
+
+
+def test_a_batch_that_pays_orders_marks_every_dirty_day_in_one_statement(pg):
+    # The paid orders' creation days are read after the writes; the batch's own days and
+    # those are then marked together, in key order: two statements on rollup_dirty_days
+    # in one transaction could lock its rows in opposite orders to another writer's.
+    apply(pg, [order_created(order_id="o-1", event_id="c", ts="2024-01-01T10:00:00Z")])
+    payments = [
+        make("payment.processed", {"payment_id": "p", "order_id": "o-1", "amount": 10},
+             "2024-01-03T10:00:00Z", "p1"),
+    ]  # fmt: skip
+    sent = statements_sent(pg, payments)
+    assert sum("INSERT INTO rollup_dirty_days" in text for text in sent) == 1, sent
+    marked = {day.isoformat() for (day,) in rows(pg, RollupDirtyDay.day)}
+    assert {"2024-01-01", "2024-01-03"} <= marked
