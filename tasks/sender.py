@@ -17,6 +17,8 @@ import orjson
 
 from analytics.batch import EventItem, UnsupportedItem
 from analytics.config import Settings, get_settings
+from analytics.errors import InvalidEvent
+from analytics.events import event_type_of
 from tasks.ledger import Ledger, is_redis_url
 from tasks.queues import MIXED_TASKS
 
@@ -121,7 +123,6 @@ def event_type_of_item(item: list[Any]) -> str:
     """The event type an item's text names ("?" when it names none it can tell)."""
     try:
         document = orjson.loads(EventItem.decode(item).text)
-    except (orjson.JSONDecodeError, UnsupportedItem):
+        return event_type_of(document) if isinstance(document, dict) else "?"
+    except (orjson.JSONDecodeError, UnsupportedItem, InvalidEvent):
         return "?"
-    event_type = document.get("event_type") if isinstance(document, dict) else None
-    return event_type if isinstance(event_type, str) else "?"
