@@ -52,7 +52,8 @@ class Holding:
         self.settings = settings
         self.max_buffer_bytes = settings.bridge_max_buffer_bytes
         self.batch_size = settings.bridge_batch_size
-        #: Set when the sender has a batch's worth to take.
+        #: Set when the sender has a batch's worth to take, or a first message after the
+        #: buffer was emptied (it may be sleeping with no group to wait for).
         self._wake = wake
         self.buffer: collections.deque[Message] = collections.deque()
         # Held bytes = in + loaded - out; each counter has one writer thread.
@@ -144,10 +145,15 @@ class Holding:
         bytes)."""
         self.received += len(messages)
         queue = self.buffer if queue is None else queue
+        first = not queue
         queue.extend(messages)
         self._bytes_in += size
         self._peak_in = max(self._peak_in, self.held_bytes)
-        if len(queue) >= self.batch_size:
+        # The first message into an empty buffer wakes the sender too: with no group left
+        # (one mixed message took them all) it sleeps up to IDLE_WAIT, and the hold of
+        # that message's batch would only start when it woke. Later ones wait for the
+        # sender's next due time, so this costs a wake-up per batch, not per message.
+        if first or len(queue) >= self.batch_size:
             self._wake.set()
 
     def _spill(self, messages: list[Message], size: int) -> bool:

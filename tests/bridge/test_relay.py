@@ -140,6 +140,45 @@ def test_after_a_quiet_spell_an_event_goes_at_once_and_a_stream_waits_to_batch(
     assert len(recorder.items()) == 1  # the stream is held for a full batch or the flush time
 
 
+def test_the_first_event_into_an_empty_buffer_wakes_the_sender():
+    import threading
+
+    from bridge.holding import Holding
+
+    wake = threading.Event()
+    held = Holding(Settings.from_env({}), wake)
+    held.keep([(b"events:order:created", event(), time.time(), None)], 100)
+    assert wake.is_set()
+    wake.clear()
+    held.keep([(b"events:order:created", event(), time.time(), None)], 100)
+    assert not wake.is_set()  # the sender wakes at its next due time for the rest
+
+
+def test_no_event_of_a_steady_stream_waits_much_past_the_hold_budget(
+    run_bridge, redis_client, channel_prefix
+):
+    # One type: each send empties the only group, and the sender sleeps with no group
+    # to wait for. If the next event did not wake it, that event's hold would start only
+    # when it woke (up to relay.IDLE_WAIT, 200 ms, later).
+    from bridge.relay import IDLE_WAIT
+
+    budget = 0.06
+    _, recorder = run_bridge(bridge_flush_ms=20, bridge_hold_budget_ms=budget * 1000)
+    channel = f"{channel_prefix}:order:created"
+    published: dict[int, float] = {}
+    for n in range(120):  # ~1.2 s, an event every 10 ms: never a quiet spell
+        published[n] = time.monotonic()
+        redis_client.publish(channel, event(n=n))
+        time.sleep(0.01)
+    wait_for(lambda: len(recorder.items()) == 120, timeout=10, what="every event")
+    waited = [
+        sent - published[orjson.loads(item[1])["n"]]
+        for _, _, items, sent in recorder.batches
+        for item in items
+    ]
+    assert max(waited) < budget + IDLE_WAIT / 2, sorted(waited)[-5:]
+
+
 def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, channel_prefix):
     bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
     channel = f"{channel_prefix}:payment:processed"
