@@ -55,6 +55,12 @@ DEFAULT_BRIDGE_FILL_EVENTS = 100
 #: rather than as one message per event type: the fixed cost of a task dominates at
 #: everyday rates, and a category has up to four types.
 DEFAULT_BRIDGE_MIX_TYPES = True
+#: Whether such a message also takes the under-filled batches of the other categories
+#: (the ``events.mixed`` task, on the queue of the category with most events in it):
+#: at a few hundred events a second every category is under-filled, and one task per
+#: hold instead of one per category and hold is what halves the CPU per event then.
+#: Busy types keep their own tasks on their own queue either way.
+DEFAULT_BRIDGE_MIX_CATEGORIES = True
 #: While the workers are behind (messages wait in a group's queue on a Redis broker),
 #: a partial batch is held up to this long instead: sending it would only put one
 #: more small task, with its few ms of fixed cost, behind the others. Fewer, larger
@@ -263,6 +269,7 @@ class Settings:
     bridge_hold_budget_ms: float = DEFAULT_BRIDGE_HOLD_BUDGET_MS
     bridge_fill_events: int = DEFAULT_BRIDGE_FILL_EVENTS
     bridge_mix_types: bool = DEFAULT_BRIDGE_MIX_TYPES
+    bridge_mix_categories: bool = DEFAULT_BRIDGE_MIX_CATEGORIES
     bridge_log_interval: float = DEFAULT_BRIDGE_LOG_INTERVAL
     bridge_max_buffer_bytes: int = DEFAULT_BRIDGE_MAX_BUFFER_BYTES
     #: Where the pub/sub bridge's spool file goes; empty: the system's temporary directory.
@@ -407,6 +414,9 @@ class Settings:
             ),
             bridge_fill_events=_int(env, "BRIDGE_FILL_EVENTS", DEFAULT_BRIDGE_FILL_EVENTS),
             bridge_mix_types=_flag(env, "BRIDGE_MIX_TYPES", DEFAULT_BRIDGE_MIX_TYPES),
+            bridge_mix_categories=_flag(
+                env, "BRIDGE_MIX_CATEGORIES", DEFAULT_BRIDGE_MIX_CATEGORIES
+            ),
             bridge_log_interval=_float(
                 env, "BRIDGE_LOG_INTERVAL", DEFAULT_BRIDGE_LOG_INTERVAL, minimum=0.1
             ),

@@ -6,11 +6,14 @@ group holds ``fill_events`` (a busy stream), else up to ``hold_budget_ms`` (a qu
 stream waits longer to fill its batch: a task's CPU is mostly fixed, so at everyday
 rates small tasks cost most of the pipeline's CPU). An event after a quiet spell
 goes out at once, and a burst goes out in large batches.
-A due batch of fewer than ``fill_events`` does not go alone when other groups of
-its category are under-filled too: they go together, as one message to the
-category's mixed task (``order.mixed``, named with the others in tasks/queues.py),
-with the count of each type. A task's fixed cost is what dominates at everyday
-rates, and a category has up to four event types; busy types keep their own tasks.
+A due batch of fewer than ``fill_events`` does not go alone when other groups are
+under-filled too: they go together, as one message, with the count of each type.
+Groups of its own category come first; a message of one category goes to that
+category's mixed task (``order.mixed``, named with the others in tasks/queues.py), one
+that also took other categories' groups (``mix_categories``) to ``events.mixed``, on
+the queue of the category with most events in it. A task's fixed cost is what
+dominates at everyday rates, when every one of the 15 types is under-filled; busy
+types keep their own tasks on their own queue.
 While the workers are behind (messages wait in the group's queue), a partial batch
 waits longer, up to ``max_hold_ms``: a task's cost is mostly fixed, so fewer and
 larger tasks are how the workers catch up. A batch that Celery does not take is
@@ -36,14 +39,14 @@ from bridge import metrics
 from bridge.holding import MESSAGE_OVERHEAD, Holding, megabytes
 from bridge.routing import dead_letter_item, route
 from bridge.spool import Message
-from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, MIXED_TASKS
+from tasks.queues import DEADLETTER_QUEUE, DEADLETTER_TASK, EVENTS_MIXED_TASK, MIXED_TASKS
 
 log = logging.getLogger("bridge")
 
 
 class Send(Protocol):
     """Hands one batch to Celery: ``send(task_name, queue, items)``; a mixed batch
-    (several event types of one category) comes with ``by_type``, the events of each."""
+    (several event types) comes with ``by_type``, the events of each."""
 
     def __call__(
         self,
@@ -88,7 +91,7 @@ class Counts:
     forwarded: collections.Counter[str] = field(default_factory=collections.Counter)
     dead_letters: int = 0
     batches: int = 0
-    #: Of those, the messages that carried several event types of one category.
+    #: Of those, the messages that carried several event types.
     mixed: int = 0
     #: Partial batches held past the flush time because their queue had a backlog.
     held: int = 0
@@ -126,6 +129,7 @@ class Batcher:
         self.budget = max(settings.bridge_hold_budget_ms / 1000.0, self.flush_after)
         self.fill = settings.bridge_fill_events
         self.mix_types = settings.bridge_mix_types
+        self.mix_categories = settings.bridge_mix_categories
         self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
         #: Queues seen with messages waiting, and when they were looked at.
         self._busy: frozenset[str] = frozenset()
@@ -204,11 +208,13 @@ class Batcher:
 
     def _send_due(self, task: str, group: Group) -> None:
         """Send a due group: alone, or, when it is under-filled, in one message with the
-        other under-filled groups of its category (its ``<category>.mixed`` task).
+        other under-filled groups: its category's first (its ``<category>.mixed`` task),
+        then, with ``mix_categories``, the other categories' (``events.mixed``).
 
         Only batches that would go out small are merged: a group holding ``fill``
         events (a busy stream) goes alone to its event type's task, as the contract
-        says, and so does an under-filled group with no partner in its category.
+        says, and so does an under-filled group with no partner. Unknown types and
+        dead letters are never merged.
         """
         mixed = MIXED_TASKS.get(group.queue) if self.mix_types else None
         if mixed is None or len(group.items) >= self.fill:
@@ -217,18 +223,39 @@ class Batcher:
         parts = [(group, len(group.items))]
         by_type = {task: len(group.items)}
         room = self.batch_size - len(group.items)
-        for other_task, other in self.groups.items():
+        # Not another category's group held back for its queue's backlog (as last seen):
+        # it waits for its own workers, who are behind, and must not take this one along.
+        partners = [
+            (other_task, other)
+            for other_task, other in self.groups.items()
+            if other is not group
+            and other.queue in MIXED_TASKS
+            and 0 < len(other.items) < self.fill
+            and (other.queue == group.queue or other.queue not in self._busy)
+        ]
+        # Its own category first (sorted is stable), the others only when allowed.
+        partners.sort(key=lambda partner: partner[1].queue != group.queue)
+        for other_task, other in partners:
             count = len(other.items)
-            if other is group or other.queue != group.queue or not 0 < count < self.fill:
-                continue
+            if other.queue != group.queue and not self.mix_categories:
+                break
             if count <= room:
                 parts.append((other, count))
                 by_type[other_task] = count
                 room -= count
         if len(parts) == 1:
             self._send(task, parts)
-        else:
+            return
+        per_queue: collections.Counter[str] = collections.Counter()
+        for part, count in parts:
+            per_queue[part.queue] += count
+        if len(per_queue) == 1:
             self._send(mixed, parts, by_type)
+            return
+        # The queue of the category with most events in it (the due group's on a tie):
+        # the pool an operator sized for that traffic.
+        queue = max(per_queue, key=lambda q: (per_queue[q], q == group.queue))
+        self._send(EVENTS_MIXED_TASK, parts, by_type, queue=queue)
 
     def _due(self, group: Group) -> float:
         return group.due(self.flush_after, self.budget, self.fill)
@@ -261,14 +288,19 @@ class Batcher:
         return self._busy
 
     def _send(
-        self, task: str, parts: list[tuple[Group, int]], by_type: dict[str, int] | None = None
+        self,
+        task: str,
+        parts: list[tuple[Group, int]],
+        by_type: dict[str, int] | None = None,
+        *,
+        queue: str | None = None,
     ) -> None:
-        """Hand the first ``count`` items of each ``(group, count)`` of ``parts`` (groups of
-        one queue) to Celery as one message, then acknowledge them.
+        """Hand the first ``count`` items of each ``(group, count)`` of ``parts`` to Celery as
+        one message, on ``queue`` (by default the first group's), then acknowledge them.
 
         ``by_type`` (events of each type) is given for a mixed message, and passed on.
         """
-        queue = parts[0][0].queue
+        queue = queue or parts[0][0].queue
         items = [item for group, count in parts for item in group.items[:count]]
         count = len(items)
         handed_over = True
@@ -297,7 +329,10 @@ class Batcher:
         receipts: list[Any] = []
         size = 0
         now = time.monotonic()
+        # Counted by the category each event came from, whatever queue carried it.
+        forwarded: collections.Counter[str] = collections.Counter()
         for group, n in parts:
+            forwarded[group.queue] += n
             receipts += group.receipts[:n]
             size += sum(group.sizes[:n])
             del group.items[:n], group.sizes[:n], group.receipts[:n]
@@ -315,7 +350,7 @@ class Batcher:
             if task == DEADLETTER_TASK:
                 counts.dead_letters += count
             else:
-                counts.forwarded[queue] += count
+                counts.forwarded.update(forwarded)
         metrics.BATCHES_SENT.labels(queue).inc()
         if task == DEADLETTER_TASK:
             # Rare: each rejected item's channel is looked at again for its category.
@@ -324,7 +359,8 @@ class Batcher:
             ).items():
                 metrics.MESSAGES_DEAD_LETTERED.labels(category).inc(n)
         else:
-            metrics.MESSAGES_FORWARDED.labels(queue).inc(count)
+            for category, n in forwarded.items():
+                metrics.MESSAGES_FORWARDED.labels(category).inc(n)
 
     def sweep_ledger(self) -> None:
         """Re-send what workers lost (a ``send`` with a delivery ledger has ``sweep``)."""

@@ -1,5 +1,5 @@
-"""Ingestion tasks: one per event type, one mixed per category, a catch-all for unknown types,
-and the dead-letter recorder.
+"""Ingestion tasks: one per event type, one mixed per category and one across categories
+(``events.mixed``), a catch-all for unknown types, and the dead-letter recorder.
 
 Each task is thin: decode the batch, open one transaction, call the domain, and
 decide on retry. A batch message is a list of items, :class:`analytics.batch.EventItem`
@@ -39,7 +39,7 @@ from analytics.ingest import BatchResult, Context, Planned, apply_planned, plan
 from tasks import metrics
 from tasks.app import app
 from tasks.ledger import Ledger, is_redis_url
-from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, MIXED_TASKS, UNKNOWN_EVENT_TASK
+from tasks.queues import DEADLETTER_TASK, INGEST_ROUTES, MIXED_TASK_NAMES, UNKNOWN_EVENT_TASK
 
 log = logging.getLogger(__name__)
 #: Seconds to wait before the n-th retry of a batch whose database is unavailable.
@@ -158,8 +158,9 @@ def ingest(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, Any]:
 
 
 def ingest_mixed(task: Task, items: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    """Validate, store and aggregate one batch of several event types of one category in
-    one transaction; the result says what became of each type's events (``by_type``:
+    """Validate, store and aggregate one batch of several event types (of one category, or
+    of several for ``events.mixed``) in one transaction; the result says what became of
+    each type's events (``by_type``:
     ``{"order.created": {"stored": 3, "duplicates": 0, "dead_letters": 1}, ...}``).
 
     Each item is parsed for its own type, as in any batch: a mixed batch is applied
@@ -311,7 +312,7 @@ def _register(name: str, body: Any) -> Task:
 def _body(name: str) -> Any:
     if name == DEADLETTER_TASK:
         return record
-    return ingest_mixed if name in MIXED_TASKS.values() else ingest
+    return ingest_mixed if name in MIXED_TASK_NAMES else ingest
 
 
 TASKS: dict[str, Task] = {name: _register(name, _body(name)) for name in INGEST_ROUTES}

@@ -98,7 +98,7 @@ def record_batch(
     now = time.time()
     TASK_DURATION.labels(task).observe(time.perf_counter() - started)
     BATCH_SIZE.labels(task).observe(len(items))
-    # A mixed batch (several types of one category) says what became of each type.
+    # A mixed batch (several event types) says what became of each type.
     by_type: Mapping[str, Mapping[str, int]] = result.get("by_type") or {task: result}
     for event_type, outcome in by_type.items():
         for counter, key in (

@@ -33,7 +33,13 @@ DEADLETTER_TASK = "deadletter.record"
 #: several event types of one category as one message (``bridge/batching.py``), on the
 #: category's queue. The task's argsrepr and result name the count of each type.
 MIXED_TASKS: dict[str, str] = {category: f"{category}.mixed" for category in CATEGORIES}
-assert not set(MIXED_TASKS.values()) & set(REGISTRY), "a mixed task is named like an event type"
+#: The mixed task of a message whose under-filled batches come from several categories
+#: (BRIDGE_MIX_CATEGORIES): the bridge sends it on the queue of the category with most
+#: events in it, so a worker of any category queue may run it.
+EVENTS_MIXED_TASK = "events.mixed"
+#: Every mixed task: each item is parsed for its own type, and the result is by type.
+MIXED_TASK_NAMES: frozenset[str] = frozenset({*MIXED_TASKS.values(), EVENTS_MIXED_TASK})
+assert not MIXED_TASK_NAMES & set(REGISTRY), "a mixed task is named like an event type"
 
 #: Recomputes one tenant's rollups for one day (what a backfill sends, per day and tenant).
 ROLLUP_DAY_TASK = "rollups.day"
@@ -52,6 +58,9 @@ RETENTION_PRUNE_TASK = "retention.prune"
 INGEST_ROUTES: dict[str, str] = {
     **{name: spec.category for name, spec in REGISTRY.items()},
     **{name: category for category, name in MIXED_TASKS.items()},
+    # The bridge always names its queue (see EVENTS_MIXED_TASK); sent without one, it
+    # goes where every worker looks by default.
+    EVENTS_MIXED_TASK: MISC_QUEUE,
     UNKNOWN_EVENT_TASK: MISC_QUEUE,
     DEADLETTER_TASK: DEADLETTER_QUEUE,
 }

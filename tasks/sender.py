@@ -20,7 +20,7 @@ from analytics.config import Settings, get_settings
 from analytics.errors import InvalidEvent
 from analytics.events import event_type_of
 from tasks.ledger import Ledger, is_redis_url
-from tasks.queues import MIXED_TASKS
+from tasks.queues import MIXED_TASK_NAMES
 
 log = logging.getLogger("bridge")
 
@@ -111,7 +111,7 @@ def argsrepr(task: str, items: list[list[Any]], by_type: dict[str, int] | None =
     A mixed batch re-sent from the ledger comes without ``by_type``: its items are
     read again for their type (rare, and a few microseconds an event).
     """
-    if by_type is None and task in MIXED_TASKS.values():
+    if by_type is None and task in MIXED_TASK_NAMES:
         by_type = dict(collections.Counter(event_type_of_item(item) for item in items))
     if not by_type:
         return f"[<{len(items)} events>]"

@@ -1,6 +1,6 @@
 """The batcher's hold: a quiet stream waits up to the budget to fill a batch, a busy one
-goes at the flush time, a full one at once; under-filled batches of one category go as
-one mixed message (no Redis: the batcher is driven directly)."""
+goes at the flush time, a full one at once; under-filled batches go together as one
+mixed message, of one category or of several (no Redis: the batcher is driven directly)."""
 
 from __future__ import annotations
 
@@ -185,13 +185,58 @@ def test_a_full_batch_goes_to_its_type_alone():
 
 def test_a_lone_under_filled_batch_goes_to_its_type():
     batcher, recorder = make_batcher()
-    assert sent_when_due(batcher, recorder, [*messages(2), *messages(3, "user.registered")]) == [
-        ("order.created", "order", 2, None),
-        ("user.registered", "user", 3, None),
+    assert sent_when_due(batcher, recorder, messages(2)) == [("order.created", "order", 2, None)]
+
+
+def test_under_filled_batches_of_several_categories_go_as_one_message_on_the_busiest_queue():
+    from bridge import metrics
+
+    def forwarded(category: str) -> float:
+        return metrics.MESSAGES_FORWARDED.labels(category)._value.get()
+
+    before = {category: forwarded(category) for category in ("order", "user")}
+    batcher, recorder = make_batcher()
+    batch = [*messages(2), *messages(3, "user.registered"), *messages(1, "user.logged_in")]
+    assert sent_when_due(batcher, recorder, batch) == [
+        (
+            "events.mixed",
+            "user",
+            6,
+            {"order.created": 2, "user.logged_in": 1, "user.registered": 3},
+        )
+    ]
+    # The bridge's counts and metrics are by the category each event came from.
+    assert batcher.totals.forwarded == {"order": 2, "user": 4}
+    assert forwarded("order") - before["order"] == 2
+    assert forwarded("user") - before["user"] == 4
+
+
+def test_on_a_tie_the_message_goes_on_the_queue_of_the_group_that_was_due():
+    batcher, recorder = make_batcher()
+    batcher.group(messages(2, "payment.processed"))  # after a quiet spell: due at once
+    batcher.group(messages(2, "inventory.restocked"))
+    batcher.flush(force=False)
+    assert sent(recorder) == [
+        ("events.mixed", "payment", 4, {"inventory.restocked": 2, "payment.processed": 2})
     ]
 
 
-def test_categories_unknown_types_and_dead_letters_are_never_mixed():
+def test_a_due_group_takes_its_own_category_first_when_room_is_short():
+    batcher, recorder = make_batcher(bridge_fill_events=40)
+    keep_streaming(batcher)
+    batcher.group(messages(10, "user.registered"))
+    batcher.group([*messages(30), *messages(15, "order.updated")])
+    batcher.groups["order.created"].since -= BUDGET  # due first
+    batcher.flush(force=False)
+    assert sent(recorder)[0] == (
+        "order.mixed",
+        "order",
+        45,
+        {"order.created": 30, "order.updated": 15},
+    )
+
+
+def test_unknown_types_and_dead_letters_are_never_mixed():
     batcher, recorder = make_batcher()
     bad = [(b"events:order:created", b"{not json", time.time(), None)]
     batch = [
@@ -203,10 +248,32 @@ def test_categories_unknown_types_and_dead_letters_are_never_mixed():
     ]
     assert sent_when_due(batcher, recorder, batch) == sorted(
         [
-            ("order.created", "order", 2, None),
-            ("payment.mixed", "payment", 3, {"payment.failed": 1, "payment.processed": 2}),
+            (
+                "events.mixed",
+                "payment",
+                5,
+                {"order.created": 2, "payment.failed": 1, "payment.processed": 2},
+            ),
             ("misc.unknown", "misc", 2, None),
             ("deadletter.record", "deadletter", 1, None),
+        ],
+        key=str,
+    )
+
+
+def test_with_mix_categories_off_each_category_keeps_its_own_queue():
+    batcher, recorder = make_batcher(bridge_mix_categories=False)
+    batch = [
+        *messages(2),
+        *messages(2, "payment.processed"),
+        *messages(1, "payment.failed"),
+        *messages(3, "user.registered"),
+    ]
+    assert sent_when_due(batcher, recorder, batch) == sorted(
+        [
+            ("order.created", "order", 2, None),
+            ("payment.mixed", "payment", 3, {"payment.failed": 1, "payment.processed": 2}),
+            ("user.registered", "user", 3, None),
         ],
         key=str,
     )
