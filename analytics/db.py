@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from analytics.config import get_settings
@@ -71,14 +73,48 @@ def make_engine(url: str) -> Engine:
         return engine
     # hide_parameters: a statement's parameters are event content (e-mail addresses
     # among them); an error must not carry them into logs, Flower or dead letters.
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=2,
-        max_overflow=2,
-        json_serializer=_json,
-        hide_parameters=True,
+    engine = create_engine(
+        url, pool_size=2, max_overflow=2, json_serializer=_json, hide_parameters=True
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+#: Seconds a pooled connection may sit idle and still be used without a ping first.
+#: Under load a connection goes back to work within milliseconds, and a ping at every
+#: checkout (``pool_pre_ping``) was a round trip per task (~3% of a worker's CPU
+#: samples, besides PostgreSQL's own for the statement). A connection that sat longer
+#: (a quiet night, a PostgreSQL restart, a firewall that forgot it) is pinged. The price:
+#: a connection lost less than this ago fails at its next use, as an error the tasks
+#: retry (``is_transient``), and the pool then replaces every connection it held.
+PING_AFTER_IDLE = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection at checkout only if it sat idle in the pool past :data:`PING_AFTER_IDLE`.
+
+    A ping that fails raises ``DisconnectionError``: the pool drops the connection and
+    checks out a new one, so the caller gets a live connection and never sees the error.
+    A connection just made is not pinged (its ``info``, with the time, is new).
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None:
+            return
+        idle = time.monotonic() - idle_since
+        if idle <= PING_AFTER_IDLE:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"no answer to a ping after {idle:.0f} s idle") from exc
 
 
 def _json(value: Any) -> str:

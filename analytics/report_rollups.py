@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, distinct, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from analytics.db import upsert_many
+from analytics.db import statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
     CohortSize,
@@ -409,28 +409,73 @@ def watched(changes: Iterable[Change]) -> Watched:
     return keys
 
 
-def _stored_days(session: Session, model: Any, at: str, id_column: str, keys: set[Any]) -> set[Any]:
-    """The days of ``model.<at>`` stored for ``(tenant, id)`` keys (one IN list per tenant)."""
-    ids: dict[str, list[str]] = defaultdict(list)
-    for tenant, ident in sorted(keys):
-        ids[tenant].append(ident)
-    when = getattr(model, at)
-    found = set()
-    for tenant, some in ids.items():
-        for stored_at in session.scalars(
-            select(when).where(
-                model.tenant_id == tenant, getattr(model, id_column).in_(some), when.is_not(None)
-            )
-        ):
-            found.add((tenant, stored_at.date()))
-    return found
+@dataclass(frozen=True)
+class _StoredTime:
+    """A time a table stores per ``(tenant_id, <id_column>)`` key, whose day is looked up."""
+
+    model: Any
+    id_column: str
+    at: str
+
+    def sql(self) -> str:
+        """PostgreSQL: its keys' days, the keys given as two arrays (tenants, ids)."""
+        table = self.model.__tablename__
+        return (
+            f"SELECT t.tenant_id, t.{self.at}::date FROM {table} AS t "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
+            f"ON t.tenant_id = k.tenant_id AND t.{self.id_column} = k.id "
+            f"WHERE t.{self.at} IS NOT NULL"
+        )
+
+
+_ORDER_CREATED = _StoredTime(Order, "order_id", "created_at")
+_USER_REGISTERED = _StoredTime(UserCohort, "user_id", "registered_at")
+
+
+def _stored_days(
+    session: Session, wanted: Sequence[tuple[_StoredTime, set[tuple[str, str]]]]
+) -> set[tuple[str, date]]:
+    """The days of the times stored for each ``(tenant, id)`` key, in its table.
+
+    A writer asks this for every batch, so it is one round trip on PostgreSQL for every
+    table and tenant: the keys go as arrays joined with ``unnest`` (one index probe a
+    key), in a text built once per process and sent as it is, with no SQLAlchemy
+    compilation (an ORM select per tenant and table took ~11% of a worker's CPU samples
+    at everyday batch sizes, in a profile). No keys, no statement. SQLite: a row-value ``IN``
+    per table.
+    """
+    asked = [(stored, sorted(keys)) for stored, keys in wanted if keys]
+    if not asked:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        found: set[tuple[str, date]] = set()
+        for stored, keys in asked:
+            model = stored.model
+            when = getattr(model, stored.at)
+            pair = tuple_(model.tenant_id, getattr(model, stored.id_column))
+            for tenant, stored_at in session.execute(
+                select(model.tenant_id, when).where(pair.in_(keys), when.is_not(None))
+            ):
+                found.add((tenant, stored_at.date()))
+        return found
+    tables = tuple(stored for stored, _ in asked)
+    sql = statement(
+        session,
+        ("stored-days", tables),
+        lambda _: " UNION ALL ".join(stored.sql() for stored in tables),
+    )
+    params: list[list[str]] = []
+    for _, keys in asked:
+        params += [[tenant for tenant, _ in keys], [ident for _, ident in keys]]
+    result = session.connection().exec_driver_sql(sql, tuple(params))
+    return {(tenant, day) for tenant, day in result}
 
 
 def days_before(session: Session, keys: Watched) -> set[tuple[str, date]]:
     """Before the changes are written: the days the orders they create and the users they
     register are stored on now (an earlier time moves them away from those days)."""
-    return _stored_days(session, Order, "created_at", "order_id", keys.created) | _stored_days(
-        session, UserCohort, "registered_at", "user_id", keys.registered
+    return _stored_days(
+        session, [(_ORDER_CREATED, keys.created), (_USER_REGISTERED, keys.registered)]
     )
 
 
@@ -440,4 +485,4 @@ def days_after(session: Session, keys: Watched) -> set[tuple[str, date]]:
     Read after writing, so an ``order.created`` another worker committed meanwhile is
     seen (the upsert waited for its row).
     """
-    return _stored_days(session, Order, "created_at", "order_id", keys.paid)
+    return _stored_days(session, [(_ORDER_CREATED, keys.paid)])

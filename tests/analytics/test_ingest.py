@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
 from analytics.deadletters import Rejected, record_dead_letters
@@ -43,12 +43,15 @@ def counter(engine, metric, dimension=None):
     return count, total
 
 
-def order_created(order_id="o-1", total=10, event_id=None, ts="2024-01-01T10:00:00Z", **data):
+def order_created(
+    order_id="o-1", total=10, event_id=None, ts="2024-01-01T10:00:00Z", tenant_id="tenant-a", **data
+):
     return make(
         "order.created",
         {"order_id": order_id, "total_amount": total, **data},
         timestamp=ts,
         event_id=event_id,
+        tenant_id=tenant_id,
     )
 
 
@@ -367,7 +370,7 @@ def test_a_small_batch_is_written_in_three_round_trips_on_postgresql(pg):
     ]
     sent = statements_sent(pg, batch)
     assert len(sent) == 3, sent
-    assert sent[1].startswith("SELECT orders.created_at")
+    assert "FROM orders AS t JOIN unnest" in sent[1]
     assert counter(pg, "revenue", "USD") == (5, Decimal("50"))
     assert len(rows(pg, RollupDirtyDay.day)) == 5
 
@@ -481,3 +484,78 @@ def test_a_batch_that_pays_orders_marks_every_dirty_day_in_one_statement(pg):
     assert sum("INSERT INTO rollup_dirty_days" in text for text in sent) == 1, sent
     marked = {day.isoformat() for (day,) in rows(pg, RollupDirtyDay.day)}
     assert {"2024-01-01", "2024-01-03"} <= marked
+
+
+def registered(user_id, ts, tenant_id, event_id):
+    return make("user.registered", {"user_id": user_id}, ts, event_id, tenant_id)
+
+
+def paid(order_id, ts, tenant_id, event_id):
+    data = {"payment_id": f"p-{event_id}", "order_id": order_id, "amount": 10}
+    return make("payment.processed", data, ts, event_id, tenant_id)
+
+
+TENANTS = ("tenant-a", "tenant-b", "tenant-c")
+
+
+def test_a_batch_of_several_tenants_looks_up_its_stored_days_in_one_statement_each_way(pg):
+    # Orders created, users registered and orders paid, for three tenants: one look-up
+    # before the writes for every tenant and both tables, one after for the paid orders.
+    batch = [
+        event
+        for n, tenant in enumerate(TENANTS)
+        for event in (
+            order_created(order_id="o-1", event_id=f"c{n}", tenant_id=tenant),
+            registered("u-1", "2024-01-01T10:00:00Z", tenant, f"r{n}"),
+            paid("o-2", "2024-01-02T10:00:00Z", tenant, f"p{n}"),
+        )
+    ]
+    sent = statements_sent(pg, batch)
+    # The raw events; the days before; the writes; the paid orders' days; the dirty days.
+    assert len(sent) == 5, sent
+    assert "FROM orders AS t" in sent[1] and "FROM user_cohorts AS t" in sent[1]
+    assert "FROM orders AS t" in sent[3]
+    # Nothing to look up, no look-up: the raw events, then the writes.
+    logins = [make("user.logged_in", {}, tenant_id=tenant, event_id="l") for tenant in TENANTS]
+    assert len(statements_sent(pg, logins)) == 2
+
+
+def test_the_days_an_earlier_time_or_a_payment_alters_are_marked_for_each_tenant(engine):
+    # Each tenant has the same ids on days of its own: a look-up that mixed tenants up
+    # would mark another tenant's days. tenant-c is stored alike but sends nothing.
+    def day(n, offset):
+        return f"2024-01-{10 * n + offset:02d}T10:00:00Z"
+
+    stored = [
+        event
+        for n, tenant in enumerate(TENANTS)
+        for event in (
+            order_created(order_id="o-1", event_id=f"c{n}", ts=day(n, 5), tenant_id=tenant),
+            order_created(order_id="o-2", event_id=f"d{n}", ts=day(n, 2), tenant_id=tenant),
+            registered("u-1", day(n, 7), tenant, f"r{n}"),
+        )
+    ]
+    apply(engine, stored)
+    with Session(engine) as session, session.begin():
+        session.execute(delete(RollupDirtyDay))
+    batch = [
+        event
+        for n, tenant in enumerate(TENANTS[:2])
+        for event in (
+            # o-1 created earlier: its stored day (5) loses it.
+            order_created(order_id="o-1", event_id=f"e{n}", ts=day(n, 1), tenant_id=tenant),
+            # u-1 registered earlier: its stored cohort (7) loses it.
+            registered("u-1", day(n, 3), tenant, f"s{n}"),
+            # o-2, created on day 2, paid on day 9: day 2's paid orders change.
+            paid("o-2", day(n, 9), tenant, f"p{n}"),
+        )
+    ]
+    apply(engine, batch)
+    marked = {
+        (tenant, day.day)
+        for tenant, day in rows(engine, RollupDirtyDay.tenant_id, RollupDirtyDay.day)
+    }
+    own = {1, 3, 9}
+    assert marked == {
+        (tenant, 10 * n + d) for n, tenant in enumerate(TENANTS[:2]) for d in {5, 7, 2} | own
+    }

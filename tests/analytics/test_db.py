@@ -1,0 +1,87 @@
+"""The PostgreSQL engine's pool: a connection is pinged before use only after sitting idle.
+
+On real PostgreSQL: the ping is counted on the DBAPI cursor (it runs below SQLAlchemy's
+statement events), and a lost connection is a backend ended with ``pg_terminate_backend``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg2.extensions
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from analytics import db
+from analytics.db import is_transient, make_engine
+
+
+@pytest.fixture
+def engine(postgres_url):
+    """An engine of the test's own, so that its pool holds one connection, the test's."""
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+def backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+
+def terminate(postgres_engine, pid: int) -> None:
+    """End the backend ``pid`` and wait until it is gone."""
+    # Autocommit: a transaction keeps reading the pg_stat_activity it first read.
+    with postgres_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 10
+        while conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar_one():
+            assert time.monotonic() < deadline, f"backend {pid} still runs"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("idle_limit", "pings"), [(db.PING_AFTER_IDLE, 0), (0, 1)], ids=["at once", "after idling"]
+)
+def test_a_connection_checked_out_again_is_pinged_only_after_sitting_idle(
+    engine, monkeypatch, idle_limit, pings
+):
+    monkeypatch.setattr(db, "PING_AFTER_IDLE", idle_limit)
+    with engine.connect() as conn:
+        dbapi_connection = conn.connection.dbapi_connection
+    sent: list[str] = []
+
+    class Counting(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            sent.append(query)
+            return super().execute(query, vars)
+
+    dbapi_connection.cursor_factory = Counting
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection is dbapi_connection
+    assert len(sent) == pings, sent
+
+
+def test_a_connection_lost_while_idle_is_replaced_at_checkout_without_an_error(
+    engine, postgres_engine, monkeypatch
+):
+    monkeypatch.setattr(db, "PING_AFTER_IDLE", 0)
+    lost = backend_pid(engine)
+    terminate(postgres_engine, lost)
+    assert backend_pid(engine) != lost
+
+
+def test_a_connection_lost_within_the_idle_limit_fails_once_as_retryable_then_is_replaced(
+    engine, postgres_engine
+):
+    # The price of not pinging busy connections: a PostgreSQL restart under load shows
+    # at a connection's next use, as an error the tasks retry.
+    lost = backend_pid(engine)
+    terminate(postgres_engine, lost)
+    with pytest.raises(OperationalError) as failed:
+        backend_pid(engine)
+    assert is_transient(failed.value)
+    assert backend_pid(engine) != lost
