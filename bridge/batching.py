@@ -150,7 +150,7 @@ class Batcher:
         return sum(len(group.items) for group in list(self.groups.values()))
 
     def group(self, messages: Iterable[Message]) -> None:
-        groups, now = self.groups, time.monotonic()
+        groups, now, wall = self.groups, time.monotonic(), time.time()
         max_bytes, max_depth = self.settings.max_payload_bytes, self.settings.max_json_depth
         bound_tenants = self.settings.tenant_from_channel
         # Counted here, once per call and category (the metric, not each message).
@@ -178,7 +178,10 @@ class Batcher:
                 # After a quiet spell, an event goes out at once (its group is due):
                 # waiting to fill a batch only pays while events keep coming.
                 quiet = received - self._last_received >= self.flush_after
-                group = groups[task] = Group(queue=queue, since=now - quiet * self.budget)
+                # Its hold began when its first event was read, not when the sender,
+                # busy or asleep until another group's due time, took it in.
+                arrived = now - min(max(wall - received, 0.0), self.budget)
+                group = groups[task] = Group(queue=queue, since=arrived - quiet * self.budget)
             group.items.append(item)
             group.sizes.append(len(raw_channel) + len(data) + MESSAGE_OVERHEAD)
             group.receipts.append(receipt)

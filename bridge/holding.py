@@ -52,9 +52,14 @@ class Holding:
         self.settings = settings
         self.max_buffer_bytes = settings.bridge_max_buffer_bytes
         self.batch_size = settings.bridge_batch_size
-        #: Set when the sender has a batch's worth to take, or a first message after the
-        #: buffer was emptied (it may be sleeping with no group to wait for).
+        #: Set when the sender has a batch's worth to take, or any message while
+        #: ``wake_on_next`` says it sleeps with no group to wait for.
         self._wake = wake
+        #: Set by the sender before it looks at the buffer and sleeps with no group: the
+        #: next message must wake it, or that message would wait up to its idle sleep
+        #: before its batch's hold even began. Cleared by the wake, so that a stream of
+        #: messages wakes it once, not once each.
+        self.wake_on_next = False
         self.buffer: collections.deque[Message] = collections.deque()
         # Held bytes = in + loaded - out; each counter has one writer thread.
         self._bytes_in = 0  # reader: put in memory
@@ -145,15 +150,11 @@ class Holding:
         bytes)."""
         self.received += len(messages)
         queue = self.buffer if queue is None else queue
-        first = not queue
         queue.extend(messages)
         self._bytes_in += size
         self._peak_in = max(self._peak_in, self.held_bytes)
-        # The first message into an empty buffer wakes the sender too: with no group left
-        # (one mixed message took them all) it sleeps up to IDLE_WAIT, and the hold of
-        # that message's batch would only start when it woke. Later ones wait for the
-        # sender's next due time, so this costs a wake-up per batch, not per message.
-        if first or len(queue) >= self.batch_size:
+        if self.wake_on_next or len(queue) >= self.batch_size:
+            self.wake_on_next = False
             self._wake.set()
 
     def _spill(self, messages: list[Message], size: int) -> bool:

@@ -290,9 +290,13 @@ class Bridge:
                 return
 
     def _next_wait(self) -> float:
+        due = self._batches.next_due()
+        # Asked before the buffer is looked at: a message put in after this wakes the
+        # sender, one put in before is seen below (Holding.keep reads the flag after it
+        # appended).
+        self._held.wake_on_next = due is None
         if self._held.waiting():
             return 0.0
-        due = self._batches.next_due()
         if due is None:
             return IDLE_WAIT
         return max(0.0, due - time.monotonic())

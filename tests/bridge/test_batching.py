@@ -101,6 +101,14 @@ def test_an_event_after_a_quiet_spell_goes_at_once():
     assert len(recorder.batches) == 1
 
 
+def test_a_batch_is_held_from_when_its_first_event_was_read():
+    batcher, _ = make_batcher()
+    keep_streaming(batcher)
+    read_earlier = [(c, d, received - BUDGET / 2, r) for c, d, received, r in messages(1)]
+    batcher.group(read_earlier)
+    assert BUDGET / 2 - 0.02 < waits(batcher) <= BUDGET / 2
+
+
 @pytest.mark.parametrize("budget_ms", [0.0, 20.0])
 def test_the_budget_is_never_below_the_flush_time(budget_ms):
     batcher, _ = make_batcher(bridge_hold_budget_ms=budget_ms)

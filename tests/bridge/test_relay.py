@@ -83,7 +83,9 @@ def test_a_lone_event_is_forwarded_without_waiting_for_a_full_batch(
 
 
 def test_a_burst_goes_out_in_full_batches_grouped_by_type(run_bridge, redis_client, channel_prefix):
-    _, recorder = run_bridge(bridge_batch_size=100, bridge_flush_ms=500)
+    # Not mixed: the first events after the quiet spell go at once, and would otherwise
+    # go as one message of both types.
+    _, recorder = run_bridge(bridge_batch_size=100, bridge_flush_ms=500, bridge_mix_types=False)
     pipe = redis_client.pipeline(transaction=False)
     for i in range(1000):
         kind = "order.created" if i % 2 else "user.logged_in"
@@ -136,22 +138,30 @@ def test_after_a_quiet_spell_an_event_goes_at_once_and_a_stream_waits_to_batch(
     wait_for(recorder.items, timeout=5, what="the first event after a quiet spell")
     for i in range(50):
         redis_client.publish(channel, event("payment.processed", n=i))
-    wait_for(lambda: len(bridge._buffer) == 0 and bridge._groups, timeout=5, what="events read")
+    # Read (in the buffer or grouped: the sender takes them in at its group's due time).
+    wait_for(lambda: bridge.received == 51, timeout=5, what="events read")
+    time.sleep(0.3)
     assert len(recorder.items()) == 1  # the stream is held for a full batch or the flush time
 
 
-def test_the_first_event_into_an_empty_buffer_wakes_the_sender():
+def test_a_sender_sleeping_with_no_group_is_woken_by_the_next_message_only():
     import threading
 
     from bridge.holding import Holding
 
     wake = threading.Event()
     held = Holding(Settings.from_env({}), wake)
-    held.keep([(b"events:order:created", event(), time.time(), None)], 100)
-    assert wake.is_set()
-    wake.clear()
-    held.keep([(b"events:order:created", event(), time.time(), None)], 100)
-    assert not wake.is_set()  # the sender wakes at its next due time for the rest
+
+    def keep() -> bool:
+        held.keep([(b"events:order:created", event(), time.time(), None)], 100)
+        woken = wake.is_set()
+        wake.clear()
+        return woken
+
+    assert not keep()  # the sender has groups: it wakes at their due time, not per message
+    held.wake_on_next = True  # it sleeps with no group to wait for
+    assert keep()
+    assert not keep()  # once: the rest wait for the group's due time
 
 
 def test_no_event_of_a_steady_stream_waits_much_past_the_hold_budget(
@@ -186,7 +196,7 @@ def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, c
     wait_for(recorder.items, timeout=5, what="the first event")
     for i in range(50):
         redis_client.publish(channel, event("payment.processed", n=i))
-    wait_for(lambda: len(bridge._buffer) == 0 and bridge._groups, timeout=5, what="events read")
+    wait_for(lambda: bridge.received == 51, timeout=5, what="events read")
     assert len(recorder.items()) == 1
     bridge.stop()
     wait_for(lambda: len(recorder.items()) == 51, timeout=10, what="hand-over on stop")
