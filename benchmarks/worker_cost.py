@@ -1,6 +1,6 @@
 """Where a worker's time goes, per event and per stage, without Celery or Redis.
 
-    python -m benchmarks.worker_cost [--events N] [--batch N] [--profile out.txt]
+    python -m benchmarks.worker_cost [--events N] [--batch N] [--mixed] [--profile out.txt]
 
 Builds the benchmark's realistic stream (all 15 types, 3 tenants), groups it by
 event type into batches of ``--batch`` as the bridge does, and runs each batch
@@ -37,15 +37,18 @@ from benchmarks.scratch import scratch_database
 from loadgen import publishing
 
 
-def batches_of(stream: publishing.Stream, size: int) -> list[list[list[Any]]]:
+def batches_of(stream: publishing.Stream, size: int, mixed: bool = False) -> list[list[list[Any]]]:
+    """The stream in batches of ``size``: by event type as the bridge groups a busy stream,
+    or (``mixed``) every type together in arrival order, as its mixed tasks carry a quiet one."""
     groups: dict[str, list[list[Any]]] = defaultdict(list)
     out: list[list[list[Any]]] = []
     now = time.time()
     for channel, payload in zip(stream.channels, stream.payloads, strict=True):
-        group = groups[channel]
+        key = "" if mixed else channel
+        group = groups[key]
         group.append([channel, payload.decode(), now])
         if len(group) >= size:
-            out.append(groups.pop(channel))
+            out.append(groups.pop(key))
     out.extend(group for group in groups.values() if group)
     return out
 
@@ -57,6 +60,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the minimum is reported")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="batches of every event type in arrival order (the bridge's mixed tasks at "
+        "everyday rates), not one type each",
+    )
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
 
@@ -77,7 +86,7 @@ def _measure(args: argparse.Namespace, url: str) -> int:
         warm = publishing.build_stream(envelopes[:5_000], channel_prefix="events")
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        for batch in batches_of(warm, args.batch):
+        for batch in batches_of(warm, args.batch, args.mixed):
             planned, _ = decode_batch(batch, ctx)
             with sessions.begin() as session:
                 apply_planned(session, planned)
@@ -95,7 +104,7 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             stream = publishing.build_stream(envelopes[5_000:], channel_prefix="events")
             stages = {"parse + plan": 0.0, "apply (python)": 0.0, "postgres backend": 0.0}
             wall_start = time.perf_counter()
-            for batch in batches_of(stream, args.batch):
+            for batch in batches_of(stream, args.batch, args.mixed):
                 batches += 1
                 if profiler:
                     profiler.enable()
@@ -114,7 +123,11 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             stages["wall"] = time.perf_counter() - wall_start
             stages["total CPU"] = sum(v for k, v in stages.items() if k != "wall")
             runs.append(stages)
-        print(f"{n} events in batches of {args.batch}, {args.repeat} runs; us/event: min (median)")
+        shape = "every type together" if args.mixed else "one type each"
+        print(
+            f"{n} events in batches of {args.batch} ({shape}), {args.repeat} runs; "
+            "us/event: min (median)"
+        )
         for stage in runs[0]:
             values = sorted(run[stage] / n * 1e6 for run in runs)
             print(f"  {stage:<18} {values[0]:7.1f} ({statistics.median(values):7.1f})")
