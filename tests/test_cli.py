@@ -82,6 +82,9 @@ def test_the_bridge_help_names_its_batching_settings():
         "BRIDGE_FILL_EVENTS",
         "BRIDGE_MAX_HOLD_MS",
         "BRIDGE_MAX_BUFFER_BYTES",
+        "BRIDGE_MIX_TYPES",
+        "BRIDGE_MIX_CATEGORIES",
+        "events.mixed",
     ):
         assert setting in output
 

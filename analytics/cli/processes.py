@@ -86,7 +86,11 @@ def bridge(
     BRIDGE_HOLD_BUDGET_MS (default 150) to fill, since a task's CPU is mostly
     fixed (while the workers are behind, i.e. messages wait in the group's
     queue, up to BRIDGE_MAX_HOLD_MS, default 250, for fewer and larger tasks).
-    Survives Redis restarts; SIGTERM or Ctrl-C stops it after everything read
+    A due group of fewer than BRIDGE_FILL_EVENTS goes in one message with the
+    other under-filled groups: of its category (task <category>.mixed,
+    BRIDGE_MIX_TYPES), then of the others (task events.mixed, on the queue of
+    the category with most events in it; BRIDGE_MIX_CATEGORIES=0 keeps each
+    category on its own queue). Survives Redis restarts; SIGTERM or Ctrl-C stops it after everything read
     is handed over.
 
     \b
