@@ -251,10 +251,14 @@ class Bridge:
                     lost_at = None
                 self._subscribed.set()
             try:
-                received = time.time()
                 messages: list[Message] = []
                 size = 0
+                received = 0.0
                 for channel, data in subscription.read():
+                    if not messages:
+                        # When they arrived: read() may have waited up to a second first,
+                        # and a batch's hold counts from its first event's arrival.
+                        received = time.time()
                     messages.append((channel, data, received, None))
                     size += len(channel) + len(data)
                 if messages:
