@@ -62,6 +62,12 @@ log = logging.getLogger("bridge")
 RECONNECT_BACKOFF_MAX = 5.0
 #: The sender polls at least this often for due groups and the stop signal.
 IDLE_WAIT = 0.2
+#: After a read of less than READ_SMALL bytes, the reader waits this long before the
+#: next one, so that a trickle of messages (one PUBLISH each) is read a few at a time,
+#: not one thread wake-up each; a busy stream's reads are large and never wait. Redis
+#: keeps what arrives meanwhile in the connection's output buffer.
+READ_PAUSE = 0.01
+READ_SMALL = 64 * 1024
 
 
 class BridgeFailed(RuntimeError):
@@ -90,6 +96,8 @@ class Bridge:
         self._stop = threading.Event()
         self._reader_done = threading.Event()
         self._subscribed = threading.Event()
+        #: Reads that returned messages (a trickle is read a few messages at a time).
+        self.reads = 0
         self._held = Holding(settings, self._wake)
         self._batches = Batcher(
             settings,
@@ -262,7 +270,10 @@ class Bridge:
                     messages.append((channel, data, received, None))
                     size += len(channel) + len(data)
                 if messages:
+                    self.reads += 1
                     self._held.hold(messages, size + len(messages) * MESSAGE_OVERHEAD)
+                    if size < READ_SMALL:
+                        self._stop.wait(READ_PAUSE)
             except (SubscriptionLost, OSError) as exc:
                 log.warning("lost the Redis connection (%s); reconnecting", exc)
                 metrics.RECONNECTS.inc()

@@ -90,8 +90,8 @@ def bridge(
     other under-filled groups: of its category (task <category>.mixed,
     BRIDGE_MIX_TYPES), then of the others (task events.mixed, on the queue of
     the category with most events in it; BRIDGE_MIX_CATEGORIES=0 keeps each
-    category on its own queue). Survives Redis restarts; SIGTERM or Ctrl-C stops it after everything read
-    is handed over.
+    category on its own queue). Survives Redis restarts; SIGTERM or Ctrl-C stops
+    it after everything read is handed over.
 
     \b
     --input pubsub (default): PSUBSCRIBE the pattern. At-most-once: what is

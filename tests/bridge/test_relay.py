@@ -189,6 +189,22 @@ def test_no_event_of_a_steady_stream_waits_much_past_the_hold_budget(
     assert max(waited) < budget + IDLE_WAIT / 2, sorted(waited)[-5:]
 
 
+def test_a_trickle_of_messages_is_read_a_few_at_a_time(run_bridge, redis_client, channel_prefix):
+    from bridge.relay import READ_PAUSE
+
+    bridge, recorder = run_bridge()
+    channel = f"{channel_prefix}:order:created"
+    started = time.monotonic()
+    for n in range(100):  # one PUBLISH each, a millisecond apart
+        redis_client.publish(channel, event(n=n))
+        time.sleep(0.001)
+    took = time.monotonic() - started
+    wait_for(lambda: len(recorder.items()) == 100, timeout=10, what="every event")
+    # At most one read a pause (and the first): not one wake-up a message.
+    assert bridge.reads <= took / READ_PAUSE + 2, (bridge.reads, took)
+    assert bridge.reads < 60
+
+
 def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, channel_prefix):
     bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
     channel = f"{channel_prefix}:payment:processed"
