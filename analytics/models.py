@@ -355,10 +355,11 @@ class StockMonth(Base):
     """Rollup: a month of one product's stock movements at one location, summarised.
 
     Recomputed from ``inventory_movements`` for the months of the days in
-    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here depends on
-    the month's movements alone, so a late movement changes its own month only; a
-    restock cycle that crosses months is closed when read, from ``first_out_at``,
-    ``first_restock_at`` and the earlier months' ``open_at``.
+    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here but
+    ``closes_micros`` depends on the month's movements alone, so a late movement changes
+    its own month only; a restock cycle that crosses months is closed from
+    ``first_out_at``, ``first_restock_at`` and the earlier months' ``open_at``: when read
+    for a range, and stored in ``closes_micros`` for the report over all history.
     """
 
     __tablename__ = "stock_monthly"
@@ -381,6 +382,11 @@ class StockMonth(Base):
     cycle_micros: Mapped[int] = mapped_column(BigInteger)
     #: The ``out_of_stock`` still open at the month's end (with nothing open at its start).
     open_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: The cycle the month's first ``restocked`` closes, opened this month or carried from
+    #: the months before (microseconds); null when it closes none. Not month-local: set by
+    #: the refresh for the restock months from the first changed month up to the next
+    #: restock month after the last (:func:`analytics.stock_months.close_cycles`).
+    closes_micros: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class UserSession(Base):

@@ -1,4 +1,5 @@
-"""report reach: distinct users as spans of days (heatmap, geo), logins per place, all events
+"""report reach: distinct users as spans of days (heatmap, geo), logins per place, all events,
+the restock cycle each stock month closes (inventory over all history)
 
 Revision ID: 0014
 Revises: 0013
@@ -85,6 +86,20 @@ def upgrade() -> None:
         GROUP BY tenant_id, day, country, city
         """
     )
+    # The cycle each restock month closes, for the inventory report over all history: the
+    # days with stock movements are marked dirty, so the next refresh (beat's, or the first
+    # stock report's) recomputes their months and sets it.
+    with op.batch_alter_table("stock_monthly") as batch:
+        batch.add_column(sa.Column("closes_micros", sa.BigInteger(), nullable=True))
+    op.execute(
+        """
+        INSERT INTO rollup_dirty_days (tenant_id, day, generation)
+        SELECT DISTINCT tenant_id, date(occurred_at), 1 FROM inventory_movements
+        WHERE true
+        ON CONFLICT (tenant_id, day) DO UPDATE
+        SET generation = rollup_dirty_days.generation + 1
+        """
+    )
     # Every event of an hour in one counter (analytics.ingest.changes.ALL_EVENTS).
     op.execute(
         """
@@ -98,5 +113,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM metric_counters WHERE metric = 'all_events'")
+    with op.batch_alter_table("stock_monthly") as batch:
+        batch.drop_column("closes_micros")
     for name in ("city_logins", "city_users", "user_hours"):
         op.drop_table(name)

@@ -346,6 +346,7 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
     from analytics.events import parse
     from analytics.models import CityLogin, CityUser, MetricCounter, UserHour
     from analytics.reports import Query, run
+    from analytics.rollups import refresh_dirty
     from tests.analytics.helpers import apply
     from tests.reports import dataset, oracle
 
@@ -371,6 +372,8 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
         ]
         for start in range(0, len(events), 500):
             apply(engine, events[start : start + 500])
+        with Session(engine) as session, session.begin():
+            refresh_dirty(session)  # nothing dirty left: only 0014 can have the cycles set
         made = snapshot()
         assert all(made)
         command.downgrade(config, "0013")
@@ -380,7 +383,9 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
         command.upgrade(config, "head")
         assert snapshot() == made
         ranges = [(None, None), (date(2024, 3, 6), None), (None, date(2024, 3, 6))]
-        for name in ("activity-heatmap", "geo"):
+        # inventory over all history reads the cycles the refresh stores again (0014 marks
+        # the stock days dirty).
+        for name in ("activity-heatmap", "geo", "inventory"):
             for since, until in ranges:
                 with Session(engine) as session, session.begin():
                     actual = run(session, name, Query("tenant-1", since, until, now=now))
