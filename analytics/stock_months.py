@@ -208,6 +208,19 @@ def close_cycles(session: Session, tenant: str, start: date, final: date) -> int
         .subquery()
     )
 
+    # Only products with a cycle to set from ``start`` on: one never restocked since is
+    # not read back to its first month.
+    targets = (
+        select(*key)
+        .where(
+            StockMonth.tenant_id == tenant,
+            StockMonth.month >= start,
+            or_(StockMonth.first_restock_at.is_not(None), StockMonth.closes_micros.is_not(None)),
+        )
+        .group_by(*key)
+        .subquery()
+    )
+
     def same_key(bound: Any) -> ColumnElement[bool]:
         return and_(
             bound.c.product_id == StockMonth.product_id,
@@ -216,6 +229,7 @@ def close_cycles(session: Session, tenant: str, start: date, final: date) -> int
 
     stmt = (
         select(*key, *_CARRIED)
+        .join(targets, same_key(targets))
         .outerjoin(before, same_key(before))
         .outerjoin(after, same_key(after))
         .where(
@@ -232,7 +246,8 @@ def close_cycles(session: Session, tenant: str, start: date, final: date) -> int
         if (row.product_id, row.location_id) != current:
             current, state = (row.product_id, row.location_id), Carried()
         closed = carry(state, row)
-        if row.month >= start and row.first_restock_at is not None and closed != row.closes_micros:
+        # A month whose restock is gone (a rebuild) closes nothing: its value is cleared.
+        if row.month >= start and closed != row.closes_micros:
             changed.append(
                 {
                     "tenant_id": tenant,
