@@ -6,6 +6,8 @@ are deleted for the range and re-derived from the events of the range. State
 tables (orders, payments, stock levels, cohorts, alerts) carry sums and
 last-writer-wins values across all time, so they are re-derived from all of the
 tenant's events, as long as the raw store holds all of them (nothing was pruned).
+Users' spans of days (``user_hours``, ``city_users``) reach across all time too:
+they are recomputed from the rebuilt ``user_activity`` and ``login_locations``.
 The raw store itself is never changed.
 """
 
