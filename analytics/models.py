@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     text,
@@ -354,10 +355,11 @@ class StockMonth(Base):
     """Rollup: a month of one product's stock movements at one location, summarised.
 
     Recomputed from ``inventory_movements`` for the months of the days in
-    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here depends on
-    the month's movements alone, so a late movement changes its own month only; a
-    restock cycle that crosses months is closed when read, from ``first_out_at``,
-    ``first_restock_at`` and the earlier months' ``open_at``.
+    ``rollup_dirty_days`` (:mod:`analytics.stock_months`). Everything here but
+    ``closes_micros`` depends on the month's movements alone, so a late movement changes
+    its own month only; a restock cycle that crosses months is closed from
+    ``first_out_at``, ``first_restock_at`` and the earlier months' ``open_at``: when read
+    for a range, and stored in ``closes_micros`` for the report over all history.
     """
 
     __tablename__ = "stock_monthly"
@@ -380,6 +382,11 @@ class StockMonth(Base):
     cycle_micros: Mapped[int] = mapped_column(BigInteger)
     #: The ``out_of_stock`` still open at the month's end (with nothing open at its start).
     open_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: The cycle the month's first ``restocked`` closes, opened this month or carried from
+    #: the months before (microseconds); null when it closes none. Not month-local: set by
+    #: the refresh for the restock months from the first changed month up to the next
+    #: restock month after the last (:func:`analytics.stock_months.close_cycles`).
+    closes_micros: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class UserSession(Base):
@@ -406,6 +413,57 @@ class LoginLocation(Base):
     country: Mapped[str] = mapped_column(String(64), primary_key=True)
     city: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    logins: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserHour(Base):
+    """Rollup: the first and last day a user was active in an hour of the day (0-23, UTC).
+
+    The activity heatmap's distinct users per hour of day, one row per user and hour
+    instead of one per user and hour of history. Kept by the writer (the span only
+    grows, so a late event of an earlier day moves ``first_day``); a report over all
+    history counts rows, one with only ``--since`` or only ``--until`` filters a span end.
+    """
+
+    __tablename__ = "user_hours"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hour_of_day: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date)
+
+
+class CityUser(Base):
+    """Rollup: the first and last day a user (with an id) logged in from a place.
+
+    The geo report's distinct users per place, one row per user and place instead of one
+    per user, place and day; kept by the writer as :class:`UserHour` is.
+    """
+
+    __tablename__ = "city_users"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    country: Mapped[str] = mapped_column(String(64), primary_key=True)
+    city: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date)
+
+
+class CityLogin(Base):
+    """Logins per day and place, whoever logged in: the geo report's logins.
+
+    ``login_locations`` summed over users, kept by the writer: a year of it is a row a
+    day and place, not one a day, place and user.
+    """
+
+    __tablename__ = "city_logins"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    country: Mapped[str] = mapped_column(String(64), primary_key=True)
+    city: Mapped[str] = mapped_column(String(128), primary_key=True)
     logins: Mapped[int] = mapped_column(BigInteger)
 
 

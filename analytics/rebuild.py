@@ -6,6 +6,8 @@ are deleted for the range and re-derived from the events of the range. State
 tables (orders, payments, stock levels, cohorts, alerts) carry sums and
 last-writer-wins values across all time, so they are re-derived from all of the
 tenant's events, as long as the raw store holds all of them (nothing was pruned).
+Users' spans of days (``user_hours``, ``city_users``) reach across all time too:
+they are recomputed from the rebuilt ``user_activity`` and ``login_locations``.
 The raw store itself is never changed.
 """
 
@@ -17,7 +19,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from analytics import rollups
@@ -37,6 +39,8 @@ from analytics.ingest import (
 )
 from analytics.models import (
     Alert,
+    CityLogin,
+    CityUser,
     DailyRevenue,
     InventoryLevel,
     InventoryMovement,
@@ -50,9 +54,11 @@ from analytics.models import (
     StoredEvent,
     UserActivity,
     UserCohort,
+    UserHour,
     UserSession,
 )
 from analytics.months import next_month
+from analytics.reports.query import hour_of_day
 from analytics.retention import pruned_before
 
 #: Tables with one row per time bucket or per event, and the column that places them in time.
@@ -62,6 +68,7 @@ BUCKETED: tuple[tuple[Any, Any], ...] = (
     (ProductSale, ProductSale.day),
     (DailyRevenue, DailyRevenue.day),
     (LoginLocation, LoginLocation.day),
+    (CityLogin, CityLogin.day),
     (UserSession, UserSession.ended_at),
     (Refund, Refund.refunded_at),
     (InventoryMovement, InventoryMovement.occurred_at),
@@ -173,6 +180,7 @@ def rebuild(
         rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in touched})
     if horizon is not None:
         _months_from_days(session, tenant, month_start.date(), month_end.date())
+    spans_from_days(session, tenant)
     return {"events_in_range": in_range_count, "events_replayed": replayed}
 
 
@@ -217,3 +225,39 @@ def _months_from_days(session: Session, tenant: str, first: date, end: date) -> 
             row["name"], row["name_at"] = sale.name, sale.last_sold_at
     if rows:
         session.execute(insert(ProductSaleMonth), list(rows.values()))
+
+
+def spans_from_days(session: Session, tenant: str) -> None:
+    """Recompute ``tenant``'s ``user_hours`` and ``city_users`` from the rows they summarise.
+
+    A span is a user's first and last day over all time: the replayed range alone cannot
+    say whether a span should shrink, and ``user_activity`` and ``login_locations`` hold
+    every day (those outside the range kept, those inside just re-derived). The upgrade to
+    revision 0014 fills them the same way.
+    """
+    hour = hour_of_day(session, UserActivity.hour)
+    day = func.date(UserActivity.hour)
+    session.execute(delete(UserHour).where(UserHour.tenant_id == tenant))
+    session.execute(
+        insert(UserHour).from_select(
+            ["tenant_id", "hour_of_day", "user_id", "first_day", "last_day"],
+            select(UserActivity.tenant_id, hour, UserActivity.user_id, func.min(day), func.max(day))
+            .where(UserActivity.tenant_id == tenant)
+            .group_by(UserActivity.tenant_id, hour, UserActivity.user_id),
+        )
+    )
+    place = (LoginLocation.tenant_id, LoginLocation.country, LoginLocation.city)
+    session.execute(delete(CityUser).where(CityUser.tenant_id == tenant))
+    session.execute(
+        insert(CityUser).from_select(
+            ["tenant_id", "country", "city", "user_id", "first_day", "last_day"],
+            select(
+                *place,
+                LoginLocation.user_id,
+                func.min(LoginLocation.day),
+                func.max(LoginLocation.day),
+            )
+            .where(LoginLocation.tenant_id == tenant, LoginLocation.user_id != "")
+            .group_by(*place, LoginLocation.user_id),
+        )
+    )

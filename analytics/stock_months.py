@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from analytics.db import upsert_many
@@ -156,6 +166,7 @@ def recompute(session: Session, tenant: str, first: date, last: date) -> int:
             )
         )
     if rows:
+        # closes_micros is not among them: close_cycles sets it below.
         columns = [name for name in rows[0] if name not in _KEY]
 
         def build(insert: Any) -> Any:
@@ -169,7 +180,97 @@ def recompute(session: Session, tenant: str, first: date, last: date) -> int:
             )
 
         upsert_many(session, StockMonth, build, rows, order_by=_KEY)
+    close_cycles(session, tenant, start, final)
     return len(rows)
+
+
+def close_cycles(session: Session, tenant: str, start: date, final: date) -> int:
+    """Set ``closes_micros`` of the restock months that months ``[start, final]`` may change.
+
+    The cycle a month's first restock closes depends on the months since the previous
+    restock month (its ``open_at``, then the first ``out_of_stock`` after it) and on
+    nothing before: so each product is carried from its last restock month before
+    ``start``, and the months set are its restock months from ``start`` up to its first
+    one after ``final``. Returns how many rows changed.
+    """
+    key = (StockMonth.product_id, StockMonth.location_id)
+    restocks = and_(StockMonth.tenant_id == tenant, StockMonth.first_restock_at.is_not(None))
+    before = (
+        select(*key, func.max(StockMonth.month).label("low"))
+        .where(restocks, StockMonth.month < start)
+        .group_by(*key)
+        .subquery()
+    )
+    after = (
+        select(*key, func.min(StockMonth.month).label("high"))
+        .where(restocks, StockMonth.month > final)
+        .group_by(*key)
+        .subquery()
+    )
+
+    # Only products with a cycle to set from ``start`` on: one never restocked since is
+    # not read back to its first month.
+    targets = (
+        select(*key)
+        .where(
+            StockMonth.tenant_id == tenant,
+            StockMonth.month >= start,
+            or_(StockMonth.first_restock_at.is_not(None), StockMonth.closes_micros.is_not(None)),
+        )
+        .group_by(*key)
+        .subquery()
+    )
+
+    def same_key(bound: Any) -> ColumnElement[bool]:
+        return and_(
+            bound.c.product_id == StockMonth.product_id,
+            bound.c.location_id == StockMonth.location_id,
+        )
+
+    stmt = (
+        select(*key, *_CARRIED)
+        .join(targets, same_key(targets))
+        .outerjoin(before, same_key(before))
+        .outerjoin(after, same_key(after))
+        .where(
+            StockMonth.tenant_id == tenant,
+            or_(before.c.low.is_(None), StockMonth.month >= before.c.low),
+            or_(after.c.high.is_(None), StockMonth.month <= after.c.high),
+        )
+        .order_by(*key, StockMonth.month)
+    )
+    changed: list[dict[str, Any]] = []
+    current: tuple[str, str] | None = None
+    state = Carried()
+    for row in session.execute(stmt):
+        if (row.product_id, row.location_id) != current:
+            current, state = (row.product_id, row.location_id), Carried()
+        closed = carry(state, row)
+        # A month whose restock is gone (a rebuild) closes nothing: its value is cleared.
+        if row.month >= start and closed != row.closes_micros:
+            changed.append(
+                {
+                    "tenant_id": tenant,
+                    "product_id": row.product_id,
+                    "location_id": row.location_id,
+                    "month": row.month,
+                    "closes_micros": closed,
+                }
+            )
+    if changed:
+        # An ORM bulk update by primary key: one executemany.
+        session.execute(update(StockMonth), changed)
+    return len(changed)
+
+
+_CARRIED = (
+    StockMonth.month,
+    StockMonth.on_hand,
+    StockMonth.first_out_at,
+    StockMonth.first_restock_at,
+    StockMonth.open_at,
+    StockMonth.closes_micros,
+)
 
 
 _KEY = ("tenant_id", "product_id", "location_id", "month")

@@ -56,6 +56,15 @@ class Aggregate:
             return ()
         return tuple(self.merge)
 
+    @property
+    def span_only(self) -> bool:
+        """Whether every merged column is an earliest or a latest value (a span of days).
+
+        Such a row changes only when a value extends its span: the writer's upsert then
+        writes nothing for a value inside it (no dead row, no WAL), which is most of them.
+        """
+        return not self.latest and all(how in (Merge.MIN, Merge.MAX) for how in self.merge.values())
+
 
 COUNTERS = Aggregate(
     "metric_counters",
@@ -63,6 +72,12 @@ COUNTERS = Aggregate(
     {"count": Merge.SUM, "total": Merge.SUM},
 )
 ACTIVITY = Aggregate("user_activity", ("tenant_id", "hour", "user_id"), {"events": Merge.SUM})
+#: The days a user was active in an hour of the day: the heatmap's distinct users.
+USER_HOURS = Aggregate(
+    "user_hours",
+    ("tenant_id", "hour_of_day", "user_id"),
+    {"first_day": Merge.MIN, "last_day": Merge.MAX},
+)
 COHORTS = Aggregate(
     "user_cohorts",
     ("tenant_id", "user_id"),
@@ -146,9 +161,20 @@ INVENTORY = Aggregate(
 LOGINS = Aggregate(
     "login_locations", ("tenant_id", "day", "country", "city", "user_id"), {"logins": Merge.SUM}
 )
+#: ``login_locations`` summed over users: the geo report's logins.
+CITY_LOGINS = Aggregate(
+    "city_logins", ("tenant_id", "day", "country", "city"), {"logins": Merge.SUM}
+)
+#: The days a user logged in from a place: the geo report's distinct users.
+CITY_USERS = Aggregate(
+    "city_users",
+    ("tenant_id", "country", "city", "user_id"),
+    {"first_day": Merge.MIN, "last_day": Merge.MAX},
+)
 AGGREGATES = (
     COUNTERS,
     ACTIVITY,
+    USER_HOURS,
     COHORTS,
     PRODUCT_SALES,
     PRODUCT_MONTHS,
@@ -157,7 +183,13 @@ AGGREGATES = (
     PAYMENTS,
     INVENTORY,
     LOGINS,
+    CITY_LOGINS,
+    CITY_USERS,
 )
+
+#: The counter (``metric_counters.metric``) of every event of an hour, whatever its type
+#: (``dimension`` empty): what ``events`` counts by type, one row an hour.
+ALL_EVENTS = "all_events"
 
 #: The per-event tables an :class:`Append` writes to.
 SESSIONS = "user_sessions"

@@ -17,6 +17,9 @@ from analytics.errors import DuplicateRegistration
 from analytics.events import Event
 from analytics.ingest.changes import (
     ACTIVITY,
+    ALL_EVENTS,
+    CITY_LOGINS,
+    CITY_USERS,
     COHORTS,
     COUNTERS,
     DAILY_REVENUE,
@@ -29,6 +32,7 @@ from analytics.ingest.changes import (
     PRODUCT_SALES,
     REFUNDS,
     SESSIONS,
+    USER_HOURS,
     Append,
     Change,
     Context,
@@ -77,8 +81,16 @@ def counter(
 
 
 def common_changes(event: Event) -> list[Change]:
-    """What every stored event changes, known type or not: activity counts."""
-    changes: list[Change] = [counter(event, "events", event.event_type)]
+    """What every stored event changes, known type or not: activity counts.
+
+    ``events`` counts by type; :data:`ALL_EVENTS` counts the same events in one row an
+    hour, for the reports that want every type (a year of it is 8,760 rows, not 15 times
+    that).
+    """
+    changes: list[Change] = [
+        counter(event, "events", event.event_type),
+        counter(event, ALL_EVENTS),
+    ]
     if event.user_id:
         changes.append(
             Upsert(
@@ -88,6 +100,18 @@ def common_changes(event: Event) -> list[Change]:
                     "hour": event.hour,
                     "user_id": event.user_id,
                     "events": 1,
+                },
+            )
+        )
+        changes.append(
+            Upsert(
+                USER_HOURS,
+                {
+                    "tenant_id": event.tenant_id,
+                    "hour_of_day": event.hour.hour,
+                    "user_id": event.user_id,
+                    "first_day": event.day,
+                    "last_day": event.day,
                 },
             )
         )
@@ -125,7 +149,9 @@ def user_registered(event: Event, ctx: Context) -> list[Change]:
 @handles("user.logged_in")
 def user_logged_in(event: Event, ctx: Context) -> list[Change]:
     data: ev.UserLoggedIn = event.data
-    return [
+    country, city = data.country or UNKNOWN_PLACE, data.city or UNKNOWN_PLACE
+    user_id = event.user_id or data.user_id or ""
+    changes: list[Change] = [
         counter(event, "logins", data.login_method),
         counter(event, "logins_by_device", data.device_type),
         Upsert(
@@ -133,13 +159,38 @@ def user_logged_in(event: Event, ctx: Context) -> list[Change]:
             {
                 "tenant_id": event.tenant_id,
                 "day": event.day,
-                "country": data.country or UNKNOWN_PLACE,
-                "city": data.city or UNKNOWN_PLACE,
-                "user_id": event.user_id or data.user_id or "",
+                "country": country,
+                "city": city,
+                "user_id": user_id,
+                "logins": 1,
+            },
+        ),
+        Upsert(
+            CITY_LOGINS,
+            {
+                "tenant_id": event.tenant_id,
+                "day": event.day,
+                "country": country,
+                "city": city,
                 "logins": 1,
             },
         ),
     ]
+    if user_id:  # a login without a user counts as a login, not as a user
+        changes.append(
+            Upsert(
+                CITY_USERS,
+                {
+                    "tenant_id": event.tenant_id,
+                    "country": country,
+                    "city": city,
+                    "user_id": user_id,
+                    "first_day": event.day,
+                    "last_day": event.day,
+                },
+            )
+        )
+    return changes
 
 
 @handles("user.logged_out")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from analytics.ingest.changes import ALL_EVENTS
 from analytics.models import DeadLetter
 from analytics.reports.query import (
     Query,
@@ -24,7 +25,7 @@ from analytics.reports.query import (
 
 
 def operations(session: Session, q: Query) -> list[Row]:
-    events = daily_counters(session, q, "events")
+    events = daily_counters(session, q, ALL_EVENTS)
     letter_day = day_of(DeadLetter.received_at)
     letters = {
         iso_day(d): int(n)

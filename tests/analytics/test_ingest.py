@@ -224,7 +224,8 @@ def test_unknown_types_are_stored_raw_and_counted_without_aggregates(engine):
     assert apply(engine, [event]).stored == 1
     assert rows(engine, StoredEvent.event_type, StoredEvent.known) == [("wishlist.added", False)]
     assert rows(engine, MetricCounter.metric, MetricCounter.dimension) == [
-        ("events", "wishlist.added")
+        ("all_events", ""),
+        ("events", "wishlist.added"),
     ]
     assert rows(engine, UserActivity.user_id) == [("user-1",)]
 

@@ -48,3 +48,33 @@ def test_summaries_carried_over_months_give_the_cycles_and_level_of_a_whole_walk
     assert (count, total) == (len(cycles), sum(cycles))
     assert state.on_hand == on_hand
     assert low == sum(kind == "low_stock" for kind, _, _ in history)
+
+
+def test_a_late_restock_moves_the_cycle_a_later_month_closes(engine):
+    """A restock of February arriving after March's was counted: February now closes the
+    January stock-out and March closes nothing, though only February's days are dirty."""
+    from datetime import date
+
+    from sqlalchemy.orm import Session
+
+    from analytics.reports import Query, run
+    from tests.analytics.helpers import apply, make
+
+    place = {"product_id": "p1", "location_id": "L", "sku": "S1"}
+
+    def stock(kind: str, stamp: str, event_id: str, **data):
+        return make(f"inventory.{kind}", {**place, **data}, stamp, event_id)
+
+    def hours() -> list:
+        found = []
+        for since, until in [(None, None), (date(2024, 1, 1), date(2024, 12, 31))]:
+            with Session(engine) as session, session.begin():
+                rows = run(session, "inventory", Query("tenant-a", since, until))
+            found.append([(r["avg_restock_hours"], r["out_of_stock_events"]) for r in rows])
+        return found
+
+    apply(engine, [stock("out_of_stock", "2024-01-10T00:00:00Z", "out")])
+    apply(engine, [stock("restocked", "2024-03-10T00:00:00Z", "march", new_quantity=5)])
+    assert hours() == [[(1440.0, 1)]] * 2  # 60 days
+    apply(engine, [stock("restocked", "2024-02-10T00:00:00Z", "feb", new_quantity=3)])
+    assert hours() == [[(744.0, 1)]] * 2  # 31 days, and March's restock closes nothing

@@ -80,6 +80,30 @@ def test_every_report_matches_the_oracle(loaded, documents, tenant):
     assert [m[:3] for m in mismatches] == []
 
 
+#: The reports that count distinct users from spans of days (user_hours, city_users) when a
+#: range is open at one end, and every event from one counter an hour.
+REACH = ("activity-heatmap", "geo", "operations")
+#: Ranges open at one end: the late events of the dataset's last third are of its first
+#: four days (03-04 .. 03-07), so some users' spans started earlier than first stored.
+HALF_OPEN = [
+    (date(2024, 3, 6), None),
+    (date(2024, 3, 13), None),
+    (None, date(2024, 3, 5)),
+    (None, date(2024, 3, 10)),
+    (date(2024, 3, 14), None),
+    (None, date(2024, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("tenant", ["tenant-1", "tenant-2"])
+def test_reach_reports_match_the_oracle_over_ranges_open_at_one_end(loaded, documents, tenant):
+    letters = [
+        {"tenant_id": t, "received_at": LETTERS_AT} for t in dataset.dead_letter_tenants() if t
+    ]
+    mismatches = _mismatches(loaded, documents, tenant, HALF_OPEN, NOW, REACH, letters)
+    assert [m[:3] for m in mismatches] == []
+
+
 #: The reports that read rollups of analytics.report_rollups.
 ROLLED_UP = ("retention", "conversion", "logins")
 

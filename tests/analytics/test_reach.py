@@ -1,0 +1,123 @@
+"""The reach rollups: users' spans of days per hour of day (``user_hours``) and per place
+(``city_users``), logins per day and place (``city_logins``) and every event of an hour
+(the ``all_events`` counter). Kept exact by the writer under late and repeated events,
+and by a rebuild."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy.orm import Session
+
+from analytics.ingest import ALL_EVENTS, Context
+from analytics.models import CityLogin, CityUser, MetricCounter, UserHour
+from analytics.rebuild import rebuild
+from analytics.reports import Query, run
+from tests.analytics.helpers import apply, make
+
+
+def login(stamp: str, event_id: str, user: str | None = "user-1", city: str = "Paris") -> Any:
+    location = {"country": "FR", "city": city}
+    return make("user.logged_in", {"location": location}, stamp, event_id, user_id=user)
+
+
+def rows(engine: Engine, model: Any) -> list[tuple[Any, ...]]:
+    columns = list(model.__table__.columns)
+    with Session(engine) as session:
+        return [tuple(r) for r in session.execute(select(*columns).order_by(*columns))]
+
+
+def all_events(engine: Engine) -> list[tuple[Any, ...]]:
+    with Session(engine) as session:
+        return [
+            tuple(r)
+            for r in session.execute(
+                select(MetricCounter.tenant_id, MetricCounter.hour, MetricCounter.count)
+                .where(MetricCounter.metric == ALL_EVENTS)
+                .order_by(MetricCounter.tenant_id, MetricCounter.hour)
+            )
+        ]
+
+
+def report(engine: Engine, name: str, since: date | None = None, until: date | None = None):
+    with Session(engine) as session, session.begin():
+        return run(session, name, Query("tenant-a", since, until))
+
+
+def test_a_late_event_of_an_earlier_day_moves_the_first_day_back(engine):
+    apply(engine, [login("2024-03-05T10:00:00Z", "a")])
+    apply(engine, [login("2024-03-03T10:30:00Z", "late")])
+    assert rows(engine, UserHour) == [
+        ("tenant-a", 10, "user-1", date(2024, 3, 3), date(2024, 3, 5))
+    ]
+    assert rows(engine, CityUser) == [
+        ("tenant-a", "FR", "Paris", "user-1", date(2024, 3, 3), date(2024, 3, 5))
+    ]
+    # A day inside the span changes nothing; a later one moves the last day.
+    apply(engine, [login("2024-03-04T10:00:00Z", "inside"), login("2024-03-07T10:59:00Z", "b")])
+    assert rows(engine, UserHour) == [
+        ("tenant-a", 10, "user-1", date(2024, 3, 3), date(2024, 3, 7))
+    ]
+    assert rows(engine, CityUser) == [
+        ("tenant-a", "FR", "Paris", "user-1", date(2024, 3, 3), date(2024, 3, 7))
+    ]
+    # Read with ranges open at one end: the late day counts for --until, the last for --since.
+    for since, until in [(None, date(2024, 3, 3)), (date(2024, 3, 7), None), (None, None)]:
+        assert report(engine, "activity-heatmap", since, until)[0]["active_users"] == 1
+        assert report(engine, "geo", since, until)[0]["users"] == 1
+    assert report(engine, "activity-heatmap", since=date(2024, 3, 8)) == []
+
+
+def test_a_user_seen_again_in_the_same_hour_and_place_counts_once(engine):
+    first = login("2024-03-05T10:00:00Z", "a")
+    # The same event twice in a batch and once more later; another event of the same user,
+    # hour and place; a login without a user (a login, not a user).
+    apply(engine, [first, first, login("2024-03-05T10:20:00Z", "b")])
+    apply(engine, [first, login("2024-03-05T10:40:00Z", "c", user=None)])
+    assert len(rows(engine, UserHour)) == 1
+    assert len(rows(engine, CityUser)) == 1
+    assert rows(engine, CityLogin) == [("tenant-a", date(2024, 3, 5), "FR", "Paris", 3)]
+    assert report(engine, "activity-heatmap") == [{"hour": 10, "active_users": 1, "events": 3}]
+    assert report(engine, "geo") == [{"country": "FR", "city": "Paris", "logins": 3, "users": 1}]
+
+
+def test_a_day_inside_a_span_rewrites_no_row(pg):
+    """The upsert's condition: a repeated day leaves the row as it is (no new row version)."""
+    apply(pg, [login("2024-03-03T10:00:00Z", "a"), login("2024-03-06T10:00:00Z", "b")])
+
+    def versions() -> list[str]:
+        with pg.connect() as conn:
+            return [
+                conn.execute(text(f"SELECT xmin::text FROM {name}")).scalar_one()
+                for name in ("user_hours", "city_users")
+            ]
+
+    before = versions()
+    apply(pg, [login("2024-03-04T10:00:00Z", "c"), login("2024-03-06T10:30:00Z", "d")])
+    assert versions() == before
+    apply(pg, [login("2024-03-07T10:00:00Z", "e")])
+    assert all(a != b for a, b in zip(versions(), before, strict=True))
+
+
+def test_a_rebuild_leaves_the_reach_rollups_as_ingest_made_them(engine):
+    events = [
+        login(f"2024-03-0{day}T{hour:02d}:15:00Z", f"e{day}{hour}{user}", user=user, city=city)
+        for day in (2, 3, 4, 5, 6)
+        for hour, city in ((8, "Paris"), (13, "Lyon"), (22, "Paris"))
+        for user in ("u1", "u2", None)
+        if (day + hour + len(user or "")) % 3
+    ]
+    apply(engine, events)
+    tables = (UserHour, CityUser, CityLogin)
+    made = [rows(engine, model) for model in tables] + [all_events(engine)]
+    assert all(made)
+    with Session(engine) as session, session.begin():
+        # Lost or wrong: spans that started in the range and after it, a day's logins.
+        session.execute(update(UserHour).values(first_day=date(2024, 3, 5)))
+        session.execute(update(CityUser).values(last_day=date(2024, 3, 9)))
+        session.execute(delete(CityLogin).where(CityLogin.day == date(2024, 3, 4)))
+    with Session(engine) as session, session.begin():
+        rebuild(session, "tenant-a", date(2024, 3, 3), date(2024, 3, 4), Context())
+    assert [rows(engine, model) for model in tables] + [all_events(engine)] == made
