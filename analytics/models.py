@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     text,
@@ -141,16 +142,26 @@ class DeadLetter(Base):
 
 
 class MetricCounter(Base):
-    """An hourly counter with one dimension: ``count`` events whose values sum to ``total``."""
+    """A counter with one dimension: ``count`` events whose values sum to ``total``.
+
+    ``hour`` is the hour the events fell in for the metrics some report reads by hour
+    (:data:`analytics.ingest.changes.HOURLY_METRICS`), and the midnight of their day for
+    every other metric: reports ask for whole days, so a day's row answers them exactly
+    with a 24th of the rows.
+
+    The 8-byte columns come first: PostgreSQL aligns them to 8 bytes, and after the
+    text columns each one cost up to 7 bytes of padding a row.
+    """
 
     __tablename__ = "metric_counters"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "metric", "hour", "dimension"),)
 
-    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
-    dimension: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime)
     count: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[Decimal] = mapped_column(Amount)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    metric: Mapped[str] = mapped_column(String(64))
+    dimension: Mapped[str] = mapped_column(String(255))
 
 
 class UserActivity(Base):
@@ -235,7 +246,11 @@ class DailyRevenue(Base):
 
 
 class Order(Base):
-    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time."""
+    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time.
+
+    The order's location and its envelope's user are not kept: no report reads them
+    (product sales keep the location), and each was a 37-byte id an order.
+    """
 
     __tablename__ = "orders"
     __table_args__ = (Index(None, "tenant_id", "created_at"),)
@@ -248,8 +263,6 @@ class Order(Base):
     total_amount: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(String(3))
     customer_id: Mapped[str | None] = mapped_column(ID)
-    user_id: Mapped[str | None] = mapped_column(ID)
-    location_id: Mapped[str | None] = mapped_column(ID)
     items_count: Mapped[int | None]
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -257,10 +270,13 @@ class Order(Base):
 
 
 class Payment(Base):
-    """A payment's latest state (processed, failed, refunded) by event time."""
+    """A payment's latest state (processed, failed, refunded) by event time.
+
+    Read by its key alone (a refund's currency, when its order is unknown): no index
+    on ``order_id``, which nothing looks payments up by.
+    """
 
     __tablename__ = "payments"
-    __table_args__ = (Index(None, "tenant_id", "order_id"),)
 
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     payment_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -383,15 +399,18 @@ class StockMonth(Base):
 
 
 class UserSession(Base):
-    """A finished session: one ``user.logged_out`` with its reported duration."""
+    """A finished session: one ``user.logged_out`` with its reported duration.
+
+    Only what the sessions report's percentiles need (:data:`analytics.rollups.MEASURES`):
+    when and how long. The event's and the user's ids are not kept (two 37-byte ids a
+    session, that nothing read); the raw event has them.
+    """
 
     __tablename__ = "user_sessions"
     __table_args__ = (Index(None, "tenant_id", "ended_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
-    event_id: Mapped[str] = mapped_column(ID)
-    user_id: Mapped[str | None] = mapped_column(ID)
     ended_at: Mapped[datetime] = mapped_column(DateTime)
     duration_seconds: Mapped[Decimal] = mapped_column(Amount)
 

@@ -20,6 +20,7 @@ from analytics.ingest.changes import (
     COHORTS,
     COUNTERS,
     DAILY_REVENUE,
+    HOURLY_METRICS,
     INVENTORY,
     LOGINS,
     MOVEMENTS,
@@ -68,7 +69,7 @@ def counter(
         {
             "tenant_id": event.tenant_id,
             "metric": metric,
-            "hour": event.hour,
+            "hour": event.hour if metric in HOURLY_METRICS else event.hour.replace(hour=0),
             "dimension": dimension or "",
             "count": 1,
             "total": total if total is not None else ZERO,
@@ -152,8 +153,6 @@ def user_logged_out(event: Event, ctx: Context) -> list[Change]:
                 SESSIONS,
                 {
                     "tenant_id": event.tenant_id,
-                    "event_id": event.event_id,
-                    "user_id": event.user_id or data.user_id,
                     "ended_at": event.timestamp,
                     "duration_seconds": data.session_duration_seconds,
                 },
@@ -195,8 +194,6 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
             total_amount=data.total_amount,
             currency=currency,
             customer_id=data.customer_id,
-            user_id=event.user_id or data.customer_id,
-            location_id=data.location_id,
             items_count=data.items_count if data.items_count is not None else len(data.items),
         ),
         Upsert(

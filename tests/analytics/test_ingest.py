@@ -191,13 +191,45 @@ def test_events_land_in_the_hour_and_day_of_their_own_timestamp(engine):
     )
     assert late.received_at.date() != late.timestamp.date()
     apply(engine, [late])
-    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "revenue") == [
+    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "events") == [
         (datetime(2023, 12, 31, 23, 0),)
+    ]
+    # Revenue is read by day only: its counter is the day's.
+    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "revenue") == [
+        (datetime(2023, 12, 31),)
     ]
     assert rows(engine, ProductSale.day, ProductSale.units, ProductSale.revenue) == [
         (datetime(2023, 12, 31).date(), 2, Decimal(10))
     ]
     assert rows(engine, UserActivity.hour) == [(datetime(2023, 12, 31, 23, 0),)]
+
+
+def test_counters_are_hourly_only_for_the_metrics_read_by_hour(engine):
+    """Every other metric has one row a day, at its midnight, holding the day's sums."""
+    events = [
+        make("payment.processed", {"payment_id": f"p{i}", "amount": "2.50", "currency": "EUR"},
+             f"2024-03-01T{hour:02d}:15:00Z", f"e{i}")
+        for i, hour in enumerate((1, 1, 7, 23))
+    ] + [
+        make("payment.refunded", {"payment_id": f"p{i}", "refund_amount": "1", "refund_reason": "r"},
+             f"2024-03-01T{hour:02d}:30:00Z", f"r{i}")
+        for i, hour in enumerate((2, 9, 9))
+    ]  # fmt: skip
+    apply(engine, events)
+    counted = rows(
+        engine, MetricCounter.metric, MetricCounter.hour, MetricCounter.count, MetricCounter.total
+    )
+    by_metric: dict[str, list[tuple[datetime, int, Decimal]]] = {}
+    for metric, hour, count, total in counted:
+        by_metric.setdefault(metric, []).append((hour, count, total))
+    assert by_metric["payments_processed"] == [
+        (datetime(2024, 3, 1, 1), 2, Decimal(5)),
+        (datetime(2024, 3, 1, 7), 1, Decimal("2.5")),
+        (datetime(2024, 3, 1, 23), 1, Decimal("2.5")),
+    ]
+    assert by_metric["payments_refunded"] == [(datetime(2024, 3, 1), 3, Decimal(3))]
+    assert [hour.hour for hour, _, _ in by_metric["events"]] == [1, 2, 7, 9, 23]
+    assert set(by_metric) == {"events", "payments_processed", "payments_refunded"}
 
 
 def test_amounts_sum_exactly(engine):

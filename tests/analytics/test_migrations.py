@@ -199,7 +199,8 @@ def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentile
     from analytics.reports import Query, run
     from tests.analytics.helpers import apply, make
 
-    url, config = _database_at(dialect, request, "0010")
+    # Stored by today's writer, then taken back to 0010 (the percentiles' table dropped).
+    url, config = _database_at(dialect, request, "head")
     engine = create_engine(url)
     try:
         # Stored before 0011, already refreshed: nothing dirty.
@@ -210,6 +211,7 @@ def test_0011_marks_measured_days_dirty_so_the_first_report_fills_the_percentile
         ]  # fmt: skip
         out = make("user.logged_out", {"session_duration_seconds": 42}, "2024-03-05T10:00:00Z", "o")
         apply(engine, [*timed, out])
+        command.downgrade(config, "0010")
         with Session(engine) as session, session.begin():
             session.execute(delete(RollupDirtyDay))
         command.upgrade(config, "head")
@@ -328,3 +330,89 @@ def test_0013_fills_the_sales_summaries_from_what_was_stored_before(dialect, req
         assert everything() == before
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
+    dialect, request, monkeypatch
+):
+    """Stored as before 0014 (every counter by hour), then downgraded, upgraded, downgraded
+    and upgraded again: every report equals the oracle's at each step, over whole and partial
+    ranges, and every counter's sums stay."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.ingest import handlers
+    from analytics.models import MetricCounter
+    from analytics.reports import REPORTS
+    from tests.reports import dataset
+    from tests.reports.test_against_oracle import NOW, RANGES, _load, _mismatches
+
+    class EveryMetric:
+        """What HOURLY_METRICS was before 0014: every metric counted by hour."""
+
+        def __contains__(self, metric: object) -> bool:
+            return True
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    documents = dataset.build()
+
+    def counters() -> tuple[int, dict[str, tuple[int, int]]]:
+        """How many counter rows, and each metric's summed count and total."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT metric, sum(count), sum(total), count(*) FROM metric_counters "
+                     "GROUP BY metric")
+            ).all()  # fmt: skip
+        return sum(rows for *_, rows in found), {m: (int(c), int(t)) for m, c, t, _ in found}
+
+    def metrics_with_hours() -> set[str]:
+        """The metrics with a row at an hour other than midnight."""
+        with Session(engine) as session:
+            stamps = session.execute(select(MetricCounter.metric, MetricCounter.hour).distinct())
+            return {metric for metric, hour in stamps if hour.hour != 0}
+
+    def every_report_is_the_oracles() -> None:
+        for tenant in ("tenant-1", "tenant-2"):
+            found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
+            assert [m[:3] for m in found] == []
+
+    def payment_index() -> bool:
+        return "ix_payments_tenant_id_order_id" in {
+            index["name"] for index in inspect(engine).get_indexes("payments")
+        }
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(handlers, "HOURLY_METRICS", EveryMetric())
+            _load(engine, documents)
+        hourly_rows, sums = counters()
+        assert {"revenue", "logins", "payments_refunded"} <= metrics_with_hours()
+        command.downgrade(config, "0013")
+        assert payment_index()
+        assert {"user_id", "location_id"} <= columns_of(engine, "orders")
+        assert {"event_id", "user_id"} <= columns_of(engine, "user_sessions")
+        every_report_is_the_oracles()
+
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert not payment_index()
+        daily_rows, daily_sums = counters()
+        assert daily_sums == sums
+        assert daily_rows < hourly_rows
+        assert metrics_with_hours() <= {"events", "payments_processed", "payments_failed"}
+        every_report_is_the_oracles()
+
+        command.downgrade(config, "0013")
+        assert counters()[1] == sums
+        every_report_is_the_oracles()
+        command.upgrade(config, "head")
+        every_report_is_the_oracles()
+    finally:
+        engine.dispose()
+
+
+def columns_of(engine: Any, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}

@@ -1,0 +1,102 @@
+"""leaner aggregates: counters by day where no report reads the hour; ids and an index nothing read
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-06 20:00:00.000000
+
+- ``metric_counters``: every metric but those read by hour (``events``,
+  ``payments_processed``, ``payments_failed``) is summed into one row a day, stamped
+  with the day's midnight; reports ask for whole days, so they read the same sums.
+  The table is rebuilt for that, with its 8-byte columns first (no alignment padding
+  after the text columns).
+- ``orders``: ``user_id`` and ``location_id`` dropped (no report read them).
+- ``payments``: the index on ``(tenant_id, order_id)`` dropped (no query used it).
+- ``user_sessions``: ``event_id`` and ``user_id`` dropped (the sessions' percentiles
+  read only the time and the duration).
+
+On PostgreSQL a dropped column keeps its bytes in the rows stored before until they
+are rewritten (``VACUUM FULL <table>``, in a quiet hour); rows stored after take none.
+
+The downgrade brings the columns and the index back; the dropped ids are gone (the
+columns come back empty: null, and ``''`` for ``user_sessions.event_id``, which may
+not be null), and counters stay by day, which every report reads alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = "0014"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: The metrics some report reads by hour (analytics.ingest.changes.HOURLY_METRICS then).
+_HOURLY = ("events", "payments_processed", "payments_failed")
+
+
+def upgrade() -> None:
+    _counters_by_day()
+    with op.batch_alter_table("orders") as batch:
+        batch.drop_column("user_id")
+        batch.drop_column("location_id")
+    op.drop_index("ix_payments_tenant_id_order_id", table_name="payments")
+    with op.batch_alter_table("user_sessions") as batch:
+        batch.drop_column("event_id")
+        batch.drop_column("user_id")
+
+
+def _counters_by_day() -> None:
+    """Copy the counters into a new table, the daily metrics' hours summed into their day."""
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    op.rename_table("metric_counters", "metric_counters_hourly")
+    if postgresql:
+        # The primary key's index is named after the table: the new table's takes the name.
+        op.execute("ALTER INDEX pk_metric_counters RENAME TO pk_metric_counters_hourly")
+    op.create_table(
+        "metric_counters",
+        sa.Column("hour", sa.DateTime(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=128), nullable=False),
+        sa.Column("metric", sa.String(length=64), nullable=False),
+        sa.Column("dimension", sa.String(length=255), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "metric", "hour", "dimension", name=op.f("pk_metric_counters")
+        ),
+    )
+    # SQLite keeps a DateTime as text, 'YYYY-MM-DD HH:MM:SS.ffffff'.
+    midnight = (
+        "date_trunc('day', hour)" if postgresql else "substr(hour, 1, 10) || ' 00:00:00.000000'"
+    )
+    hourly = ", ".join(f"'{metric}'" for metric in _HOURLY)
+    bucket = f"CASE WHEN metric IN ({hourly}) THEN hour ELSE {midnight} END"
+    op.execute(
+        f"""
+        INSERT INTO metric_counters (hour, count, total, tenant_id, metric, dimension)
+        SELECT {bucket}, sum(count), sum(total), tenant_id, metric, dimension
+        FROM metric_counters_hourly
+        GROUP BY tenant_id, metric, {bucket}, dimension
+        """
+    )
+    op.drop_table("metric_counters_hourly")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("user_sessions") as batch:
+        batch.add_column(
+            sa.Column("event_id", sa.String(length=128), nullable=False, server_default="")
+        )
+        batch.add_column(sa.Column("user_id", sa.String(length=128), nullable=True))
+    with op.batch_alter_table("user_sessions") as batch:
+        batch.alter_column("event_id", server_default=None)
+    op.create_index(
+        op.f("ix_payments_tenant_id_order_id"), "payments", ["tenant_id", "order_id"], unique=False
+    )
+    with op.batch_alter_table("orders") as batch:
+        batch.add_column(sa.Column("user_id", sa.String(length=128), nullable=True))
+        batch.add_column(sa.Column("location_id", sa.String(length=128), nullable=True))
