@@ -248,8 +248,8 @@ class DailyRevenue(Base):
 class Order(Base):
     """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time.
 
-    The order's location and its envelope's user are not kept: no report reads them
-    (product sales keep the location), and each was a 37-byte id an order.
+    The order's customer, location and envelope's user are not kept: no report reads
+    them (product sales keep the location), and each was a 37-byte id an order.
     """
 
     __tablename__ = "orders"
@@ -262,7 +262,6 @@ class Order(Base):
     created_at: Mapped[datetime | None] = mapped_column(DateTime)
     total_amount: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(String(3))
-    customer_id: Mapped[str | None] = mapped_column(ID)
     items_count: Mapped[int | None]
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -272,15 +271,15 @@ class Order(Base):
 class Payment(Base):
     """A payment's latest state (processed, failed, refunded) by event time.
 
-    Read by its key alone (a refund's currency, when its order is unknown): no index
-    on ``order_id``, which nothing looks payments up by.
+    Read by its key alone (a refund's currency, when its order is unknown). Its order's
+    id is not kept, nor indexed: nothing looks payments up by order (refunds carry their
+    order's id), and it was a 37-byte id a payment and as much again in the index.
     """
 
     __tablename__ = "payments"
 
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     payment_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    order_id: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str | None] = mapped_column(String(32))
     status_at: Mapped[datetime | None] = mapped_column(DateTime)
     amount: Mapped[Decimal | None] = mapped_column(Amount)
@@ -403,13 +402,16 @@ class UserSession(Base):
 
     Only what the sessions report's percentiles need (:data:`analytics.rollups.MEASURES`):
     when and how long. The event's and the user's ids are not kept (two 37-byte ids a
-    session, that nothing read); the raw event has them.
+    session, that nothing read); the raw event has them. Nor a row id: sessions are
+    only appended, read by time and deleted by time (a rebuild), so the table has no
+    primary key, and the index by time is its only one. The ORM is told the time is
+    the key, to map the class; nothing loads sessions as objects.
     """
 
     __tablename__ = "user_sessions"
     __table_args__ = (Index(None, "tenant_id", "ended_at"),)
+    __mapper_args__ = {"primary_key": ["tenant_id", "ended_at"]}
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
     ended_at: Mapped[datetime] = mapped_column(DateTime)
     duration_seconds: Mapped[Decimal] = mapped_column(Amount)

@@ -9,17 +9,21 @@ Create Date: 2026-12-06 20:00:00.000000
   with the day's midnight; reports ask for whole days, so they read the same sums.
   The table is rebuilt for that, with its 8-byte columns first (no alignment padding
   after the text columns).
-- ``orders``: ``user_id`` and ``location_id`` dropped (no report read them).
-- ``payments``: the index on ``(tenant_id, order_id)`` dropped (no query used it).
-- ``user_sessions``: ``event_id`` and ``user_id`` dropped (the sessions' percentiles
-  read only the time and the duration).
+- ``orders``: ``customer_id``, ``user_id`` and ``location_id`` dropped (no report
+  read them).
+- ``payments``: ``order_id`` and its index dropped (no report read it, no query used
+  the index: refunds carry their order's id).
+- ``user_sessions``: ``id`` (and the primary key), ``event_id`` and ``user_id``
+  dropped: the sessions' percentiles read only the time and the duration, and the
+  rows are appended and deleted by time.
 
 On PostgreSQL a dropped column keeps its bytes in the rows stored before until they
 are rewritten (``VACUUM FULL <table>``, in a quiet hour); rows stored after take none.
 
-The downgrade brings the columns and the index back; the dropped ids are gone (the
-columns come back empty: null, and ``''`` for ``user_sessions.event_id``, which may
-not be null), and counters stay by day, which every report reads alike.
+The downgrade brings the columns, keys and the index back; the dropped ids are gone
+(the columns come back empty: null, ``''`` for ``user_sessions.event_id``, which may
+not be null, and new row ids for the sessions), and counters stay by day, which every
+report reads alike.
 """
 
 from __future__ import annotations
@@ -42,10 +46,15 @@ _HOURLY = ("events", "payments_processed", "payments_failed")
 def upgrade() -> None:
     _counters_by_day()
     with op.batch_alter_table("orders") as batch:
+        batch.drop_column("customer_id")
         batch.drop_column("user_id")
         batch.drop_column("location_id")
     op.drop_index("ix_payments_tenant_id_order_id", table_name="payments")
+    with op.batch_alter_table("payments") as batch:
+        batch.drop_column("order_id")
     with op.batch_alter_table("user_sessions") as batch:
+        batch.drop_constraint("pk_user_sessions", type_="primary")
+        batch.drop_column("id")
         batch.drop_column("event_id")
         batch.drop_column("user_id")
 
@@ -87,16 +96,46 @@ def _counters_by_day() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("user_sessions") as batch:
-        batch.add_column(
-            sa.Column("event_id", sa.String(length=128), nullable=False, server_default="")
-        )
-        batch.add_column(sa.Column("user_id", sa.String(length=128), nullable=True))
-    with op.batch_alter_table("user_sessions") as batch:
-        batch.alter_column("event_id", server_default=None)
+    _sessions_with_ids()
+    with op.batch_alter_table("payments") as batch:
+        batch.add_column(sa.Column("order_id", sa.String(length=128), nullable=True))
     op.create_index(
         op.f("ix_payments_tenant_id_order_id"), "payments", ["tenant_id", "order_id"], unique=False
     )
     with op.batch_alter_table("orders") as batch:
+        batch.add_column(sa.Column("customer_id", sa.String(length=128), nullable=True))
         batch.add_column(sa.Column("user_id", sa.String(length=128), nullable=True))
         batch.add_column(sa.Column("location_id", sa.String(length=128), nullable=True))
+
+
+def _sessions_with_ids() -> None:
+    """The sessions copied into the table of 0013 (a row id, the two ids), which takes the name."""
+    op.rename_table("user_sessions", "user_sessions_lean")
+    op.drop_index("ix_user_sessions_tenant_id_ended_at", table_name="user_sessions_lean")
+    op.create_table(
+        "user_sessions",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("tenant_id", sa.String(length=128), nullable=False),
+        sa.Column("event_id", sa.String(length=128), nullable=False),
+        sa.Column("user_id", sa.String(length=128), nullable=True),
+        sa.Column("ended_at", sa.DateTime(), nullable=False),
+        sa.Column("duration_seconds", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_user_sessions")),
+    )
+    op.create_index(
+        op.f("ix_user_sessions_tenant_id_ended_at"),
+        "user_sessions",
+        ["tenant_id", "ended_at"],
+        unique=False,
+    )
+    op.execute(
+        "INSERT INTO user_sessions (tenant_id, event_id, ended_at, duration_seconds) "
+        "SELECT tenant_id, '', ended_at, duration_seconds FROM user_sessions_lean "
+        "ORDER BY ended_at"
+    )
+    op.drop_table("user_sessions_lean")

@@ -111,7 +111,6 @@ ORDERS = Aggregate(
         "created_at": Merge.MIN,
         "total_amount": Merge.KEEP,
         "currency": Merge.KEEP,
-        "customer_id": Merge.KEEP,
         "items_count": Merge.KEEP,
         "paid_at": Merge.MIN,
         "cancelled_at": Merge.MIN,
@@ -124,7 +123,6 @@ PAYMENTS = Aggregate(
     ("tenant_id", "payment_id"),
     {
         "status_at": Merge.MAX,
-        "order_id": Merge.LAST,
         "amount": Merge.LAST,
         "currency": Merge.LAST,
         "payment_method": Merge.LAST,

@@ -193,7 +193,6 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
             created_at=event.timestamp,
             total_amount=data.total_amount,
             currency=currency,
-            customer_id=data.customer_id,
             items_count=data.items_count if data.items_count is not None else len(data.items),
         ),
         Upsert(
@@ -290,7 +289,6 @@ def payment_processed(event: Event, ctx: Context) -> list[Change]:
         payment_row(
             event,
             data.payment_id,
-            order_id=data.order_id,
             status="processed",
             status_at=event.timestamp,
             amount=data.amount,
@@ -311,7 +309,6 @@ def payment_failed(event: Event, ctx: Context) -> list[Change]:
         payment_row(
             event,
             data.payment_id,
-            order_id=data.order_id,
             status="failed",
             status_at=event.timestamp,
             amount=data.amount,
@@ -329,7 +326,6 @@ def payment_refunded(event: Event, ctx: Context) -> list[Change]:
         payment_row(
             event,
             data.payment_id,
-            order_id=data.order_id,
             status="refunded",
             status_at=event.timestamp,
             refunded_amount=data.refund_amount,

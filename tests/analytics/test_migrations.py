@@ -392,8 +392,10 @@ def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
         assert {"revenue", "logins", "payments_refunded"} <= metrics_with_hours()
         command.downgrade(config, "0013")
         assert payment_index()
-        assert {"user_id", "location_id"} <= columns_of(engine, "orders")
-        assert {"event_id", "user_id"} <= columns_of(engine, "user_sessions")
+        assert {"customer_id", "user_id", "location_id"} <= columns_of(engine, "orders")
+        assert "order_id" in columns_of(engine, "payments")
+        assert {"id", "event_id", "user_id"} <= columns_of(engine, "user_sessions")
+        assert inspect(engine).get_pk_constraint("user_sessions")["constrained_columns"] == ["id"]
         every_report_is_the_oracles()
 
         command.upgrade(config, "head")
