@@ -7,6 +7,8 @@ Create Date: 2026-12-06 20:00:00.000000
 - ``metric_counters``: every metric but those read by hour (``events``,
   ``payments_processed``, ``payments_failed``) is summed into one row a day, stamped
   with the day's midnight; reports ask for whole days, so they read the same sums.
+  ``events`` (by hour and type before) becomes one row an hour for all types, and
+  ``events_by_type`` one row a day per type.
   The table is rebuilt for that, with its 8-byte columns first (no alignment padding
   after the text columns).
 - ``orders``: ``customer_id``, ``user_id`` and ``location_id`` dropped (no report
@@ -84,12 +86,29 @@ def _counters_by_day() -> None:
     )
     hourly = ", ".join(f"'{metric}'" for metric in _HOURLY)
     bucket = f"CASE WHEN metric IN ({hourly}) THEN hour ELSE {midnight} END"
+    columns = "hour, count, total, tenant_id, metric, dimension"
     op.execute(
         f"""
-        INSERT INTO metric_counters (hour, count, total, tenant_id, metric, dimension)
+        INSERT INTO metric_counters ({columns})
         SELECT {bucket}, sum(count), sum(total), tenant_id, metric, dimension
-        FROM metric_counters_hourly
+        FROM metric_counters_hourly WHERE metric <> 'events'
         GROUP BY tenant_id, metric, {bucket}, dimension
+        """
+    )
+    op.execute(
+        f"""
+        INSERT INTO metric_counters ({columns})
+        SELECT hour, sum(count), sum(total), tenant_id, 'events', ''
+        FROM metric_counters_hourly WHERE metric = 'events'
+        GROUP BY tenant_id, hour
+        """
+    )
+    op.execute(
+        f"""
+        INSERT INTO metric_counters ({columns})
+        SELECT {midnight}, sum(count), sum(total), tenant_id, 'events_by_type', dimension
+        FROM metric_counters_hourly WHERE metric = 'events'
+        GROUP BY tenant_id, {midnight}, dimension
         """
     )
     op.drop_table("metric_counters_hourly")

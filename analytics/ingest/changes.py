@@ -57,10 +57,11 @@ class Aggregate:
         return tuple(self.merge)
 
 
-#: The counters some report or rollup reads by hour: the activity heatmap (``events``) and
-#: the hourly payment failure-rate alert. Every other metric is counted by day (its
-#: ``hour`` is the day's midnight): reports ask for whole days, so a day's row answers
-#: them exactly, and the table holds up to 24 times fewer rows of them.
+#: The counters some report or rollup reads by hour: the activity heatmap (``events``, all
+#: types in one row an hour) and the hourly payment failure-rate alert. Every other
+#: metric is counted by day (its ``hour`` is the day's midnight; ``events_by_type`` too):
+#: reports ask for whole days, so a day's row answers them exactly, and the table holds
+#: up to 24 times fewer rows of them.
 HOURLY_METRICS = frozenset({"events", "payments_processed", "payments_failed"})
 
 COUNTERS = Aggregate(

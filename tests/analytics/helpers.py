@@ -111,7 +111,7 @@ def assert_seed_aggregates(engine: Engine, tenant_id: str = "test-tenant") -> No
         engine,
         MetricCounter.dimension,
         MetricCounter.count,
-        where=mine & (MetricCounter.metric == "events"),
+        where=mine & (MetricCounter.metric == "events_by_type"),
     ) == [(name, 1) for name in sorted(REGISTRY)]
     counters = dict(
         ((metric, dimension), (count, total))

@@ -222,14 +222,26 @@ def test_counters_are_hourly_only_for_the_metrics_read_by_hour(engine):
     by_metric: dict[str, list[tuple[datetime, int, Decimal]]] = {}
     for metric, hour, count, total in counted:
         by_metric.setdefault(metric, []).append((hour, count, total))
+    by_metric = {metric: sorted(found) for metric, found in by_metric.items()}
     assert by_metric["payments_processed"] == [
         (datetime(2024, 3, 1, 1), 2, Decimal(5)),
         (datetime(2024, 3, 1, 7), 1, Decimal("2.5")),
         (datetime(2024, 3, 1, 23), 1, Decimal("2.5")),
     ]
     assert by_metric["payments_refunded"] == [(datetime(2024, 3, 1), 3, Decimal(3))]
-    assert [hour.hour for hour, _, _ in by_metric["events"]] == [1, 2, 7, 9, 23]
-    assert set(by_metric) == {"events", "payments_processed", "payments_refunded"}
+    # Events: all types in one row an hour; by type: one row a day per type.
+    hourly = [(1, 2), (2, 1), (7, 1), (9, 2), (23, 1)]
+    assert by_metric["events"] == [(datetime(2024, 3, 1, h), n, Decimal(0)) for h, n in hourly]
+    assert by_metric["events_by_type"] == [
+        (datetime(2024, 3, 1), 3, Decimal(0)),
+        (datetime(2024, 3, 1), 4, Decimal(0)),
+    ]
+    assert set(by_metric) == {
+        "events",
+        "events_by_type",
+        "payments_processed",
+        "payments_refunded",
+    }
 
 
 def test_amounts_sum_exactly(engine):
@@ -256,7 +268,8 @@ def test_unknown_types_are_stored_raw_and_counted_without_aggregates(engine):
     assert apply(engine, [event]).stored == 1
     assert rows(engine, StoredEvent.event_type, StoredEvent.known) == [("wishlist.added", False)]
     assert rows(engine, MetricCounter.metric, MetricCounter.dimension) == [
-        ("events", "wishlist.added")
+        ("events", ""),
+        ("events_by_type", "wishlist.added"),
     ]
     assert rows(engine, UserActivity.user_id) == [("user-1",)]
 

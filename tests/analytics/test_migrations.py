@@ -336,14 +336,15 @@ def test_0013_fills_the_sales_summaries_from_what_was_stored_before(dialect, req
 def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
     dialect, request, monkeypatch
 ):
-    """Stored as before 0014 (every counter by hour), then downgraded, upgraded, downgraded
-    and upgraded again: every report equals the oracle's at each step, over whole and partial
-    ranges, and every counter's sums stay."""
+    """Stored as before 0014 (every counter by hour, events by hour and type), then
+    downgraded, upgraded, downgraded and upgraded again: every report equals the oracle's
+    at each step, over whole and partial ranges, and every counter's sums stay."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from alembic import command
     from analytics.ingest import handlers
+    from analytics.ingest.handlers import common_changes
     from analytics.models import MetricCounter
     from analytics.reports import REPORTS
     from tests.reports import dataset
@@ -358,6 +359,20 @@ def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
     url, config = _database_at(dialect, request, "head")
     engine = create_engine(url)
     documents = dataset.build()
+
+    def common_changes_before(event: Any) -> list[Any]:
+        """What every event changed before 0014: one ``events`` counter by hour and type."""
+        changes = common_changes(event)
+        changes[:2] = [handlers.counter(event, "events", event.event_type)]
+        return changes
+
+    def by_type(metric: str) -> dict[str, int]:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT dimension, sum(count) FROM metric_counters WHERE metric = :m "
+                     "GROUP BY dimension"), {"m": metric}
+            ).all()  # fmt: skip
+        return {dimension: int(n) for dimension, n in found}
 
     def counters() -> tuple[int, dict[str, tuple[int, int]]]:
         """How many counter rows, and each metric's summed count and total."""
@@ -387,8 +402,11 @@ def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
     try:
         with monkeypatch.context() as patch:
             patch.setattr(handlers, "HOURLY_METRICS", EveryMetric())
+            patch.setattr(handlers, "common_changes", common_changes_before)
             _load(engine, documents)
         hourly_rows, sums = counters()
+        types = by_type("events")
+        assert len(types) >= 10
         assert {"revenue", "logins", "payments_refunded"} <= metrics_with_hours()
         command.downgrade(config, "0013")
         assert payment_index()
@@ -402,13 +420,15 @@ def test_0014_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
         assert diff(url) == []
         assert not payment_index()
         daily_rows, daily_sums = counters()
-        assert daily_sums == sums
+        assert daily_sums == {**sums, "events_by_type": sums["events"]}
+        assert by_type("events_by_type") == types
+        assert set(by_type("events")) == {""}
         assert daily_rows < hourly_rows
         assert metrics_with_hours() <= {"events", "payments_processed", "payments_failed"}
         every_report_is_the_oracles()
 
         command.downgrade(config, "0013")
-        assert counters()[1] == sums
+        assert counters()[1] == daily_sums
         every_report_is_the_oracles()
         command.upgrade(config, "head")
         every_report_is_the_oracles()
