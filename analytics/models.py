@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Text,
@@ -142,16 +143,26 @@ class DeadLetter(Base):
 
 
 class MetricCounter(Base):
-    """An hourly counter with one dimension: ``count`` events whose values sum to ``total``."""
+    """A counter with one dimension: ``count`` events whose values sum to ``total``.
+
+    ``hour`` is the hour the events fell in for the metrics some report reads by hour
+    (:data:`analytics.ingest.changes.HOURLY_METRICS`), and the midnight of their day for
+    every other metric: reports ask for whole days, so a day's row answers them exactly
+    with a 24th of the rows.
+
+    The 8-byte columns come first: PostgreSQL aligns them to 8 bytes, and after the
+    text columns each one cost up to 7 bytes of padding a row.
+    """
 
     __tablename__ = "metric_counters"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "metric", "hour", "dimension"),)
 
-    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
-    dimension: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime)
     count: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[Decimal] = mapped_column(Amount)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    metric: Mapped[str] = mapped_column(String(64))
+    dimension: Mapped[str] = mapped_column(String(255))
 
 
 class UserActivity(Base):
@@ -236,7 +247,11 @@ class DailyRevenue(Base):
 
 
 class Order(Base):
-    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time."""
+    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time.
+
+    The order's customer, location and envelope's user are not kept: no report reads
+    them (product sales keep the location), and each was a 37-byte id an order.
+    """
 
     __tablename__ = "orders"
     __table_args__ = (Index(None, "tenant_id", "created_at"),)
@@ -248,9 +263,6 @@ class Order(Base):
     created_at: Mapped[datetime | None] = mapped_column(DateTime)
     total_amount: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(String(3))
-    customer_id: Mapped[str | None] = mapped_column(ID)
-    user_id: Mapped[str | None] = mapped_column(ID)
-    location_id: Mapped[str | None] = mapped_column(ID)
     items_count: Mapped[int | None]
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -258,14 +270,17 @@ class Order(Base):
 
 
 class Payment(Base):
-    """A payment's latest state (processed, failed, refunded) by event time."""
+    """A payment's latest state (processed, failed, refunded) by event time.
+
+    Read by its key alone (a refund's currency, when its order is unknown). Its order's
+    id is not kept, nor indexed: nothing looks payments up by order (refunds carry their
+    order's id), and it was a 37-byte id a payment and as much again in the index.
+    """
 
     __tablename__ = "payments"
-    __table_args__ = (Index(None, "tenant_id", "order_id"),)
 
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     payment_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    order_id: Mapped[str | None] = mapped_column(ID)
     status: Mapped[str | None] = mapped_column(String(32))
     status_at: Mapped[datetime | None] = mapped_column(DateTime)
     amount: Mapped[Decimal | None] = mapped_column(Amount)
@@ -390,15 +405,21 @@ class StockMonth(Base):
 
 
 class UserSession(Base):
-    """A finished session: one ``user.logged_out`` with its reported duration."""
+    """A finished session: one ``user.logged_out`` with its reported duration.
+
+    Only what the sessions report's percentiles need (:data:`analytics.rollups.MEASURES`):
+    when and how long. The event's and the user's ids are not kept (two 37-byte ids a
+    session, that nothing read); the raw event has them. Nor a row id: sessions are
+    only appended, read by time and deleted by time (a rebuild), so the table has no
+    primary key, and the index by time is its only one. The ORM is told the time is
+    the key, to map the class; nothing loads sessions as objects.
+    """
 
     __tablename__ = "user_sessions"
     __table_args__ = (Index(None, "tenant_id", "ended_at"),)
+    __mapper_args__ = {"primary_key": ["tenant_id", "ended_at"]}
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID)
-    event_id: Mapped[str] = mapped_column(ID)
-    user_id: Mapped[str | None] = mapped_column(ID)
     ended_at: Mapped[datetime] = mapped_column(DateTime)
     duration_seconds: Mapped[Decimal] = mapped_column(Amount)
 

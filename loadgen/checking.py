@@ -257,8 +257,8 @@ def _mismatches(
 def check_exact(engine: Engine, stream: Stream) -> Exactness:
     """Compare the stored events and aggregates of the stream's tenants with what it holds.
 
-    Per tenant: stored events == published events; the ``events`` counters per
-    event type == published per type; the ``revenue`` counters per currency ==
+    Per tenant: stored events == published events; the ``events_by_type`` counters
+    per event type == published per type; the ``revenue`` counters per currency ==
     order.created count and sum of ``total_amount`` (exact, in 1/10,000); and no
     dead letter names the tenant.
     """
@@ -284,7 +284,7 @@ def check_exact(engine: Engine, stream: Stream) -> Exactness:
                 for tenant, dimension, n in conn.execute(
                     _in(
                         "SELECT tenant_id, dimension, sum(count) FROM metric_counters "
-                        "WHERE metric = 'events' AND tenant_id IN :tenants "
+                        "WHERE metric = 'events_by_type' AND tenant_id IN :tenants "
                         "GROUP BY tenant_id, dimension",
                         tenants,
                     ).columns(tenant_id=String, dimension=String, n=BigInteger)

@@ -100,19 +100,11 @@ def upgrade() -> None:
         SET generation = rollup_dirty_days.generation + 1
         """
     )
-    # Every event of an hour in one counter (analytics.ingest.changes.ALL_EVENTS).
-    op.execute(
-        """
-        INSERT INTO metric_counters (tenant_id, metric, hour, dimension, count, total)
-        SELECT tenant_id, 'all_events', hour, '', sum(count), 0
-        FROM metric_counters WHERE metric = 'events'
-        GROUP BY tenant_id, hour
-        """
-    )
+    # Every event of an hour in one counter (analytics.ingest.changes.ALL_EVENTS, the
+    # ``events`` counter with no type): revision 0015 makes it so, from these rows.
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM metric_counters WHERE metric = 'all_events'")
     with op.batch_alter_table("stock_monthly") as batch:
         batch.drop_column("closes_micros")
     for name in ("city_logins", "city_users", "user_hours"):

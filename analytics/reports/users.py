@@ -30,7 +30,7 @@ from analytics.reports.query import (
 def activity_heatmap(session: Session, q: Query) -> list[Row]:
     """Events and distinct active users per UTC hour of the day.
 
-    Events come from the hourly count of every event (``all_events``). Distinct users
+    Events come from the hourly count of every event (``events``, no type). Distinct users
     do not add up across days, so they come from ``user_hours`` (a user's first and last
     day in each hour of the day) when the range is open at one end or both: a count of
     rows, whatever the history's length. With both ``--since`` and ``--until`` they are

@@ -111,7 +111,7 @@ def assert_seed_aggregates(engine: Engine, tenant_id: str = "test-tenant") -> No
         engine,
         MetricCounter.dimension,
         MetricCounter.count,
-        where=mine & (MetricCounter.metric == "events"),
+        where=mine & (MetricCounter.metric == "events_by_type"),
     ) == [(name, 1) for name in sorted(REGISTRY)]
     counters = dict(
         ((metric, dimension), (count, total))
@@ -141,8 +141,8 @@ def assert_seed_aggregates(engine: Engine, tenant_id: str = "test-tenant") -> No
         LoginLocation.user_id,
         LoginLocation.logins,
     ) == [("US", "San Francisco", "uuid", 1)]
-    assert rows(engine, UserSession.user_id, UserSession.duration_seconds) == [
-        ("uuid", Decimal(3600))
+    assert rows(engine, UserSession.ended_at, UserSession.duration_seconds) == [
+        (at(2), Decimal(3600))
     ]
     assert rows(
         engine,

@@ -191,13 +191,57 @@ def test_events_land_in_the_hour_and_day_of_their_own_timestamp(engine):
     )
     assert late.received_at.date() != late.timestamp.date()
     apply(engine, [late])
-    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "revenue") == [
+    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "events") == [
         (datetime(2023, 12, 31, 23, 0),)
+    ]
+    # Revenue is read by day only: its counter is the day's.
+    assert rows(engine, MetricCounter.hour, where=MetricCounter.metric == "revenue") == [
+        (datetime(2023, 12, 31),)
     ]
     assert rows(engine, ProductSale.day, ProductSale.units, ProductSale.revenue) == [
         (datetime(2023, 12, 31).date(), 2, Decimal(10))
     ]
     assert rows(engine, UserActivity.hour) == [(datetime(2023, 12, 31, 23, 0),)]
+
+
+def test_counters_are_hourly_only_for_the_metrics_read_by_hour(engine):
+    """Every other metric has one row a day, at its midnight, holding the day's sums."""
+    events = [
+        make("payment.processed", {"payment_id": f"p{i}", "amount": "2.50", "currency": "EUR"},
+             f"2024-03-01T{hour:02d}:15:00Z", f"e{i}")
+        for i, hour in enumerate((1, 1, 7, 23))
+    ] + [
+        make("payment.refunded", {"payment_id": f"p{i}", "refund_amount": "1", "refund_reason": "r"},
+             f"2024-03-01T{hour:02d}:30:00Z", f"r{i}")
+        for i, hour in enumerate((2, 9, 9))
+    ]  # fmt: skip
+    apply(engine, events)
+    counted = rows(
+        engine, MetricCounter.metric, MetricCounter.hour, MetricCounter.count, MetricCounter.total
+    )
+    by_metric: dict[str, list[tuple[datetime, int, Decimal]]] = {}
+    for metric, hour, count, total in counted:
+        by_metric.setdefault(metric, []).append((hour, count, total))
+    by_metric = {metric: sorted(found) for metric, found in by_metric.items()}
+    assert by_metric["payments_processed"] == [
+        (datetime(2024, 3, 1, 1), 2, Decimal(5)),
+        (datetime(2024, 3, 1, 7), 1, Decimal("2.5")),
+        (datetime(2024, 3, 1, 23), 1, Decimal("2.5")),
+    ]
+    assert by_metric["payments_refunded"] == [(datetime(2024, 3, 1), 3, Decimal(3))]
+    # Events: all types in one row an hour; by type: one row a day per type.
+    hourly = [(1, 2), (2, 1), (7, 1), (9, 2), (23, 1)]
+    assert by_metric["events"] == [(datetime(2024, 3, 1, h), n, Decimal(0)) for h, n in hourly]
+    assert by_metric["events_by_type"] == [
+        (datetime(2024, 3, 1), 3, Decimal(0)),
+        (datetime(2024, 3, 1), 4, Decimal(0)),
+    ]
+    assert set(by_metric) == {
+        "events",
+        "events_by_type",
+        "payments_processed",
+        "payments_refunded",
+    }
 
 
 def test_amounts_sum_exactly(engine):
@@ -224,8 +268,8 @@ def test_unknown_types_are_stored_raw_and_counted_without_aggregates(engine):
     assert apply(engine, [event]).stored == 1
     assert rows(engine, StoredEvent.event_type, StoredEvent.known) == [("wishlist.added", False)]
     assert rows(engine, MetricCounter.metric, MetricCounter.dimension) == [
-        ("all_events", ""),
-        ("events", "wishlist.added"),
+        ("events", ""),
+        ("events_by_type", "wishlist.added"),
     ]
     assert rows(engine, UserActivity.user_id) == [("user-1",)]
 

@@ -344,7 +344,7 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
 
     from alembic import command
     from analytics.events import parse
-    from analytics.models import CityLogin, CityUser, MetricCounter, UserHour
+    from analytics.models import CityLogin, CityUser, UserHour
     from analytics.reports import Query, run
     from analytics.rollups import refresh_dirty
     from tests.analytics.helpers import apply
@@ -358,7 +358,7 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
     def snapshot() -> list[list[tuple]]:
         found = []
         with Session(engine) as session:
-            for model in (UserHour, CityUser, CityLogin, MetricCounter):
+            for model in (UserHour, CityUser, CityLogin):
                 columns = list(model.__table__.columns)
                 found.append(
                     [tuple(r) for r in session.execute(select(*columns).order_by(*columns))]
@@ -377,9 +377,6 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
         made = snapshot()
         assert all(made)
         command.downgrade(config, "0013")
-        with Session(engine) as session:
-            metrics = set(session.scalars(select(MetricCounter.metric).distinct()))
-        assert "all_events" not in metrics
         command.upgrade(config, "head")
         assert snapshot() == made
         ranges = [(None, None), (date(2024, 3, 6), None), (None, date(2024, 3, 6))]
@@ -395,3 +392,111 @@ def test_0014_fills_the_reach_rollups_from_what_was_stored_before(dialect, reque
                 assert actual == expected, (name, since, until)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
+    dialect, request, monkeypatch
+):
+    """Stored as before 0015 (every counter by hour, events by hour and type), then
+    downgraded, upgraded, downgraded and upgraded again: every report equals the oracle's
+    at each step, over whole and partial ranges, and every counter's sums stay."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.ingest import handlers
+    from analytics.ingest.handlers import common_changes
+    from analytics.models import MetricCounter
+    from analytics.reports import REPORTS
+    from tests.reports import dataset
+    from tests.reports.test_against_oracle import NOW, RANGES, _load, _mismatches
+
+    class EveryMetric:
+        """What HOURLY_METRICS was before 0015: every metric counted by hour."""
+
+        def __contains__(self, metric: object) -> bool:
+            return True
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    documents = dataset.build()
+
+    def common_changes_before(event: Any) -> list[Any]:
+        """What every event changed before 0015: one ``events`` counter by hour and type."""
+        changes = common_changes(event)
+        changes[:2] = [handlers.counter(event, "events", event.event_type)]
+        return changes
+
+    def by_type(metric: str) -> dict[str, int]:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT dimension, sum(count) FROM metric_counters WHERE metric = :m "
+                     "GROUP BY dimension"), {"m": metric}
+            ).all()  # fmt: skip
+        return {dimension: int(n) for dimension, n in found}
+
+    def counters() -> tuple[int, dict[str, tuple[int, int]]]:
+        """How many counter rows, and each metric's summed count and total."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT metric, sum(count), sum(total), count(*) FROM metric_counters "
+                     "GROUP BY metric")
+            ).all()  # fmt: skip
+        return sum(rows for *_, rows in found), {m: (int(c), int(t)) for m, c, t, _ in found}
+
+    def metrics_with_hours() -> set[str]:
+        """The metrics with a row at an hour other than midnight."""
+        with Session(engine) as session:
+            stamps = session.execute(select(MetricCounter.metric, MetricCounter.hour).distinct())
+            return {metric for metric, hour in stamps if hour.hour != 0}
+
+    def every_report_is_the_oracles() -> None:
+        for tenant in ("tenant-1", "tenant-2"):
+            found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
+            assert [m[:3] for m in found] == []
+
+    def payment_index() -> bool:
+        return "ix_payments_tenant_id_order_id" in {
+            index["name"] for index in inspect(engine).get_indexes("payments")
+        }
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(handlers, "HOURLY_METRICS", EveryMetric())
+            patch.setattr(handlers, "common_changes", common_changes_before)
+            _load(engine, documents)
+        hourly_rows, sums = counters()
+        types = by_type("events")
+        assert len(types) >= 10
+        assert {"revenue", "logins", "payments_refunded"} <= metrics_with_hours()
+        command.downgrade(config, "0014")
+        assert payment_index()
+        assert {"customer_id", "user_id", "location_id"} <= columns_of(engine, "orders")
+        assert "order_id" in columns_of(engine, "payments")
+        assert {"id", "event_id", "user_id"} <= columns_of(engine, "user_sessions")
+        assert inspect(engine).get_pk_constraint("user_sessions")["constrained_columns"] == ["id"]
+        every_report_is_the_oracles()
+
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert not payment_index()
+        daily_rows, daily_sums = counters()
+        assert daily_sums == {**sums, "events_by_type": sums["events"]}
+        assert by_type("events_by_type") == types
+        assert set(by_type("events")) == {""}
+        assert daily_rows < hourly_rows
+        assert metrics_with_hours() <= {"events", "payments_processed", "payments_failed"}
+        every_report_is_the_oracles()
+
+        command.downgrade(config, "0014")
+        assert counters()[1] == daily_sums
+        every_report_is_the_oracles()
+        command.upgrade(config, "head")
+        every_report_is_the_oracles()
+    finally:
+        engine.dispose()
+
+
+def columns_of(engine: Any, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}

@@ -197,7 +197,7 @@ def test_arbitrary_input_on_every_channel_kills_nothing_and_each_non_event_is_on
         assert sorted(expected_dead - letters) == [], "non-events without a dead letter"
         assert sorted(letters - expected_dead) == [], "dead letters of no non-event"
         assert stored() == len(valid)
-        counted = _by_dimension(pg, tenant, "events", MetricCounter.count)
+        counted = _by_dimension(pg, tenant, "events_by_type", MetricCounter.count)
         revenue = _by_dimension(pg, tenant, "revenue", MetricCounter.total)
         assert counted == dict(Counter(e["event_type"] for e in valid.values()))
         orders = [e["data"] for e in valid.values() if e["event_type"] == "order.created"]

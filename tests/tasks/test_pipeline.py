@@ -253,7 +253,7 @@ def test_unknown_event_types_on_any_channel_are_stored_and_counted(
         lambda: count(
             pg,
             MetricCounter,
-            MetricCounter.metric == "events",
+            MetricCounter.metric == "events_by_type",
             MetricCounter.dimension == "wishlist.added",
         ),
         timeout=10,
