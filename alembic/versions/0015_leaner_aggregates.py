@@ -103,11 +103,13 @@ def _counters_by_day() -> None:
         GROUP BY tenant_id, hour
         """
     )
+    # A type-less ``events`` row is one this revision made (a database upgraded, taken
+    # back down and up again): its types are already in ``events_by_type``.
     op.execute(
         f"""
         INSERT INTO metric_counters ({columns})
         SELECT {midnight}, sum(count), sum(total), tenant_id, 'events_by_type', dimension
-        FROM metric_counters_hourly WHERE metric = 'events'
+        FROM metric_counters_hourly WHERE metric = 'events' AND dimension <> ''
         GROUP BY tenant_id, {midnight}, dimension
         """
     )
