@@ -441,9 +441,10 @@ class UserHour(Base):
     """Rollup: the first and last day a user was active in an hour of the day (0-23, UTC).
 
     The activity heatmap's distinct users per hour of day, one row per user and hour
-    instead of one per user and hour of history. Kept by the writer (the span only
-    grows, so a late event of an earlier day moves ``first_day``); a report over all
-    history counts rows, one with only ``--since`` or only ``--until`` filters a span end.
+    instead of one per user and hour of history. Extended from ``user_activity`` when
+    the days that received events are refreshed (the span only grows, so a late event of
+    an earlier day moves ``first_day``); a report over all history counts rows, one with
+    only ``--since`` or only ``--until`` filters a span end.
     """
 
     __tablename__ = "user_hours"
@@ -459,7 +460,7 @@ class CityUser(Base):
     """Rollup: the first and last day a user (with an id) logged in from a place.
 
     The geo report's distinct users per place, one row per user and place instead of one
-    per user, place and day; kept by the writer as :class:`UserHour` is.
+    per user, place and day; extended from ``login_locations`` as :class:`UserHour` is.
     """
 
     __tablename__ = "city_users"

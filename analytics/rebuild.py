@@ -19,10 +19,10 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from analytics import rollups
+from analytics import report_rollups, rollups
 from analytics.errors import AnalyticsError
 from analytics.events import Event, parse
 from analytics.ingest import (
@@ -40,7 +40,6 @@ from analytics.ingest import (
 from analytics.models import (
     Alert,
     CityLogin,
-    CityUser,
     DailyRevenue,
     InventoryLevel,
     InventoryMovement,
@@ -54,11 +53,9 @@ from analytics.models import (
     StoredEvent,
     UserActivity,
     UserCohort,
-    UserHour,
     UserSession,
 )
 from analytics.months import next_month
-from analytics.reports.query import hour_of_day
 from analytics.retention import pruned_before
 
 #: Tables with one row per time bucket or per event, and the column that places them in time.
@@ -180,7 +177,7 @@ def rebuild(
         rollups.mark_dirty(session, {(e.tenant_id, e.day) for e in touched})
     if horizon is not None:
         _months_from_days(session, tenant, month_start.date(), month_end.date())
-    spans_from_days(session, tenant)
+    report_rollups.user_spans(session, tenant, None)
     return {"events_in_range": in_range_count, "events_replayed": replayed}
 
 
@@ -225,39 +222,3 @@ def _months_from_days(session: Session, tenant: str, first: date, end: date) -> 
             row["name"], row["name_at"] = sale.name, sale.last_sold_at
     if rows:
         session.execute(insert(ProductSaleMonth), list(rows.values()))
-
-
-def spans_from_days(session: Session, tenant: str) -> None:
-    """Recompute ``tenant``'s ``user_hours`` and ``city_users`` from the rows they summarise.
-
-    A span is a user's first and last day over all time: the replayed range alone cannot
-    say whether a span should shrink, and ``user_activity`` and ``login_locations`` hold
-    every day (those outside the range kept, those inside just re-derived). The upgrade to
-    revision 0014 fills them the same way.
-    """
-    hour = hour_of_day(session, UserActivity.hour)
-    day = func.date(UserActivity.hour)
-    session.execute(delete(UserHour).where(UserHour.tenant_id == tenant))
-    session.execute(
-        insert(UserHour).from_select(
-            ["tenant_id", "hour_of_day", "user_id", "first_day", "last_day"],
-            select(UserActivity.tenant_id, hour, UserActivity.user_id, func.min(day), func.max(day))
-            .where(UserActivity.tenant_id == tenant)
-            .group_by(UserActivity.tenant_id, hour, UserActivity.user_id),
-        )
-    )
-    place = (LoginLocation.tenant_id, LoginLocation.country, LoginLocation.city)
-    session.execute(delete(CityUser).where(CityUser.tenant_id == tenant))
-    session.execute(
-        insert(CityUser).from_select(
-            ["tenant_id", "country", "city", "user_id", "first_day", "last_day"],
-            select(
-                *place,
-                LoginLocation.user_id,
-                func.min(LoginLocation.day),
-                func.max(LoginLocation.day),
-            )
-            .where(LoginLocation.tenant_id == tenant, LoginLocation.user_id != "")
-            .group_by(*place, LoginLocation.user_id),
-        )
-    )

@@ -1,4 +1,4 @@
-"""Report rollups: retention cohorts, conversion and logins kept per day, so reports read days.
+"""Report rollups: retention cohorts, conversion, logins and users' spans, so reports read days.
 
 The retention, conversion and logins reports read every row of their range
 (each active user-hour, each order, each user's logins of a day) and grow with a
@@ -13,6 +13,9 @@ report itself before it reads) and by ``analytics backfill rollups``:
   weeks of both).
 - ``daily_conversion``: orders, paid and abandoned orders by the day they were created.
 - ``daily_logins``: logins and distinct users per day.
+- ``user_hours`` and ``city_users``: each user's first and last day active in an hour of
+  the day, and logged in from a place (the activity heatmap's and geo's distinct users
+  over all history); a dirty day extends the spans of its users.
 
 A day's rollup depends on more than the events dated on it: a payment on a later day
 changes its order's day; an earlier ``order.created`` or ``user.registered`` moves an
@@ -33,12 +36,25 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, distinct, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    and_,
+    case,
+    delete,
+    distinct,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
-from analytics.db import statement, upsert_many
+from analytics.db import insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
+    CityUser,
     CohortSize,
     CohortWeek,
     DailyConversion,
@@ -48,8 +64,9 @@ from analytics.models import (
     Order,
     UserActivity,
     UserCohort,
+    UserHour,
 )
-from analytics.reports.query import Query, Row, day_of, iso_day, rate
+from analytics.reports.query import Query, Row, day_of, hour_of_day, iso_day, rate
 from analytics.reports.sales import ABANDONMENT_WINDOW
 from analytics.reports.users import login_users
 
@@ -363,6 +380,85 @@ def logins_report(session: Session, q: Query) -> list[Row]:
     ]
 
 
+# ----------------------------------------------------------------- spans of days
+
+
+def _extend_spans(
+    session: Session, model: Any, key: Sequence[str], source: Select[*tuple[Any, ...]]
+) -> int:
+    """Upsert ``source``'s spans (key columns, ``first_day``, ``last_day``) into ``model``.
+
+    A stored span only grows: the new first day replaces an earlier-starting one's only
+    if it is earlier, the last day likewise. A row the new span does not extend is left
+    as it is (no new row version), which is most of them.
+    """
+    stmt = insert_for(session)(model).from_select([*key, "first_day", "last_day"], source)
+    old, new = model.__table__.c, stmt.excluded
+    earlier, later = new.first_day < old.first_day, new.last_day > old.last_day
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={
+            "first_day": case((earlier, new.first_day), else_=old.first_day),
+            "last_day": case((later, new.last_day), else_=old.last_day),
+        },
+        where=or_(earlier, later),
+    )
+    result: CursorResult[Any] = session.execute(stmt)  # type: ignore[assignment]
+    return int(result.rowcount or 0)
+
+
+def user_spans(session: Session, tenant: str, dirty: Iterable[date] | None) -> int:
+    """Bring ``user_hours`` and ``city_users`` in line with the ``dirty`` days; the rows changed.
+
+    A span is a user's first and last day active in an hour of the day (``user_hours``,
+    from ``user_activity``) or logged in from a place (``city_users``, from
+    ``login_locations``, users with an id). Each dirty day can only extend spans (stored
+    rows are never removed but by a rebuild), so its users' spans are extended from its
+    rows. ``dirty=None`` recomputes the tenant's spans from all history, dropping the
+    stored ones first: a rebuild, after which a span may also have shrunk.
+    """
+    activity_day = func.date(UserActivity.hour)
+    in_activity: ColumnElement[bool] = UserActivity.tenant_id == tenant
+    in_logins = and_(LoginLocation.tenant_id == tenant, LoginLocation.user_id != "")
+    if dirty is None:
+        session.execute(delete(UserHour).where(UserHour.tenant_id == tenant))
+        session.execute(delete(CityUser).where(CityUser.tenant_id == tenant))
+    else:
+        spans = runs(dirty)
+        if not spans:
+            return 0
+        in_activity = and_(in_activity, _at(UserActivity.hour, spans))
+        in_logins = and_(in_logins, _on(LoginLocation.day, spans))
+    hour = hour_of_day(session, UserActivity.hour)
+    place = (LoginLocation.tenant_id, LoginLocation.country, LoginLocation.city)
+    return _extend_spans(
+        session,
+        UserHour,
+        ("tenant_id", "hour_of_day", "user_id"),
+        select(
+            UserActivity.tenant_id,
+            hour,
+            UserActivity.user_id,
+            func.min(activity_day),
+            func.max(activity_day),
+        )
+        .where(in_activity)
+        .group_by(UserActivity.tenant_id, hour, UserActivity.user_id),
+    ) + _extend_spans(
+        session,
+        CityUser,
+        ("tenant_id", "country", "city", "user_id"),
+        select(
+            *place,
+            LoginLocation.user_id,
+            func.min(LoginLocation.day),
+            func.max(LoginLocation.day),
+        )
+        .where(in_logins)
+        .group_by(*place, LoginLocation.user_id),
+    )
+
+
 # ----------------------------------------------------------------------- hooks
 
 
@@ -379,6 +475,7 @@ def refresh(session: Session, tenant: str, dirty: Iterable[date]) -> int:
         retention(session, tenant, changed)
         + conversion(session, tenant, changed)
         + logins(session, tenant, changed)
+        + user_spans(session, tenant, changed)
     )
 
 

@@ -226,22 +226,24 @@ class Batcher:
         parts = [(group, len(group.items))]
         by_type = {task: len(group.items)}
         room = self.batch_size - len(group.items)
-        # Not another category's group held back for its queue's backlog (as last seen):
-        # it waits for its own workers, who are behind, and must not take this one along.
+        # Another category's group only with mixing on, and not one held back for its
+        # queue's backlog (as last seen): it waits for its own workers, who are behind,
+        # and must not take this one along.
         partners = [
             (other_task, other)
             for other_task, other in self.groups.items()
             if other is not group
             and other.queue in MIXED_TASKS
             and 0 < len(other.items) < self.fill
-            and (other.queue == group.queue or other.queue not in self._busy)
+            and (
+                other.queue == group.queue
+                or (self.mix_categories and other.queue not in self._busy)
+            )
         ]
-        # Its own category first (sorted is stable), the others only when allowed.
+        # Its own category first (sorted is stable).
         partners.sort(key=lambda partner: partner[1].queue != group.queue)
         for other_task, other in partners:
             count = len(other.items)
-            if other.queue != group.queue and not self.mix_categories:
-                break
             if count <= room:
                 parts.append((other, count))
                 by_type[other_task] = count

@@ -56,15 +56,6 @@ class Aggregate:
             return ()
         return tuple(self.merge)
 
-    @property
-    def span_only(self) -> bool:
-        """Whether every merged column is an earliest or a latest value (a span of days).
-
-        Such a row changes only when a value extends its span: the writer's upsert then
-        writes nothing for a value inside it (no dead row, no WAL), which is most of them.
-        """
-        return not self.latest and all(how in (Merge.MIN, Merge.MAX) for how in self.merge.values())
-
 
 #: The counters some report or rollup reads by hour: the activity heatmap (``events``, all
 #: types in one row an hour) and the hourly payment failure-rate alert. Every other
@@ -79,12 +70,6 @@ COUNTERS = Aggregate(
     {"count": Merge.SUM, "total": Merge.SUM},
 )
 ACTIVITY = Aggregate("user_activity", ("tenant_id", "hour", "user_id"), {"events": Merge.SUM})
-#: The days a user was active in an hour of the day: the heatmap's distinct users.
-USER_HOURS = Aggregate(
-    "user_hours",
-    ("tenant_id", "hour_of_day", "user_id"),
-    {"first_day": Merge.MIN, "last_day": Merge.MAX},
-)
 COHORTS = Aggregate(
     "user_cohorts",
     ("tenant_id", "user_id"),
@@ -168,16 +153,9 @@ LOGINS = Aggregate(
 CITY_LOGINS = Aggregate(
     "city_logins", ("tenant_id", "day", "country", "city"), {"logins": Merge.SUM}
 )
-#: The days a user logged in from a place: the geo report's distinct users.
-CITY_USERS = Aggregate(
-    "city_users",
-    ("tenant_id", "country", "city", "user_id"),
-    {"first_day": Merge.MIN, "last_day": Merge.MAX},
-)
 AGGREGATES = (
     COUNTERS,
     ACTIVITY,
-    USER_HOURS,
     COHORTS,
     PRODUCT_SALES,
     PRODUCT_MONTHS,
@@ -187,7 +165,6 @@ AGGREGATES = (
     INVENTORY,
     LOGINS,
     CITY_LOGINS,
-    CITY_USERS,
 )
 
 #: The counter (``metric_counters.metric``) of every event of an hour, whatever its type

@@ -19,7 +19,6 @@ from analytics.ingest.changes import (
     ACTIVITY,
     ALL_EVENTS,
     CITY_LOGINS,
-    CITY_USERS,
     COHORTS,
     COUNTERS,
     DAILY_REVENUE,
@@ -33,7 +32,6 @@ from analytics.ingest.changes import (
     PRODUCT_SALES,
     REFUNDS,
     SESSIONS,
-    USER_HOURS,
     Append,
     Change,
     Context,
@@ -104,18 +102,6 @@ def common_changes(event: Event) -> list[Change]:
                 },
             )
         )
-        changes.append(
-            Upsert(
-                USER_HOURS,
-                {
-                    "tenant_id": event.tenant_id,
-                    "hour_of_day": event.hour.hour,
-                    "user_id": event.user_id,
-                    "first_day": event.day,
-                    "last_day": event.day,
-                },
-            )
-        )
     return changes
 
 
@@ -177,20 +163,6 @@ def user_logged_in(event: Event, ctx: Context) -> list[Change]:
             },
         ),
     ]
-    if user_id:  # a login without a user counts as a login, not as a user
-        changes.append(
-            Upsert(
-                CITY_USERS,
-                {
-                    "tenant_id": event.tenant_id,
-                    "country": country,
-                    "city": city,
-                    "user_id": user_id,
-                    "first_day": event.day,
-                    "last_day": event.day,
-                },
-            )
-        )
     return changes
 
 

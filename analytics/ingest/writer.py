@@ -139,23 +139,6 @@ def _set_clause(aggregate: Aggregate, stmt: Any) -> dict[str, Any]:
     return clause
 
 
-def _extends(aggregate: Aggregate, stmt: Any) -> Any:
-    """For a span (:attr:`Aggregate.span_only`): update only a row the new values extend.
-
-    Its columns are never null, so a plain comparison is enough. Other aggregates: no
-    condition (``None``).
-    """
-    if not aggregate.span_only:
-        return None
-    table, new = TABLES[aggregate.table], stmt.excluded
-    return or_(
-        *(
-            new[column] < table.c[column] if how is Merge.MIN else new[column] > table.c[column]
-            for column, how in aggregate.merge.items()
-        )
-    )
-
-
 def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, Any]]) -> int:
     """Merge rows with equal keys, then write them all with one multi-row upsert.
 
@@ -188,7 +171,6 @@ def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, A
         return stmt.on_conflict_do_update(
             index_elements=list(aggregate.key),
             set_=_set_clause(aggregate, stmt),
-            where=_extends(aggregate, stmt),
         )
 
     writes.upsert(aggregate, build, ordered, order_by=aggregate.key)

@@ -51,6 +51,7 @@ def activity_heatmap(session: Session, q: Query) -> list[Row]:
             ).all()
         )
     else:
+        _refreshed(session, q)
         users = dict(
             session.execute(
                 select(UserHour.hour_of_day, func.count())
@@ -63,6 +64,13 @@ def activity_heatmap(session: Session, q: Query) -> list[Row]:
         for h in sorted(events)
         if events[h]
     ]
+
+
+def _refreshed(session: Session, q: Query) -> None:
+    """Bring the tenant's rollups (spans of days among them) up to date with its events."""
+    from analytics import rollups
+
+    rollups.refresh_dirty(session, q.tenant)
 
 
 def _spans(q: Query, rollup: Any) -> ColumnElement[bool]:
@@ -136,6 +144,7 @@ def geo(session: Session, q: Query) -> list[Row]:
             .group_by(LoginLocation.country, LoginLocation.city)
         )
     else:
+        _refreshed(session, q)
         found = session.execute(
             select(CityUser.country, CityUser.city, func.count())
             .where(CityUser.tenant_id == q.tenant, _spans(q, CityUser))

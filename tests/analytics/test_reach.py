@@ -1,7 +1,8 @@
 """The reach rollups: users' spans of days per hour of day (``user_hours``) and per place
 (``city_users``), logins per day and place (``city_logins``) and every event of an hour
-(the ``all_events`` counter). Kept exact by the writer under late and repeated events,
-and by a rebuild."""
+(the ``events`` counter). The writer keeps the counters; the spans are extended when the
+days that received events are refreshed. Exact under late and repeated events, and after a
+rebuild."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session
 
+from analytics import rollups
 from analytics.ingest import ALL_EVENTS, Context
 from analytics.models import CityLogin, CityUser, MetricCounter, UserHour
 from analytics.rebuild import rebuild
@@ -23,7 +25,14 @@ def login(stamp: str, event_id: str, user: str | None = "user-1", city: str = "P
     return make("user.logged_in", {"location": location}, stamp, event_id, user_id=user)
 
 
+def refresh(engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        rollups.refresh_dirty(session)
+
+
 def rows(engine: Engine, model: Any) -> list[tuple[Any, ...]]:
+    """``model``'s rows, after the days that received events were refreshed."""
+    refresh(engine)
     columns = list(model.__table__.columns)
     with Session(engine) as session:
         return [tuple(r) for r in session.execute(select(*columns).order_by(*columns))]
@@ -83,9 +92,28 @@ def test_a_user_seen_again_in_the_same_hour_and_place_counts_once(engine):
     assert report(engine, "geo") == [{"country": "FR", "city": "Paris", "logins": 3, "users": 1}]
 
 
+def test_the_writer_leaves_the_spans_to_the_refresh_of_the_days(engine):
+    """Ingest writes no span row (it would cost every event an upsert); a report brings
+    them up to date before it reads them."""
+    apply(engine, [login("2024-03-05T10:00:00Z", "a")])
+    with Session(engine) as session:
+        assert session.execute(select(UserHour)).first() is None
+        assert session.execute(select(CityUser)).first() is None
+    assert report(engine, "activity-heatmap") == [{"hour": 10, "active_users": 1, "events": 1}]
+    assert report(engine, "geo") == [{"country": "FR", "city": "Paris", "logins": 1, "users": 1}]
+    # A later event is in the next report without anyone running a rollup.
+    apply(engine, [login("2024-03-06T11:00:00Z", "b", user="user-2", city="Lyon")])
+    assert report(engine, "activity-heatmap", until=date(2024, 3, 9)) == [
+        {"hour": 10, "active_users": 1, "events": 1},
+        {"hour": 11, "active_users": 1, "events": 1},
+    ]
+    assert [r["users"] for r in report(engine, "geo", since=date(2024, 3, 6))] == [1]
+
+
 def test_a_day_inside_a_span_rewrites_no_row(pg):
-    """The upsert's condition: a repeated day leaves the row as it is (no new row version)."""
+    """The refresh's condition: a repeated day leaves the row as it is (no new row version)."""
     apply(pg, [login("2024-03-03T10:00:00Z", "a"), login("2024-03-06T10:00:00Z", "b")])
+    refresh(pg)
 
     def versions() -> list[str]:
         with pg.connect() as conn:
@@ -96,8 +124,10 @@ def test_a_day_inside_a_span_rewrites_no_row(pg):
 
     before = versions()
     apply(pg, [login("2024-03-04T10:00:00Z", "c"), login("2024-03-06T10:30:00Z", "d")])
+    refresh(pg)
     assert versions() == before
     apply(pg, [login("2024-03-07T10:00:00Z", "e")])
+    refresh(pg)
     assert all(a != b for a, b in zip(versions(), before, strict=True))
 
 
