@@ -78,6 +78,10 @@ class CelerySender:
             task_id=task_id,
             argsrepr=argsrepr(task, items, by_type),
             compression=self.compression,
+            # Nobody reads a batch's result: without this, Celery's Redis result backend
+            # SUBSCRIBEs to the task's result channel on every send (and UNSUBSCRIBEs later),
+            # two commands and a round trip a task.
+            ignore_result=True,
         )
 
     def backlog(self, queues: list[str]) -> dict[str, int]:

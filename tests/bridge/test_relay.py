@@ -310,6 +310,27 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
     assert len(body) > 10 * len(base64.b64decode(message["body"]))
 
 
+def test_a_batch_is_sent_with_no_result_channel_subscribed(redis_url, redis_client, fresh_broker):
+    """No one reads a batch's result: sending one must not SUBSCRIBE to its result channel
+    (Celery's Redis result backend does, for every task sent, unless told otherwise)."""
+    from tasks.app import make_app
+    from tasks.sender import CelerySender
+
+    app = make_app(dataclasses.replace(ledger_settings(redis_url), celery_result_backend=redis_url))
+    items = [["events:order:created", '{"event_type": "order.created"}', 1.5]]
+    try:
+        sender = CelerySender(app, ledger_settings(redis_url))
+        for _ in range(3):
+            sender("order.created", "order", items)
+        consumer = app.backend.result_consumer
+        subscribed = consumer._pubsub.channels if consumer._pubsub is not None else {}
+        (raw,) = redis_client.lrange("order", 0, 0)
+    finally:
+        app.close()
+    assert dict(subscribed) == {}
+    assert orjson.loads(raw)["headers"]["ignore_result"] is True
+
+
 def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_broker):
     # Logs, Flower and `celery inspect` show argsrepr: no e-mail address belongs there.
     from tasks.sender import CelerySender
