@@ -267,3 +267,22 @@ def test_analytics_bench_without_a_bridge_fails_saying_so(
         return
     assert "reached no subscriber" in done.stderr
     assert "stalled at 0/10" in done.stdout or "timed out" in done.stdout
+
+
+def test_send_cost_prints_a_round_a_line_and_leaves_its_db_empty(
+    redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import send_cost
+    from tests.conftest import REDIS_DB
+
+    redis_client.set("left-over", "1")
+    assert (
+        send_cost.main(
+            ["--sends", "5", "--events", "3", "--rounds", "2", "--redis-db", str(REDIS_DB)]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["round 1", "round 2"]
+    assert all("ms CPU a send" in line and "(5 batches of 3)" in line for line in lines)
+    assert redis_client.dbsize() == 0
