@@ -110,7 +110,12 @@ def iso_day(value: Any) -> str:
 
 
 def iso_time(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+    """``YYYY-MM-DDTHH:MM:SSZ`` of a UTC time (stored times are naive UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.isoformat(timespec="seconds") + "Z"  # twice as fast as strftime
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def percentile(values: Sequence[Decimal | float], fraction: float) -> Decimal | None:

