@@ -25,6 +25,7 @@ import pstats
 import statistics
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,14 @@ def main() -> int:
         help="batches of every event type in arrival order (the bridge's mixed tasks at "
         "everyday rates), not one type each",
     )
+    parser.add_argument(
+        "--past-months",
+        type=int,
+        default=0,
+        help="first create this many monthly partitions of ``events`` before the current "
+        "month (empty), as a deployment that keeps that much history has: what each "
+        "partition costs an insert",
+    )
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
 
@@ -81,6 +90,10 @@ def _measure(args: argparse.Namespace, url: str) -> int:
 
         engine = make_engine(url)
         sessions = session_factory(engine)
+        if args.past_months:
+            with sessions.begin() as session:
+                made = _past_partitions(session, args.past_months)
+            print(f"{made} monthly partitions of events before this month created")
         ctx = Context()
         envelopes = publishing.simulate(args.events + 5_000, seed=1)
         warm = publishing.build_stream(envelopes[:5_000], channel_prefix="events")
@@ -156,6 +169,16 @@ def _measure(args: argparse.Namespace, url: str) -> int:
         if engine is not None:
             engine.dispose()
     return 0
+
+
+def _past_partitions(session: Any, months: int) -> int:
+    """Create ``months`` monthly partitions of ``events`` before the current month."""
+    from analytics.retention import ensure_partitions
+
+    now = datetime.now(UTC)
+    first = now.year * 12 + now.month - 1 - months  # months since year 0, zero-based
+    start = datetime(first // 12, first % 12 + 1, 1)
+    return len(ensure_partitions(session, start, months).created)
 
 
 if __name__ == "__main__":
