@@ -168,7 +168,7 @@ def redis_acl(
 
 #: Tables the report role writes: the rollups a report refreshes before it reads
 #: (DAU/WAU/MAU, response-time percentiles, monthly stock, payment-failure alerts, retention
-#: cohorts, conversion and logins of days that received late events).
+#: cohorts, conversion and logins of days that received late events, users' spans of days).
 REPORT_WRITES = (
     "active_users_daily",
     "daily_percentiles",
@@ -179,6 +179,8 @@ REPORT_WRITES = (
     "cohort_weeks",
     "daily_conversion",
     "daily_logins",
+    "user_hours",
+    "city_users",
 )
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
