@@ -29,7 +29,6 @@ from sqlalchemy import (
     event,
     func,
     select,
-    tuple_,
 )
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
@@ -302,123 +301,77 @@ def copy_to_staging(
     return staging, names
 
 
-def insert_new(
-    session: Session, table: Table, rows: list[dict[str, Any]], key: tuple[str, ...]
-) -> set[tuple[Any, ...]]:
-    """Insert rows unless their ``key`` exists; return the keys that were inserted.
-
-    On PostgreSQL the rows go through COPY into a per-connection temporary table
-    and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: measured 43 against
-    70 us a row for a multi-row INSERT of 700-byte events (more than half of a
-    batch's database time is this one statement).
-    """
-    if not rows:
-        return set()
-    if _dialect(session) != "postgresql" or len(rows) < COPY_MIN_ROWS:
-        stmt = statement(
-            session,
-            ("insert-new", table.name, key),
-            lambda insert: (
-                insert(table)
-                .on_conflict_do_nothing(index_elements=list(key))
-                .returning(*(table.c[name] for name in key))
-            ),
-        )
-        return {tuple(row) for row in session.execute(stmt, rows)}
-    staging, names = copy_to_staging(session, table, rows)
-    listed, keys = ", ".join(names), ", ".join(key)
-    result = session.connection().exec_driver_sql(
-        f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "
-        f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
-    )
-    return {tuple(row) for row in result}
-
-
 def insert_once(
     session: Session,
     table: Table,
+    keys: Table,
     rows: list[dict[str, Any]],
-    key: tuple[str, str],
     conflict: tuple[str, ...],
 ) -> set[tuple[str, str]]:
-    """Insert the rows whose ``key`` (two text columns) ``table`` holds nowhere; return those keys.
+    """Insert the rows whose key ``keys`` does not hold yet, recording it there; return those keys.
 
-    For a table whose unique index (``conflict``) must hold more than the key, as a
-    partitioned table's holds its partition key: the index alone would let the same
-    key in again under another value of the rest. Transactions inserting the same
-    key run in turn: each first takes a transaction-scoped advisory lock per key
-    (:func:`key_lock`, all in one sorted order), then looks the keys up in a new
-    statement, whose snapshot holds what the transaction before it committed.
-
-    On PostgreSQL with enough rows, the keys are locked and looked up from the COPY
-    staging table (:func:`insert_new`), without sending them again as parameters;
-    with fewer, lock and insert go in one round trip (:func:`_insert_once_arrays`).
+    ``keys``' primary key is two text columns that ``table``'s rows carry too (the raw
+    events' ``(tenant_id, event_id)``), and the rows must have distinct keys. A key is
+    claimed by inserting it into ``keys`` (``ON CONFLICT DO NOTHING``); only the rows
+    whose key was claimed go into ``table``. One index probe a row, whatever
+    ``table``'s partitions (a look-up in ``table`` itself would probe each of them). A
+    transaction claiming a key another has claimed but not committed waits for it at
+    the index entry, then finds it taken, or takes it if the other rolled back. Keys
+    are claimed in byte order, as every writer locks rows, so two never deadlock.
+    ``table``'s own ``conflict`` index still turns away a row it already holds.
     """
     if not rows:
         return set()
-    first, second = key
+    first, second = (column.name for column in keys.primary_key.columns)
+    names = tuple(rows[0])
+    listed = ", ".join(names)
+    claimed = (
+        f"new AS (INSERT INTO {keys.name} ({first}, {second}) "
+        f"SELECT {first}, {second} FROM s "
+        f'ORDER BY {first} COLLATE "C", {second} COLLATE "C" '
+        f"ON CONFLICT DO NOTHING RETURNING {first}, {second}) "
+        f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM s JOIN new "
+        f"USING ({first}, {second}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+    )
     if _dialect(session) == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-        staging, names = copy_to_staging(session, table, rows)
-        connection = session.connection()
-        name = f"'{table.name}:' || length({first}) || ':' || {first} || {second}"
-        connection.exec_driver_sql(
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) FROM "
-            f'(SELECT DISTINCT {name} COLLATE "C" AS name FROM {staging} ORDER BY 1) AS ordered'
-        )
-        listed = ", ".join(names)
-        result = connection.exec_driver_sql(
-            f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
-            f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+        staging, _ = copy_to_staging(session, table, rows)
+        result = session.connection().exec_driver_sql(
+            f"WITH s AS MATERIALIZED (SELECT * FROM {staging}), {claimed}"
         )
         return {(a, b) for a, b in result}
     if _dialect(session) == "postgresql":
-        return _insert_once_arrays(session, table, rows, key, conflict)
-    one_at_a_time(session, *(key_lock(table, row[first], row[second]) for row in rows))
-    stored = stored_pairs(session, table, key, [(row[first], row[second]) for row in rows])
-    fresh = [row for row in rows if (row[first], row[second]) not in stored]
-    at = conflict.index(first), conflict.index(second)
-    return {(found[at[0]], found[at[1]]) for found in insert_new(session, table, fresh, conflict)}
+        # A few rows: as arrays (:class:`Unnest`), one statement text whatever their number.
+        def build(_: Any) -> tuple[str, Unnest]:
+            unnest = Unnest.of(session, table, names, "u")
+            return f"WITH s AS (SELECT * FROM {unnest.source}), {claimed}", unnest
 
-
-def _insert_once_arrays(
-    session: Session,
-    table: Table,
-    rows: list[dict[str, Any]],
-    key: tuple[str, str],
-    conflict: tuple[str, ...],
-) -> set[tuple[str, str]]:
-    """:func:`insert_once` for a few rows on PostgreSQL: one round trip, one statement text.
-
-    The lock and the insert travel in one string; PostgreSQL runs them as two
-    statements, and at read committed each takes its own snapshot, so the insert's
-    ``NOT EXISTS`` sees what the transaction that held a lock before us committed.
-    The rows go as arrays (:class:`Unnest`), so the text is the same whatever their
-    number: built once, with no SQLAlchemy compilation per batch (the lock, the
-    look-up and the insert cost ~5 ms of a 5-event batch's CPU as three compiled
-    statements; measured).
-    """
-    first, second = key
-    names = tuple(rows[0])
-
-    def build(_: Any) -> tuple[str, Unnest]:
-        unnest = Unnest.of(session, table, names, "s")
-        listed = ", ".join(names)
-        sql = (
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) "
-            "FROM unnest(%s::text[]) AS name; "
-            f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {unnest.source} "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS t "
-            f"WHERE t.{first} = s.{first} AND t.{second} = s.{second}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
-        )
-        return sql, unnest
-
-    sql, unnest = statement(session, ("insert-once", table.name, names), build)
-    locks = sorted({key_lock(table, row[first], row[second]) for row in rows})
-    result = session.connection().exec_driver_sql(sql, (locks, *unnest.params(rows)))
-    return {(a, b) for a, b in result}
+        sql, unnest = statement(session, ("insert-once", table.name, keys.name, names), build)
+        result = session.connection().exec_driver_sql(sql, tuple(unnest.params(rows)))
+        return {(a, b) for a, b in result}
+    # SQLite: writers take turns, so the keys not yet held are claimed, then inserted.
+    pairs = sorted({(row[first], row[second]) for row in rows})
+    claim = statement(
+        session,
+        ("claim", keys.name),
+        lambda insert: (
+            insert(keys).on_conflict_do_nothing().returning(keys.c[first], keys.c[second])
+        ),
+    )
+    new = {(a, b) for a, b in session.execute(claim, [{first: a, second: b} for a, b in pairs])}
+    fresh = [row for row in rows if (row[first], row[second]) in new]
+    if not fresh:
+        return set()
+    add = statement(
+        session,
+        ("insert-new", table.name, conflict),
+        lambda insert: (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(table.c[first], table.c[second])
+        ),
+    )
+    return {(a, b) for a, b in session.execute(add, fresh)}
 
 
 @dataclass(frozen=True)
@@ -542,38 +495,6 @@ class Writes:
         sql, params = "; ".join(self._sql), tuple(self._params)
         self._sql, self._params = [], []
         self.session.connection().exec_driver_sql(sql, params)
-
-
-def key_lock(table: Table, first: str, second: str) -> str:
-    """The advisory lock name :func:`insert_once` takes for a key (the same in SQL there)."""
-    return f"{table.name}:{len(first)}:{first}{second}"
-
-
-def stored_pairs(
-    session: Session, table: Table, columns: tuple[str, str], pairs: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of ``pairs`` (values of two text ``columns``) ``table`` already holds.
-
-    PostgreSQL: the pairs come in as two arrays and are joined with ``unnest``: one
-    index probe per pair and partition, where ``(a, b) IN (...)`` would plan a list of
-    OR-ed conditions for every partition. SQLite: a row-value ``IN``.
-    """
-    if not pairs:
-        return set()
-    first, second = (table.c[name] for name in columns)
-    if _dialect(session) == "postgresql":
-        given = (
-            func.unnest(
-                bindparam("firsts", [a for a, _ in pairs], postgresql.ARRAY(Text)),
-                bindparam("seconds", [b for _, b in pairs], postgresql.ARRAY(Text)),
-            )
-            .table_valued("a", "b")
-            .render_derived()
-        )
-        stmt = select(first, second).join(given, (first == given.c.a) & (second == given.c.b))
-    else:
-        stmt = select(first, second).where(tuple_(first, second).in_(list(pairs)))
-    return {(a, b) for a, b in session.execute(stmt)}
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -102,6 +102,22 @@ class StoredEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class EventKey(Base):
+    """Every event ever stored, once per ``(tenant_id, event_id)``: how a replay is known.
+
+    The writer claims an event's key here before it stores the event
+    (:func:`analytics.db.insert_once`): one probe of one index, where a look-up in the
+    partitioned ``events`` would probe every month's. Keys outlive the raw events that
+    retention prunes, as the aggregates those events were counted in do: an event
+    re-sent after its month was pruned still counts once.
+    """
+
+    __tablename__ = "event_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
 class RawHorizon(Base):
     """One row once raw events were pruned: those dated before ``pruned_before`` may be gone.
 

@@ -62,7 +62,7 @@ def already_stored(keys: list[tuple[str, str]]) -> int | None:
     from sqlalchemy import select, tuple_
 
     from analytics.db import get_engine
-    from analytics.models import StoredEvent
+    from analytics.models import EventKey
 
     if not keys:
         return 0
@@ -71,8 +71,9 @@ def already_stored(keys: list[tuple[str, str]]) -> int | None:
         with get_engine().connect() as conn:
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
-                query = select(StoredEvent.tenant_id, StoredEvent.event_id).where(
-                    tuple_(StoredEvent.tenant_id, StoredEvent.event_id).in_(chunk)
+                # The keys of every event ever stored (pruned ones too: they count once).
+                query = select(EventKey.tenant_id, EventKey.event_id).where(
+                    tuple_(EventKey.tenant_id, EventKey.event_id).in_(chunk)
                 )
                 found += len(conn.execute(query).all())
     except Exception:

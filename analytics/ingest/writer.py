@@ -41,7 +41,7 @@ from analytics.ingest.changes import (
 )
 from analytics.ingest.handlers import changes_for
 from analytics.ingest.refunds import resolve_refunds
-from analytics.models import Base, StoredEvent
+from analytics.models import Base, EventKey, StoredEvent
 from analytics.storable import fit_for, path_of, storable_channel
 
 #: Every table by its name, as changes name them.
@@ -207,7 +207,8 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
     the unique index holds ``occurred_at`` too (PostgreSQL wants the partition key in
     it), and alone would take a re-sent id with another timestamp for a new event
     (an id-less, timestamp-less payload forwarded by two bridges; a producer that
-    re-stamps a retry). :func:`analytics.db.insert_once` keeps it once per key.
+    re-stamps a retry). :func:`analytics.db.insert_once` keeps it once per key, by
+    claiming the key in ``event_keys`` first.
     """
     unique: dict[tuple[str, str], Event] = {}
     for event in batch:
@@ -233,8 +234,8 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
         }
         for e in unique.values()
     ]
-    table = StoredEvent.__table__
-    inserted = insert_once(session, table, rows, EVENT_KEY, EVENT_UNIQUE)  # type: ignore[arg-type]
+    table, keys = StoredEvent.__table__, EventKey.__table__
+    inserted = insert_once(session, table, keys, rows, EVENT_UNIQUE)  # type: ignore[arg-type]
     return [event for key, event in unique.items() if key in inserted]
 
 

@@ -503,3 +503,31 @@ def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
 
 def columns_of(engine: Any, table: str) -> set[str]:
     return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0016_fills_the_event_keys_so_an_event_stored_before_is_still_a_duplicate(dialect, request):
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.models import EventKey
+    from tests.analytics.helpers import apply, make
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    try:
+        before = [make("user.logged_in", {}, f"2024-03-0{d}T10:00:00Z", f"e{d}") for d in (1, 2)]
+        apply(engine, before)
+        command.downgrade(config, "0015")
+        assert "event_keys" not in inspect(engine).get_table_names()
+        command.upgrade(config, "head")
+        with Session(engine) as session:
+            keys = session.execute(select(EventKey.tenant_id, EventKey.event_id)).all()
+        assert sorted(tuple(k) for k in keys) == [("tenant-a", "e1"), ("tenant-a", "e2")]
+        # Re-sent under another time, and a new one beside it.
+        again = make("user.logged_in", {}, "2024-03-09T10:00:00Z", "e1")
+        result = apply(engine, [again, make("user.logged_in", {}, "2024-03-09T10:00:00Z", "e3")])
+        assert (result.stored, result.duplicates) == (1, 1)
+    finally:
+        engine.dispose()

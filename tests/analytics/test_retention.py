@@ -240,6 +240,13 @@ def test_prune_drops_whole_old_partitions_only_and_never_aggregates(months):
         assert pruned_before(session) == datetime(2023, 2, 1)
     again = maintain(months, prune, timedelta(days=150), NOW)
     assert (again.dropped, again.events) == ([], 0)
+    # A pruned event re-sent counts once still: its key outlives it, as its sums do.
+    resent = apply(
+        months, [order("jan-1", "2023-01-05T10:00:00Z"), order("jun-1", NOW.isoformat())]
+    )
+    assert (resent.stored, resent.duplicates) == (1, 1)
+    assert revenue(months) == (5, Decimal("50"))
+    assert "jan-1" not in [e for e, _ in stored(months)]
 
 
 def test_prune_keeps_a_partition_holding_an_event_the_warehouse_has_not_received(months):
