@@ -302,11 +302,7 @@ def copy_to_staging(
 
 
 def insert_once(
-    session: Session,
-    table: Table,
-    keys: Table,
-    rows: list[dict[str, Any]],
-    conflict: tuple[str, ...],
+    session: Session, table: Table, keys: Table, rows: list[dict[str, Any]]
 ) -> set[tuple[str, str]]:
     """Insert the rows whose key ``keys`` does not hold yet, recording it there; return those keys.
 
@@ -318,7 +314,6 @@ def insert_once(
     transaction claiming a key another has claimed but not committed waits for it at
     the index entry, then finds it taken, or takes it if the other rolled back. Keys
     are claimed in byte order, as every writer locks rows, so two never deadlock.
-    ``table``'s own ``conflict`` index still turns away a row it already holds.
     """
     if not rows:
         return set()
@@ -331,8 +326,7 @@ def insert_once(
         f'ORDER BY {first} COLLATE "C", {second} COLLATE "C" '
         f"ON CONFLICT DO NOTHING RETURNING {first}, {second}) "
         f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM s JOIN new "
-        f"USING ({first}, {second}) "
-        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {first}, {second}"
+        f"USING ({first}, {second}) RETURNING {first}, {second}"
     )
     if _dialect(session) == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         staging, _ = copy_to_staging(session, table, rows)
@@ -349,7 +343,7 @@ def insert_once(
         sql, unnest = statement(session, ("insert-once", table.name, keys.name, names), build)
         result = session.connection().exec_driver_sql(sql, tuple(unnest.params(rows)))
         return {(a, b) for a, b in result}
-    # SQLite: writers take turns, so the keys not yet held are claimed, then inserted.
+    # SQLite: writers take turns, so the keys not yet held are claimed, then their rows added.
     pairs = sorted({(row[first], row[second]) for row in rows})
     claim = statement(
         session,
@@ -360,18 +354,9 @@ def insert_once(
     )
     new = {(a, b) for a, b in session.execute(claim, [{first: a, second: b} for a, b in pairs])}
     fresh = [row for row in rows if (row[first], row[second]) in new]
-    if not fresh:
-        return set()
-    add = statement(
-        session,
-        ("insert-new", table.name, conflict),
-        lambda insert: (
-            insert(table)
-            .on_conflict_do_nothing(index_elements=list(conflict))
-            .returning(table.c[first], table.c[second])
-        ),
-    )
-    return {(a, b) for a, b in session.execute(add, fresh)}
+    if fresh:
+        session.execute(statement(session, ("insert", table.name), lambda i: i(table)), fresh)
+    return new
 
 
 @dataclass(frozen=True)

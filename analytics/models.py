@@ -71,14 +71,13 @@ class StoredEvent(Base):
 
     On PostgreSQL the table is partitioned by month of ``occurred_at``
     (:mod:`analytics.retention`) and its primary key is ``(id, occurred_at)``. A unique
-    index there must hold the partition key, so the one below catches a re-sent envelope
-    (same id, same time) atomically; the writer finds the same ``(tenant_id, event_id)``
-    under another time itself, across partitions.
+    index there would have to hold the partition key, and so could not catch a re-sent
+    id under another time: :class:`EventKey` holds each key once, and the writer stores
+    an event only after claiming its key there.
     """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index(None, "tenant_id", "event_id", "occurred_at", unique=True),
         # Reports and rebuilds read a tenant's events by time; nothing filters raw
         # events by type (counters answer that), so no index for it: each index
         # costs every insert.

@@ -195,20 +195,17 @@ class BatchResult:
     refused: list[tuple[Event, InvalidEvent]] = field(default_factory=list)
 
 
-#: The dedup key of a raw event, and the columns of its unique index.
+#: The dedup key of a raw event (``event_keys``' primary key).
 EVENT_KEY = ("tenant_id", "event_id")
-EVENT_UNIQUE = (*EVENT_KEY, "occurred_at")
 
 
 def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
     """Insert the batch's raw events; return the ones that were not stored before.
 
-    An event is new unless its ``(tenant_id, event_id)`` is stored, under any time:
-    the unique index holds ``occurred_at`` too (PostgreSQL wants the partition key in
-    it), and alone would take a re-sent id with another timestamp for a new event
-    (an id-less, timestamp-less payload forwarded by two bridges; a producer that
-    re-stamps a retry). :func:`analytics.db.insert_once` keeps it once per key, by
-    claiming the key in ``event_keys`` first.
+    An event is new unless its ``(tenant_id, event_id)`` was stored before, under any
+    time (an id-less, timestamp-less payload forwarded by two bridges; a producer that
+    re-stamps a retry): :func:`analytics.db.insert_once` claims the key in
+    ``event_keys`` first and stores only the events whose key it claimed.
     """
     unique: dict[tuple[str, str], Event] = {}
     for event in batch:
@@ -235,7 +232,7 @@ def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
         for e in unique.values()
     ]
     table, keys = StoredEvent.__table__, EventKey.__table__
-    inserted = insert_once(session, table, keys, rows, EVENT_UNIQUE)  # type: ignore[arg-type]
+    inserted = insert_once(session, table, keys, rows)  # type: ignore[arg-type]
     return [event for key, event in unique.items() if key in inserted]
 
 
