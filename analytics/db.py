@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -389,12 +390,54 @@ class Unnest:
             ),
         )
 
-    def params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        """The positional parameters of :attr:`source` for ``rows``, in its column order."""
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The positional parameters of :attr:`source` for ``rows``, in its column order.
+
+        Each column's values go as one array literal (``{"a","b",NULL}``): one string
+        constant for PostgreSQL's parser, where a Python list arrives as ``ARRAY['a',
+        'b', NULL]``, an expression of one constant a value that the server lexes,
+        analyses and folds in every statement (the parser, analysis and planner took a
+        third of PostgreSQL's CPU of a small batch; measured with perf).
+        """
         return [
-            [row[name] for row in rows] if process is None else [process(row[name]) for row in rows]
+            array_literal([row[name] for row in rows])
+            if process is None
+            else array_literal([process(row[name]) for row in rows])
             for name, process in self.columns
         ]
+
+
+_ARRAY_SPECIAL = re.compile(r'["\\]')
+
+
+def _array_text(value: str) -> str:
+    if _ARRAY_SPECIAL.search(value):
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
+
+
+def _array_element(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _array_text(value)
+    if value is None:
+        return "NULL"
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int or kind is Decimal:
+        return str(value)
+    if kind is float:
+        return repr(value)
+    if kind is datetime:
+        return f'"{value.isoformat(" ")}"'
+    if kind is date:
+        return value.isoformat()
+    return _array_text(str(value))
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """PostgreSQL's text form of a one-dimensional array of ``values`` (cast it in SQL)."""
+    return "{" + ",".join(map(_array_element, values)) + "}"
 
 
 class Writes:
