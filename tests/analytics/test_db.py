@@ -7,6 +7,7 @@ statement events), and a lost connection is a backend ended with ``pg_terminate_
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -85,3 +86,27 @@ def test_a_connection_lost_within_the_idle_limit_fails_once_as_retryable_then_is
         backend_pid(engine)
     assert is_transient(failed.value)
     assert backend_pid(engine) != lost
+
+
+def test_array_literals_read_back_as_the_values_they_were_made_of(pg):
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    from analytics.db import array_literal
+
+    texts = ['plain', 'a "quoted" word', "back\\slash", "{braces},commas", " spaced ", "",
+             "NULL", "null", "tab\tnew\nline", "üñí©ødé ✓", None, "\\\"", "'single'"]  # fmt: skip
+    columns: dict[str, list[Any]] = {
+        "text[]": texts,
+        "bigint[]": [0, -7, 2**62, None],
+        "numeric[]": [Decimal("2.50"), Decimal("-0.01"), None],
+        "double precision[]": [1.5, -0.25, 1e-9, None],
+        "boolean[]": [True, False, None],
+        "timestamp[]": [datetime(2024, 1, 2, 3, 4, 5, 6), datetime(2024, 2, 29), None],
+        "date[]": [date(2024, 2, 29), None],
+    }
+    with pg.connect() as conn:
+        for cast, values in columns.items():
+            sql = f"SELECT v FROM unnest(CAST(:a AS {cast})) WITH ORDINALITY AS u(v, n) ORDER BY n"
+            back = conn.execute(text(sql), {"a": array_literal(values)}).scalars().all()
+            assert back == values, cast
