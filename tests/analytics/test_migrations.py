@@ -503,3 +503,76 @@ def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
 
 def columns_of(engine: Any, table: str) -> set[str]:
     return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(dialect, request):
+    """Stored, then taken down to 0015 (the lifecycle columns back, filled as an older
+    writer would have), up, down and up again: the orders keep their creation, payment
+    and currency, the payments their currency, and every report equals the oracle's."""
+    from alembic import command
+    from analytics.reports import REPORTS
+    from tests.reports import dataset
+    from tests.reports.test_against_oracle import NOW, RANGES, _load, _mismatches
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    documents = dataset.build()
+    lifecycle = {"status", "status_at", "total_amount", "items_count", "cancelled_at"}
+    payment_state = {"status", "amount", "payment_method", "failure_reason", "refunded_amount"}
+
+    def stored() -> tuple[list[tuple], list[tuple]]:
+        with engine.connect() as conn:
+            orders = conn.execute(
+                text("SELECT tenant_id, order_id, created_at, paid_at, currency FROM orders "
+                     "ORDER BY tenant_id, order_id")
+            ).all()  # fmt: skip
+            payments = conn.execute(
+                text("SELECT tenant_id, payment_id, currency FROM payments "
+                     "WHERE currency IS NOT NULL ORDER BY tenant_id, payment_id")
+            ).all()  # fmt: skip
+        return [tuple(r) for r in orders], [tuple(r) for r in payments]
+
+    def every_report_is_the_oracles() -> None:
+        for tenant in ("tenant-1", "tenant-2"):
+            found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
+            assert [m[:3] for m in found] == []
+
+    try:
+        _load(engine, documents)
+        before = stored()
+        assert before[0] and before[1]
+        command.downgrade(config, "0015")
+        assert lifecycle | {"fulfilled_at"} <= columns_of(engine, "orders")
+        assert payment_state | {"status_at"} <= columns_of(engine, "payments")
+        assert stored() == before
+        # As an older writer left them: lifecycle values, and a payment with no currency.
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE orders SET status = 'fulfilled', total_amount = 10000"))
+            conn.execute(text("UPDATE payments SET status = 'refunded', refunded_amount = 5"))
+            conn.execute(
+                text("INSERT INTO payments (tenant_id, payment_id, refunded_amount) "
+                     "VALUES ('tenant-1', 'no-currency', 0)")
+            )  # fmt: skip
+        every_report_is_the_oracles()
+
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert columns_of(engine, "orders") == {
+            "tenant_id", "order_id", "created_at", "paid_at", "currency"
+        }  # fmt: skip
+        assert columns_of(engine, "payments") == {"tenant_id", "payment_id", "currency"}
+        assert stored() == before
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM payments")).scalar() == len(before[1])
+        every_report_is_the_oracles()
+
+        command.downgrade(config, "0015")
+        assert stored() == before
+        every_report_is_the_oracles()
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert stored() == before
+        every_report_is_the_oracles()
+    finally:
+        engine.dispose()
