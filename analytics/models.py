@@ -169,12 +169,18 @@ class UserActivity(Base):
     """How many events a user (the envelope's ``user_id``) produced in an hour."""
 
     __tablename__ = "user_activity"
-    __table_args__ = (Index(None, "tenant_id", "user_id"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "hour", "user_id"),
+        # Retention reads the activity of the users registered on a day by user.
+        Index(None, "tenant_id", "user_id"),
+    )
 
-    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
-    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    # The 8-byte columns first: no alignment padding after the text columns (a row is
+    # 88 bytes, not 96).
+    hour: Mapped[datetime] = mapped_column(DateTime)
     events: Mapped[int] = mapped_column(BigInteger)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str] = mapped_column(ID)
 
 
 class UserCohort(Base):
@@ -191,20 +197,24 @@ class UserCohort(Base):
 
 
 class ProductSale(Base):
-    """Units and revenue of a product per day, currency and selling location."""
+    """Units and revenue of a product per day, currency and selling location.
+
+    The 8-byte columns come first, then the day (no alignment padding after the text
+    columns). The sale's sku is not kept: no report read it (the stock levels keep
+    their own).
+    """
 
     __tablename__ = "product_sales"
 
+    units: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Amount)
+    last_sold_at: Mapped[datetime] = mapped_column(DateTime)
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     product_id: Mapped[str] = mapped_column(ID, primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     location_id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(255))
-    sku: Mapped[str | None] = mapped_column(ID)
-    units: Mapped[int] = mapped_column(BigInteger)
-    revenue: Mapped[Decimal] = mapped_column(Amount)
-    last_sold_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class ProductSaleMonth(Base):
@@ -444,12 +454,15 @@ class UserHour(Base):
     """
 
     __tablename__ = "user_hours"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "hour_of_day", "user_id"),)
 
-    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    hour_of_day: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    # The days and the hour before the text columns: no alignment padding between them
+    # (a row is 80 bytes, not 88).
     first_day: Mapped[date] = mapped_column(Date)
     last_day: Mapped[date] = mapped_column(Date)
+    hour_of_day: Mapped[int] = mapped_column(SmallInteger)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str] = mapped_column(ID)
 
 
 class CityUser(Base):

@@ -1,4 +1,4 @@
-"""orders and payments keep only what reports read: no lifecycle columns, 8-byte columns first
+"""orders, payments and product sales keep only what reports read; wider columns first
 
 Revision ID: 0016
 Revises: 0015
@@ -13,13 +13,18 @@ Create Date: 2026-12-07 00:00:00.000000
   ``failure_reason`` and ``refunded_amount`` dropped: reports read only a payment's
   ``currency``, by key, for a refund whose order is unknown.
 
-Both tables are rebuilt (copied into a new table that takes the name), so that their
-rows do not carry the dropped columns' null bits, and the 8-byte columns of
-``orders`` come first (no alignment padding after the text columns).
+- ``product_sales``: ``sku`` dropped (no report read it; the stock levels keep theirs).
 
-The downgrade brings the columns back, empty (``refunded_amount`` 0): the values are
-gone from these tables, and the raw events still hold them (``analytics rebuild`` at
-the older revision recomputes them).
+These tables, and ``user_activity`` and ``user_hours``, are rebuilt (copied into a
+new table that takes the name) with their 8-byte columns first, then the 4- and
+2-byte ones, then the text (PostgreSQL pads a column to its alignment after a text
+column: 8 bytes a row less for ``product_sales``, ``user_activity`` and
+``user_hours``), and without the dropped columns' null bits. Their keys and indexes
+are unchanged.
+
+The downgrade brings the dropped columns back, empty (``refunded_amount`` 0): the
+values are gone from these tables, and the raw events still hold them (``analytics
+rebuild`` at the older revision recomputes them). The columns' order stays.
 """
 
 from __future__ import annotations
@@ -83,6 +88,59 @@ def upgrade() -> None:
     )
     # A row without a currency answers a reader as no row does: the writer keeps none.
     _copy("payments", "tenant_id, payment_id, currency", "WHERE currency IS NOT NULL")
+    _set_aside("product_sales", postgresql)
+    op.create_table(
+        "product_sales",
+        sa.Column("units", sa.BigInteger(), nullable=False),
+        sa.Column("revenue", sa.BigInteger(), nullable=False),
+        sa.Column("last_sold_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", ID, nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("product_id", ID, nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("location_id", ID, nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "tenant_id",
+            "day",
+            "product_id",
+            "currency",
+            "location_id",
+            name=op.f("pk_product_sales"),
+        ),
+    )
+    _copy(
+        "product_sales",
+        "units, revenue, last_sold_at, tenant_id, day, product_id, currency, location_id, name",
+    )
+    _set_aside("user_activity", postgresql)
+    op.drop_index("ix_user_activity_tenant_id_user_id", table_name="user_activity_0015")
+    op.create_table(
+        "user_activity",
+        sa.Column("hour", sa.DateTime(), nullable=False),
+        sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "hour", "user_id", name=op.f("pk_user_activity")),
+    )
+    _copy("user_activity", "hour, events, tenant_id, user_id")
+    op.create_index(
+        op.f("ix_user_activity_tenant_id_user_id"),
+        "user_activity",
+        ["tenant_id", "user_id"],
+        unique=False,
+    )
+    _set_aside("user_hours", postgresql)
+    op.create_table(
+        "user_hours",
+        sa.Column("first_day", sa.Date(), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+        sa.Column("hour_of_day", sa.SmallInteger(), nullable=False),
+        sa.Column("tenant_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "hour_of_day", "user_id", name=op.f("pk_user_hours")),
+    )
+    _copy("user_hours", "first_day, last_day, hour_of_day, tenant_id, user_id")
 
 
 def _set_aside(table: str, postgresql: bool) -> None:
@@ -98,6 +156,8 @@ def _copy(table: str, columns: str, where: str = "") -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("product_sales") as batch:
+        batch.add_column(sa.Column("sku", ID, nullable=True))
     with op.batch_alter_table("orders") as batch:
         for name, type_ in _ORDER_COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True))

@@ -82,7 +82,6 @@ PRODUCT_SALES = Aggregate(
         "units": Merge.SUM,
         "revenue": Merge.SUM,
         "name": Merge.LAST,
-        "sku": Merge.LAST,
         "last_sold_at": Merge.MAX,
     },
 )

@@ -233,7 +233,7 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
             "name": item.name,
             "last_sold_at": event.timestamp,
         }
-        changes.append(Upsert(PRODUCT_SALES, {**sale, "day": event.day, "sku": item.sku}))
+        changes.append(Upsert(PRODUCT_SALES, {**sale, "day": event.day}))
         name_at = event.timestamp if item.name is not None else None
         changes.append(Upsert(PRODUCT_MONTHS, {**sale, "month": month, "name_at": name_at}))
     return changes

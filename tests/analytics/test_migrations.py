@@ -507,9 +507,10 @@ def columns_of(engine: Any, table: str) -> set[str]:
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
 def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(dialect, request):
-    """Stored, then taken down to 0015 (the lifecycle columns back, filled as an older
+    """Stored, then taken down to 0015 (the dropped columns back, filled as an older
     writer would have), up, down and up again: the orders keep their creation, payment
-    and currency, the payments their currency, and every report equals the oracle's."""
+    and currency, the payments their currency, the rebuilt tables every row they kept,
+    and every report equals the oracle's."""
     from alembic import command
     from analytics.reports import REPORTS
     from tests.reports import dataset
@@ -521,17 +522,29 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
     lifecycle = {"status", "status_at", "total_amount", "items_count", "cancelled_at"}
     payment_state = {"status", "amount", "payment_method", "failure_reason", "refunded_amount"}
 
-    def stored() -> tuple[list[tuple], list[tuple]]:
+    #: What each rebuilt table keeps, compared before and after every step.
+    kept = {
+        "orders": "tenant_id, order_id, created_at, paid_at, currency",
+        "payments": "tenant_id, payment_id, currency",
+        "product_sales": "tenant_id, day, product_id, currency, location_id, name, units, "
+        "revenue, last_sold_at",
+        "user_activity": "tenant_id, hour, user_id, events",
+        "user_hours": "tenant_id, hour_of_day, user_id, first_day, last_day",
+    }
+
+    def stored() -> dict[str, list[tuple]]:
+        found = {}
         with engine.connect() as conn:
-            orders = conn.execute(
-                text("SELECT tenant_id, order_id, created_at, paid_at, currency FROM orders "
-                     "ORDER BY tenant_id, order_id")
-            ).all()  # fmt: skip
-            payments = conn.execute(
-                text("SELECT tenant_id, payment_id, currency FROM payments "
-                     "WHERE currency IS NOT NULL ORDER BY tenant_id, payment_id")
-            ).all()  # fmt: skip
-        return [tuple(r) for r in orders], [tuple(r) for r in payments]
+            for table, columns in kept.items():
+                # A payment without a currency is no payment to a reader: 0016 keeps none.
+                where = "WHERE currency IS NOT NULL" if table == "payments" else ""
+                found[table] = [
+                    tuple(row)
+                    for row in conn.execute(
+                        text(f"SELECT {columns} FROM {table} {where} ORDER BY {columns}")
+                    )
+                ]
+        return found
 
     def every_report_is_the_oracles() -> None:
         for tenant in ("tenant-1", "tenant-2"):
@@ -540,16 +553,19 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
 
     try:
         _load(engine, documents)
+        every_report_is_the_oracles()  # which refreshes the rollups: user_hours filled
         before = stored()
-        assert before[0] and before[1]
+        assert all(before.values())
         command.downgrade(config, "0015")
         assert lifecycle | {"fulfilled_at"} <= columns_of(engine, "orders")
         assert payment_state | {"status_at"} <= columns_of(engine, "payments")
+        assert "sku" in columns_of(engine, "product_sales")
         assert stored() == before
         # As an older writer left them: lifecycle values, and a payment with no currency.
         with engine.begin() as conn:
             conn.execute(text("UPDATE orders SET status = 'fulfilled', total_amount = 10000"))
             conn.execute(text("UPDATE payments SET status = 'refunded', refunded_amount = 5"))
+            conn.execute(text("UPDATE product_sales SET sku = 'SKU-1'"))
             conn.execute(
                 text("INSERT INTO payments (tenant_id, payment_id, refunded_amount) "
                      "VALUES ('tenant-1', 'no-currency', 0)")
@@ -562,9 +578,11 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
             "tenant_id", "order_id", "created_at", "paid_at", "currency"
         }  # fmt: skip
         assert columns_of(engine, "payments") == {"tenant_id", "payment_id", "currency"}
+        assert "sku" not in columns_of(engine, "product_sales")
         assert stored() == before
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM payments")).scalar() == len(before[1])
+            payments = conn.execute(text("SELECT count(*) FROM payments")).scalar()
+        assert payments == len(before["payments"])
         every_report_is_the_oracles()
 
         command.downgrade(config, "0015")
