@@ -166,7 +166,11 @@ class MetricCounter(Base):
 
 
 class UserActivity(Base):
-    """How many events a user (the envelope's ``user_id``) produced in an hour."""
+    """That a user (the envelope's ``user_id``) produced events in an hour.
+
+    How many is not kept: no report read it (the hour's events are counted in
+    ``metric_counters``), and without it a row is never rewritten.
+    """
 
     __tablename__ = "user_activity"
     __table_args__ = (
@@ -175,10 +179,9 @@ class UserActivity(Base):
         Index(None, "tenant_id", "user_id"),
     )
 
-    # The 8-byte columns first: no alignment padding after the text columns (a row is
-    # 88 bytes, not 96).
+    # The time first: no alignment padding after the text columns (a row is 80 bytes;
+    # 96 with the count after the text).
     hour: Mapped[datetime] = mapped_column(DateTime)
-    events: Mapped[int] = mapped_column(BigInteger)
     tenant_id: Mapped[str] = mapped_column(ID)
     user_id: Mapped[str] = mapped_column(ID)
 
@@ -431,7 +434,11 @@ class UserSession(Base):
 
 
 class LoginLocation(Base):
-    """Logins per day, place and user: geography and login frequency."""
+    """That a user logged in from a place on a day: the distinct users of days and places.
+
+    The logins are counted in ``city_logins`` (per day and place), not here: a row is
+    never rewritten.
+    """
 
     __tablename__ = "login_locations"
 
@@ -440,7 +447,6 @@ class LoginLocation(Base):
     country: Mapped[str] = mapped_column(String(64), primary_key=True)
     city: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    logins: Mapped[int] = mapped_column(BigInteger)
 
 
 class UserHour(Base):

@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 from analytics.db import insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
+    CityLogin,
     CityUser,
     CohortSize,
     CohortWeek,
@@ -351,10 +352,24 @@ def logins(session: Session, tenant: str, dirty: Iterable[date]) -> int:
     spans = runs(dirty)
     if not spans:
         return 0
+    # Logins from ``city_logins`` (a row a day and place), users from ``login_locations``.
+    counted = {
+        day: n
+        for day, n in session.execute(
+            select(CityLogin.day, func.sum(CityLogin.logins))
+            .where(CityLogin.tenant_id == tenant, _on(CityLogin.day, spans))
+            .group_by(CityLogin.day)
+        )
+    }
     rows = [
-        {"tenant_id": tenant, "day": _as_date(day), "logins": int(n), "users": int(users)}
-        for day, n, users in session.execute(
-            select(LoginLocation.day, func.sum(LoginLocation.logins), login_users())
+        {
+            "tenant_id": tenant,
+            "day": _as_date(day),
+            "logins": int(counted.get(day, 0)),
+            "users": int(users),
+        }
+        for day, users in session.execute(
+            select(LoginLocation.day, login_users())
             .where(LoginLocation.tenant_id == tenant, _on(LoginLocation.day, spans))
             .group_by(LoginLocation.day)
         )

@@ -14,6 +14,10 @@ Create Date: 2026-12-07 00:00:00.000000
   ``currency``, by key, for a refund whose order is unknown.
 
 - ``product_sales``: ``sku`` dropped (no report read it; the stock levels keep theirs).
+- ``user_activity.events`` and ``login_locations.logins`` dropped: no report read how
+  many events a user had in an hour (``metric_counters`` counts the hour's events), and
+  a day's logins are summed from ``city_logins`` (which every login counts too); a row
+  of either table now says only that the user was there, and is never rewritten.
 
 These tables, and ``user_activity`` and ``user_hours``, are rebuilt (copied into a
 new table that takes the name) with their 8-byte columns first, then the 4- and
@@ -24,7 +28,10 @@ are unchanged.
 
 The downgrade brings the dropped columns back, empty (``refunded_amount`` 0): the
 values are gone from these tables, and the raw events still hold them (``analytics
-rebuild`` at the older revision recomputes them). The columns' order stays.
+rebuild`` at the older revision recomputes them). ``user_activity.events`` comes back
+1 a row, and ``login_locations.logins`` 1 a row with the rest of each day and place's
+``city_logins`` on its first user's row: every sum 0015's reports read (a day's
+logins) is exact again. The columns' order stays.
 """
 
 from __future__ import annotations
@@ -118,18 +125,30 @@ def upgrade() -> None:
     op.create_table(
         "user_activity",
         sa.Column("hour", sa.DateTime(), nullable=False),
-        sa.Column("events", sa.BigInteger(), nullable=False),
         sa.Column("tenant_id", ID, nullable=False),
         sa.Column("user_id", ID, nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "hour", "user_id", name=op.f("pk_user_activity")),
     )
-    _copy("user_activity", "hour, events, tenant_id, user_id")
+    _copy("user_activity", "hour, tenant_id, user_id")
     op.create_index(
         op.f("ix_user_activity_tenant_id_user_id"),
         "user_activity",
         ["tenant_id", "user_id"],
         unique=False,
     )
+    _set_aside("login_locations", postgresql)
+    op.create_table(
+        "login_locations",
+        sa.Column("tenant_id", ID, nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("country", sa.String(length=64), nullable=False),
+        sa.Column("city", sa.String(length=128), nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "day", "country", "city", "user_id", name=op.f("pk_login_locations")
+        ),
+    )
+    _copy("login_locations", "tenant_id, day, country, city, user_id")
     _set_aside("user_hours", postgresql)
     op.create_table(
         "user_hours",
@@ -156,6 +175,26 @@ def _copy(table: str, columns: str, where: str = "") -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("user_activity") as batch:
+        batch.add_column(sa.Column("events", sa.BigInteger(), nullable=False, server_default="1"))
+    with op.batch_alter_table("login_locations") as batch:
+        batch.add_column(sa.Column("logins", sa.BigInteger(), nullable=False, server_default="1"))
+    place = (
+        "{t}.tenant_id = login_locations.tenant_id AND {t}.day = login_locations.day "
+        "AND {t}.country = login_locations.country AND {t}.city = login_locations.city"
+    )
+    op.execute(
+        f"""
+        UPDATE login_locations SET logins = 1
+            + coalesce((SELECT c.logins FROM city_logins c WHERE {place.format(t="c")}), 0)
+            - (SELECT count(*) FROM login_locations o WHERE {place.format(t="o")})
+        WHERE user_id = (SELECT min(f.user_id) FROM login_locations f WHERE {place.format(t="f")})
+        """
+    )
+    for table in ("user_activity", "login_locations"):
+        column = "events" if table == "user_activity" else "logins"
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(column, server_default=None)
     with op.batch_alter_table("product_sales") as batch:
         batch.add_column(sa.Column("sku", ID, nullable=True))
     with op.batch_alter_table("orders") as batch:

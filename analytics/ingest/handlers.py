@@ -98,7 +98,6 @@ def common_changes(event: Event) -> list[Change]:
                     "tenant_id": event.tenant_id,
                     "hour": event.hour,
                     "user_id": event.user_id,
-                    "events": 1,
                 },
             )
         )
@@ -149,7 +148,6 @@ def user_logged_in(event: Event, ctx: Context) -> list[Change]:
                 "country": country,
                 "city": city,
                 "user_id": user_id,
-                "logins": 1,
             },
         ),
         Upsert(

@@ -528,7 +528,8 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
         "payments": "tenant_id, payment_id, currency",
         "product_sales": "tenant_id, day, product_id, currency, location_id, name, units, "
         "revenue, last_sold_at",
-        "user_activity": "tenant_id, hour, user_id, events",
+        "user_activity": "tenant_id, hour, user_id",
+        "login_locations": "tenant_id, day, country, city, user_id",
         "user_hours": "tenant_id, hour_of_day, user_id, first_day, last_day",
     }
 
@@ -551,6 +552,14 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
             found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
             assert [m[:3] for m in found] == []
 
+    def logins_by_day(table: str) -> dict[tuple, int]:
+        """What 0015's logins rollup summed (``login_locations``), or ``city_logins``."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT tenant_id, day, sum(logins) FROM {table} GROUP BY tenant_id, day")
+            ).all()
+        return {(tenant, str(day)): int(n) for tenant, day, n in found}
+
     try:
         _load(engine, documents)
         every_report_is_the_oracles()  # which refreshes the rollups: user_hours filled
@@ -560,6 +569,8 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
         assert lifecycle | {"fulfilled_at"} <= columns_of(engine, "orders")
         assert payment_state | {"status_at"} <= columns_of(engine, "payments")
         assert "sku" in columns_of(engine, "product_sales")
+        assert "events" in columns_of(engine, "user_activity")
+        assert logins_by_day("login_locations") == logins_by_day("city_logins")
         assert stored() == before
         # As an older writer left them: lifecycle values, and a payment with no currency.
         with engine.begin() as conn:
@@ -579,6 +590,8 @@ def test_0016_keeps_the_order_and_payment_columns_reports_read_up_and_down(diale
         }  # fmt: skip
         assert columns_of(engine, "payments") == {"tenant_id", "payment_id", "currency"}
         assert "sku" not in columns_of(engine, "product_sales")
+        assert "events" not in columns_of(engine, "user_activity")
+        assert "logins" not in columns_of(engine, "login_locations")
         assert stored() == before
         with engine.connect() as conn:
             payments = conn.execute(text("SELECT count(*) FROM payments")).scalar()
