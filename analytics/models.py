@@ -260,43 +260,47 @@ class DailyRevenue(Base):
 
 
 class Order(Base):
-    """An order: when it was created and paid, and its currency (the earliest of each).
+    """An order's lifecycle: facts from ``order.created``, status last-writer-wins by event time.
 
-    Only what reports and rollups read: ``created_at`` and ``paid_at`` (conversion and
-    its abandonment window), ``currency`` (a refund's, by key). The status and its
-    times, the amount and the item count were not read by any report (the counters and
-    ``daily_revenue`` hold what reports read of them; the raw events keep every value),
-    and each update for them left a dead row and new index entries: an order is now
-    written by ``order.created`` and its payment only. Nor its customer, location and
-    envelope's user (37-byte ids).
-
-    The 8-byte columns come first (no alignment padding after the text columns).
+    The order's customer, location and envelope's user are not kept: no report reads
+    them (product sales keep the location), and each was a 37-byte id an order.
     """
 
     __tablename__ = "orders"
     __table_args__ = (Index(None, "tenant_id", "created_at"),)
 
-    created_at: Mapped[datetime | None] = mapped_column(DateTime)
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(64))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime)
+    total_amount: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(String(3))
+    items_count: Mapped[int | None]
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Payment(Base):
-    """A payment's currency (the latest written that has one), read by key alone.
+    """A payment's latest state (processed, failed, refunded) by event time.
 
-    Reports read it only for a refund whose order is unknown. The payment's status,
-    amount, method, failure reason and refunded amount were read by no report (the
-    payment counters hold what reports read; the raw events keep every value), nor its
-    order's id (refunds carry it).
+    Read by its key alone (a refund's currency, when its order is unknown). Its order's
+    id is not kept, nor indexed: nothing looks payments up by order (refunds carry their
+    order's id), and it was a 37-byte id a payment and as much again in the index.
     """
 
     __tablename__ = "payments"
 
     tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
     payment_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(32))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(String(3))
+    payment_method: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    refunded_amount: Mapped[Decimal] = mapped_column(Amount)
 
 
 class Refund(Base):

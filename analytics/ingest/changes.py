@@ -109,16 +109,34 @@ DAILY_REVENUE = Aggregate(
     ("tenant_id", "day", "currency"),
     {"orders": Merge.SUM, "revenue": Merge.SUM, "refunds": Merge.SUM},
 )
-#: An order's creation, payment and currency: what reports read of it (written by
-#: ``order.created`` and a payment with the order's id; an order's later updates,
-#: cancellation and fulfilment only count).
 ORDERS = Aggregate(
     "orders",
     ("tenant_id", "order_id"),
-    {"created_at": Merge.MIN, "currency": Merge.KEEP, "paid_at": Merge.MIN},
+    {
+        "status_at": Merge.MAX,
+        "created_at": Merge.MIN,
+        "total_amount": Merge.KEEP,
+        "currency": Merge.KEEP,
+        "items_count": Merge.KEEP,
+        "paid_at": Merge.MIN,
+        "cancelled_at": Merge.MIN,
+        "fulfilled_at": Merge.MIN,
+    },
+    latest={"status": "status_at"},
 )
-#: A payment's currency (a refund's when its order is unknown): the latest written.
-PAYMENTS = Aggregate("payments", ("tenant_id", "payment_id"), {"currency": Merge.LAST})
+PAYMENTS = Aggregate(
+    "payments",
+    ("tenant_id", "payment_id"),
+    {
+        "status_at": Merge.MAX,
+        "amount": Merge.LAST,
+        "currency": Merge.LAST,
+        "payment_method": Merge.LAST,
+        "failure_reason": Merge.LAST,
+        "refunded_amount": Merge.SUM,
+    },
+    latest={"status": "status_at"},
+)
 INVENTORY = Aggregate(
     "inventory_levels",
     ("tenant_id", "product_id", "location_id"),

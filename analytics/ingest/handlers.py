@@ -206,7 +206,16 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
     location = data.location_id or ""
     changes: list[Change] = [
         counter(event, "revenue", currency, data.total_amount),
-        order_row(event, data.order_id, created_at=event.timestamp, currency=currency),
+        order_row(
+            event,
+            data.order_id,
+            status="created",
+            status_at=event.timestamp,
+            created_at=event.timestamp,
+            total_amount=data.total_amount,
+            currency=currency,
+            items_count=data.items_count if data.items_count is not None else len(data.items),
+        ),
         Upsert(
             DAILY_REVENUE,
             {
@@ -240,8 +249,11 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
 @handles("order.updated")
 def order_updated(event: Event, ctx: Context) -> list[Change]:
     data: ev.OrderUpdated = event.data
-    # Counted only: no report reads an order's status (the orders table keeps none).
-    return [counter(event, "order_updates", data.status)]
+    stamp = event.timestamp if data.status else None
+    return [
+        counter(event, "order_updates", data.status),
+        order_row(event, data.order_id, status=data.status, status_at=stamp),
+    ]
 
 
 @handles("order.cancelled")
@@ -251,25 +263,43 @@ def order_cancelled(event: Event, ctx: Context) -> list[Change]:
         # refund_amount of a cancellation is not a refund (payment.refunded is):
         # it is kept as the counter's total for what it says, nothing more.
         counter(event, "orders_cancelled", data.cancellation_reason, data.refund_amount),
+        order_row(
+            event,
+            data.order_id,
+            status="cancelled",
+            status_at=event.timestamp,
+            cancelled_at=event.timestamp,
+        ),
     ]
 
 
 @handles("order.fulfilled")
 def order_fulfilled(event: Event, ctx: Context) -> list[Change]:
     data: ev.OrderFulfilled = event.data
-    return [counter(event, "orders_fulfilled", data.fulfillment_method)]
+    return [
+        counter(event, "orders_fulfilled", data.fulfillment_method),
+        order_row(
+            event,
+            data.order_id,
+            status="fulfilled",
+            status_at=event.timestamp,
+            fulfilled_at=event.timestamp,
+        ),
+    ]
 
 
 # -------------------------------------------------------------------- payment.*
 
 
-def payment_row(event: Event, payment_id: str | None, currency: str | None) -> list[Change]:
-    """The payment's currency, when the event has one (a row without is no row to a reader)."""
-    if currency is None:
-        return []
+def payment_row(event: Event, payment_id: str | None, **values: Any) -> Upsert:
     # A payment without an id is still one payment: the event stands for it.
-    row = {"tenant_id": event.tenant_id, "payment_id": payment_id or event.event_id}
-    return [Upsert(PAYMENTS, {**row, "currency": currency})]
+    row: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "payment_id": payment_id or event.event_id,
+        "refunded_amount": ZERO,
+    }
+    row.update(values)
+    return Upsert(PAYMENTS, row)
 
 
 @handles("payment.processed")
@@ -277,7 +307,15 @@ def payment_processed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentProcessed = event.data
     changes: list[Change] = [
         counter(event, "payments_processed", data.currency, data.amount),
-        *payment_row(event, data.payment_id, data.currency),
+        payment_row(
+            event,
+            data.payment_id,
+            status="processed",
+            status_at=event.timestamp,
+            amount=data.amount,
+            currency=data.currency,
+            payment_method=data.payment_method,
+        ),
     ]
     if data.order_id:
         changes.append(order_row(event, data.order_id, paid_at=event.timestamp))
@@ -289,7 +327,15 @@ def payment_failed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentFailed = event.data
     return [
         counter(event, "payments_failed", data.failure_reason, data.amount),
-        *payment_row(event, data.payment_id, data.currency),
+        payment_row(
+            event,
+            data.payment_id,
+            status="failed",
+            status_at=event.timestamp,
+            amount=data.amount,
+            currency=data.currency,
+            failure_reason=data.failure_reason,
+        ),
     ]
 
 
@@ -297,8 +343,14 @@ def payment_failed(event: Event, ctx: Context) -> list[Change]:
 def payment_refunded(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentRefunded = event.data
     return [
-        # No payments row: a refund carries no currency (it is its order's or payment's).
         counter(event, "payments_refunded", data.refund_reason, data.refund_amount),
+        payment_row(
+            event,
+            data.payment_id,
+            status="refunded",
+            status_at=event.timestamp,
+            refunded_amount=data.refund_amount,
+        ),
         Append(
             REFUNDS,
             {

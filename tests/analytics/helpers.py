@@ -140,15 +140,23 @@ def assert_seed_aggregates(engine: Engine, tenant_id: str = "test-tenant") -> No
     assert rows(engine, UserSession.ended_at, UserSession.duration_seconds) == [
         (at(2), Decimal(3600))
     ]
-    assert rows(engine, Order.order_id, Order.currency, Order.created_at, Order.paid_at) == [
-        ("uuid", "USD", at(4), at(8))
-    ]
-    assert counters[("orders_cancelled", "customer_request")][0] == 1
-    assert counters[("orders_fulfilled", "shipping")][0] == 1
+    assert rows(
+        engine,
+        Order.order_id,
+        Order.status,
+        Order.total_amount,
+        Order.currency,
+        Order.created_at,
+        Order.paid_at,
+        Order.cancelled_at,
+        Order.fulfilled_at,
+    ) == [("uuid", "fulfilled", Decimal("174.99"), "USD", at(4), at(8), at(6), at(7))]
     assert rows(engine, ProductSale.product_id, ProductSale.units, ProductSale.revenue) == [
         ("uuid", 2, Decimal("99.98"))
     ]
-    assert rows(engine, Payment.payment_id, Payment.currency) == [("uuid", "USD")]
+    assert rows(
+        engine, Payment.payment_id, Payment.status, Payment.amount, Payment.refunded_amount
+    ) == [("uuid", "refunded", Decimal("174.99"), Decimal("174.99"))]
     assert rows(engine, Refund.order_id, Refund.amount, Refund.refunded_at) == [
         ("uuid", Decimal("174.99"), at(10))
     ]

@@ -98,10 +98,10 @@ def test_an_invalid_list_member_is_a_dead_letter_that_can_be_written(engine, doc
             "login_locations.country",
         ),
         (lambda: make("user.logged_in", {"location": {"city": "c" * 129}}), "login_locations.city"),
-        # An order's status is kept only as its counter's dimension.
+        (lambda: make("order.updated", {"order_id": "o", "status": "s" * 65}), "orders.status"),
         (
-            lambda: make("order.updated", {"order_id": "o", "status": "s" * 256}),
-            "metric_counters.dimension",
+            lambda: make("payment.processed", {"payment_method": "m" * 65}),
+            "payments.payment_method",
         ),
         (
             lambda: make("user.registered", {"registration_method": "m" * 65}),
@@ -125,16 +125,6 @@ def test_a_string_longer_than_its_column_is_refused_saying_what_and_where(engine
 def test_the_same_string_within_its_column_is_stored(engine):
     result = apply(engine, [make("payment.failed", {"failure_reason": "r" * 255})])
     assert (result.stored, result.refused) == (1, [])
-
-
-def test_a_value_no_aggregate_keeps_is_not_held_to_a_column(engine):
-    """A payment's method and an order's status within its counter's dimension: stored."""
-    events = [
-        make("payment.processed", {"payment_method": "m" * 300}, event_id="p"),
-        make("order.updated", {"order_id": "o", "status": "s" * 255}, event_id="u"),
-    ]
-    result = apply(engine, events)
-    assert (result.stored, result.refused) == (2, [])
 
 
 def test_limits_follow_the_model_columns_not_a_second_list():

@@ -1,17 +1,8 @@
-"""orders, payments and product sales keep only what reports read; wider columns first
+"""leaner rows: counts and an sku no report read dropped; wider columns first
 
 Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-07 00:00:00.000000
-
-- ``orders``: ``status``, ``status_at``, ``total_amount``, ``items_count``,
-  ``cancelled_at`` and ``fulfilled_at`` dropped: no report read them (the counters and
-  ``daily_revenue`` hold what reports read of orders), and every later event of an
-  order rewrote its row for them (a dead row version and new index entries each).
-  What is left: ``created_at``, ``paid_at`` (conversion), ``currency`` (a refund's).
-- ``payments``: ``status``, ``status_at``, ``amount``, ``payment_method``,
-  ``failure_reason`` and ``refunded_amount`` dropped: reports read only a payment's
-  ``currency``, by key, for a refund whose order is unknown.
 
 - ``product_sales``: ``sku`` dropped (no report read it; the stock levels keep theirs).
 - ``user_activity.events`` and ``login_locations.logins`` dropped: no report read how
@@ -19,19 +10,18 @@ Create Date: 2026-12-07 00:00:00.000000
   a day's logins are summed from ``city_logins`` (which every login counts too); a row
   of either table now says only that the user was there, and is never rewritten.
 
-These tables, and ``user_activity`` and ``user_hours``, are rebuilt (copied into a
-new table that takes the name) with their 8-byte columns first, then the 4- and
-2-byte ones, then the text (PostgreSQL pads a column to its alignment after a text
-column: 8 bytes a row less for ``product_sales``, ``user_activity`` and
-``user_hours``), and without the dropped columns' null bits. Their keys and indexes
-are unchanged.
+These tables, and ``user_hours``, are rebuilt (copied into a new table that takes the
+name) without the dropped columns' null bits, and with their 8-byte columns first,
+then the 4- and 2-byte ones, then the text: PostgreSQL pads a column to its alignment
+after a text column, and a row is stored in multiples of 8 bytes (8 bytes a row less
+for ``product_sales``, ``user_activity`` and ``user_hours``). Their keys and indexes
+are unchanged. Entity state (``orders``, ``payments``, stock levels) is not touched.
 
-The downgrade brings the dropped columns back, empty (``refunded_amount`` 0): the
-values are gone from these tables, and the raw events still hold them (``analytics
-rebuild`` at the older revision recomputes them). ``user_activity.events`` comes back
-1 a row, and ``login_locations.logins`` 1 a row with the rest of each day and place's
-``city_logins`` on its first user's row: every sum 0015's reports read (a day's
-logins) is exact again. The columns' order stays.
+The downgrade brings the dropped columns back: ``product_sales.sku`` empty (the raw
+events hold it; ``analytics rebuild`` at the older revision recomputes it),
+``user_activity.events`` 1 a row, and ``login_locations.logins`` 1 a row with the rest
+of each day and place's ``city_logins`` on its first user's row: every sum 0015's
+reports read (a day's logins) is exact again. The columns' order stays.
 """
 
 from __future__ import annotations
@@ -49,52 +39,9 @@ depends_on: str | Sequence[str] | None = None
 
 ID = sa.String(length=128)
 
-#: The columns the downgrade brings back, as they were at 0015 (all may be null but
-#: ``refunded_amount``, which comes back 0).
-_ORDER_COLUMNS = (
-    ("status", sa.String(length=64)),
-    ("status_at", sa.DateTime()),
-    ("total_amount", sa.BigInteger()),
-    ("items_count", sa.Integer()),
-    ("cancelled_at", sa.DateTime()),
-    ("fulfilled_at", sa.DateTime()),
-)
-_PAYMENT_COLUMNS = (
-    ("status", sa.String(length=32)),
-    ("status_at", sa.DateTime()),
-    ("amount", sa.BigInteger()),
-    ("payment_method", sa.String(length=64)),
-    ("failure_reason", sa.String(length=255)),
-)
-
 
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    _set_aside("orders", postgresql)
-    op.drop_index("ix_orders_tenant_id_created_at", table_name="orders_0015")
-    op.create_table(
-        "orders",
-        sa.Column("created_at", sa.DateTime(), nullable=True),
-        sa.Column("paid_at", sa.DateTime(), nullable=True),
-        sa.Column("tenant_id", ID, nullable=False),
-        sa.Column("order_id", ID, nullable=False),
-        sa.Column("currency", sa.String(length=3), nullable=True),
-        sa.PrimaryKeyConstraint("tenant_id", "order_id", name=op.f("pk_orders")),
-    )
-    _copy("orders", "created_at, paid_at, tenant_id, order_id, currency")
-    op.create_index(
-        op.f("ix_orders_tenant_id_created_at"), "orders", ["tenant_id", "created_at"], unique=False
-    )
-    _set_aside("payments", postgresql)
-    op.create_table(
-        "payments",
-        sa.Column("tenant_id", ID, nullable=False),
-        sa.Column("payment_id", ID, nullable=False),
-        sa.Column("currency", sa.String(length=3), nullable=True),
-        sa.PrimaryKeyConstraint("tenant_id", "payment_id", name=op.f("pk_payments")),
-    )
-    # A row without a currency answers a reader as no row does: the writer keeps none.
-    _copy("payments", "tenant_id, payment_id, currency", "WHERE currency IS NOT NULL")
     _set_aside("product_sales", postgresql)
     op.create_table(
         "product_sales",
@@ -169,8 +116,8 @@ def _set_aside(table: str, postgresql: bool) -> None:
         op.execute(f"ALTER INDEX pk_{table} RENAME TO pk_{table}_0015")
 
 
-def _copy(table: str, columns: str, where: str = "") -> None:
-    op.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_0015 {where}")
+def _copy(table: str, columns: str) -> None:
+    op.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_0015")
     op.drop_table(f"{table}_0015")
 
 
@@ -197,14 +144,3 @@ def downgrade() -> None:
             batch.alter_column(column, server_default=None)
     with op.batch_alter_table("product_sales") as batch:
         batch.add_column(sa.Column("sku", ID, nullable=True))
-    with op.batch_alter_table("orders") as batch:
-        for name, type_ in _ORDER_COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
-    with op.batch_alter_table("payments") as batch:
-        for name, type_ in _PAYMENT_COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
-        batch.add_column(
-            sa.Column("refunded_amount", sa.BigInteger(), nullable=False, server_default="0")
-        )
-    with op.batch_alter_table("payments") as batch:
-        batch.alter_column("refunded_amount", server_default=None)
