@@ -15,7 +15,11 @@ name) without the dropped columns' null bits, and with their 8-byte columns firs
 then the 4- and 2-byte ones, then the text: PostgreSQL pads a column to its alignment
 after a text column, and a row is stored in multiples of 8 bytes (8 bytes a row less
 for ``product_sales``, ``user_activity`` and ``user_hours``). Their keys and indexes
-are unchanged. Entity state (``orders``, ``payments``, stock levels) is not touched.
+are unchanged. Entity state (``orders``, ``payments``, stock levels) keeps every column.
+
+On PostgreSQL, ``orders`` and ``product_sales`` (their rows are updated by later
+batches) fill their pages to 80% (``fillfactor``), leaving room for HOT updates; it
+applies to the pages written from now on.
 
 The downgrade brings the dropped columns back: ``product_sales.sku`` empty (the raw
 events hold it; ``analytics rebuild`` at the older revision recomputes it),
@@ -38,6 +42,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.String(length=128)
+
+#: The tables whose rows are updated across batches, and the share of a page new rows
+#: fill: the rest is room for an update's new version on the row's own page (a HOT
+#: update: no new index entries, the old version pruned in place). PostgreSQL only.
+_ROOM_FOR_UPDATES = ("orders", "product_sales")
+FILLFACTOR = 80
 
 
 def upgrade() -> None:
@@ -107,6 +117,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "hour_of_day", "user_id", name=op.f("pk_user_hours")),
     )
     _copy("user_hours", "first_day, last_day, hour_of_day, tenant_id, user_id")
+    if postgresql:
+        for table in _ROOM_FOR_UPDATES:
+            op.execute(f"ALTER TABLE {table} SET (fillfactor = {FILLFACTOR})")
 
 
 def _set_aside(table: str, postgresql: bool) -> None:
@@ -122,6 +135,9 @@ def _copy(table: str, columns: str) -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table in _ROOM_FOR_UPDATES:
+            op.execute(f"ALTER TABLE {table} RESET (fillfactor)")
     with op.batch_alter_table("user_activity") as batch:
         batch.add_column(sa.Column("events", sa.BigInteger(), nullable=False, server_default="1"))
     with op.batch_alter_table("login_locations") as batch:

@@ -553,6 +553,17 @@ def test_0016_keeps_every_row_and_sum_reports_read_up_and_down(dialect, request)
             ).all()
         return {(tenant, str(day)): int(n) for tenant, day, n in found}
 
+    def fill_factors() -> set[str]:
+        """The tables given a fill factor (PostgreSQL; SQLite has none)."""
+        if dialect != "postgresql":
+            return set()
+        with engine.connect() as conn:
+            return set(
+                conn.scalars(
+                    text("SELECT relname FROM pg_class WHERE 'fillfactor=80' = ANY(reloptions)")
+                )
+            )
+
     try:
         _load(engine, documents)
         every_report_is_the_oracles()  # which refreshes the rollups: user_hours filled
@@ -561,6 +572,7 @@ def test_0016_keeps_every_row_and_sum_reports_read_up_and_down(dialect, request)
         command.downgrade(config, "0015")
         assert "sku" in columns_of(engine, "product_sales")
         assert "events" in columns_of(engine, "user_activity")
+        assert fill_factors() == set()
         assert logins_by_day("login_locations") == logins_by_day("city_logins")
         assert stored() == before
         # As an older writer left them: an sku.
@@ -573,6 +585,8 @@ def test_0016_keeps_every_row_and_sum_reports_read_up_and_down(dialect, request)
         assert "sku" not in columns_of(engine, "product_sales")
         assert "events" not in columns_of(engine, "user_activity")
         assert "logins" not in columns_of(engine, "login_locations")
+        if dialect == "postgresql":
+            assert fill_factors() == {"orders", "product_sales"}
         assert stored() == before
         every_report_is_the_oracles()
 
