@@ -50,6 +50,11 @@ class Aggregate:
         return self.key + tuple(self.merge) + tuple(self.latest)
 
     @property
+    def presence(self) -> bool:
+        """Nothing to merge: the row's key is all it says (a conflict leaves it as it is)."""
+        return not self.merge and not self.latest
+
+    @property
     def sums_only(self) -> tuple[str, ...]:
         """The merged columns when every one is a sum (counters), else nothing."""
         if self.latest or any(how is not Merge.SUM for how in self.merge.values()):
@@ -69,7 +74,8 @@ COUNTERS = Aggregate(
     ("tenant_id", "metric", "hour", "dimension"),
     {"count": Merge.SUM, "total": Merge.SUM},
 )
-ACTIVITY = Aggregate("user_activity", ("tenant_id", "hour", "user_id"), {"events": Merge.SUM})
+#: That a user was active in an hour: the row is all (nothing to merge; a second is no change).
+ACTIVITY = Aggregate("user_activity", ("tenant_id", "hour", "user_id"), {})
 COHORTS = Aggregate(
     "user_cohorts",
     ("tenant_id", "user_id"),
@@ -82,7 +88,6 @@ PRODUCT_SALES = Aggregate(
         "units": Merge.SUM,
         "revenue": Merge.SUM,
         "name": Merge.LAST,
-        "sku": Merge.LAST,
         "last_sold_at": Merge.MAX,
     },
 )
@@ -146,10 +151,9 @@ INVENTORY = Aggregate(
     },
     latest={"on_hand": "level_at"},
 )
-LOGINS = Aggregate(
-    "login_locations", ("tenant_id", "day", "country", "city", "user_id"), {"logins": Merge.SUM}
-)
-#: ``login_locations`` summed over users: the geo report's logins.
+#: That a user logged in from a place on a day (the logins are counted in ``city_logins``).
+LOGINS = Aggregate("login_locations", ("tenant_id", "day", "country", "city", "user_id"), {})
+#: A day's logins from a place, whoever logged in: the geo and logins reports' logins.
 CITY_LOGINS = Aggregate(
     "city_logins", ("tenant_id", "day", "country", "city"), {"logins": Merge.SUM}
 )

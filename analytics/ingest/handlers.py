@@ -98,7 +98,6 @@ def common_changes(event: Event) -> list[Change]:
                     "tenant_id": event.tenant_id,
                     "hour": event.hour,
                     "user_id": event.user_id,
-                    "events": 1,
                 },
             )
         )
@@ -149,7 +148,6 @@ def user_logged_in(event: Event, ctx: Context) -> list[Change]:
                 "country": country,
                 "city": city,
                 "user_id": user_id,
-                "logins": 1,
             },
         ),
         Upsert(
@@ -242,7 +240,7 @@ def order_created(event: Event, ctx: Context) -> list[Change]:
             "name": item.name,
             "last_sold_at": event.timestamp,
         }
-        changes.append(Upsert(PRODUCT_SALES, {**sale, "day": event.day, "sku": item.sku}))
+        changes.append(Upsert(PRODUCT_SALES, {**sale, "day": event.day}))
         name_at = event.timestamp if item.name is not None else None
         changes.append(Upsert(PRODUCT_MONTHS, {**sale, "month": month, "name_at": name_at}))
     return changes

@@ -168,6 +168,9 @@ def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, A
 
     def build(insert: Callable[[Any], Any]) -> Any:
         stmt = insert(TABLES[aggregate.table])
+        if aggregate.presence:
+            # The row is there or it is not: no new row version when it is.
+            return stmt.on_conflict_do_nothing(index_elements=list(aggregate.key))
         return stmt.on_conflict_do_update(
             index_elements=list(aggregate.key),
             set_=_set_clause(aggregate, stmt),

@@ -531,3 +531,99 @@ def test_0016_fills_the_event_keys_so_an_event_stored_before_is_still_a_duplicat
         assert (result.stored, result.duplicates) == (1, 1)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0017_keeps_every_row_and_sum_reports_read_up_and_down(dialect, request):
+    """Stored, then taken down to 0016 (the dropped columns back), up, down and up
+    again: the rebuilt tables keep every row and value they keep, a day's logins summed
+    as 0015 and 0016 sum them equal ``city_logins``, and every report equals the oracle's."""
+    from alembic import command
+    from analytics.reports import REPORTS
+    from tests.reports import dataset
+    from tests.reports.test_against_oracle import NOW, RANGES, _load, _mismatches
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    documents = dataset.build()
+
+    #: What each rebuilt table keeps, compared before and after every step.
+    kept = {
+        "product_sales": "tenant_id, day, product_id, currency, location_id, name, units, "
+        "revenue, last_sold_at",
+        "user_activity": "tenant_id, hour, user_id",
+        "login_locations": "tenant_id, day, country, city, user_id",
+        "user_hours": "tenant_id, hour_of_day, user_id, first_day, last_day",
+    }
+
+    def stored() -> dict[str, list[tuple]]:
+        found = {}
+        with engine.connect() as conn:
+            for table, columns in kept.items():
+                found[table] = [
+                    tuple(row)
+                    for row in conn.execute(
+                        text(f"SELECT {columns} FROM {table} ORDER BY {columns}")
+                    )
+                ]
+        return found
+
+    def every_report_is_the_oracles() -> None:
+        for tenant in ("tenant-1", "tenant-2"):
+            found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
+            assert [m[:3] for m in found] == []
+
+    def logins_by_day(table: str) -> dict[tuple, int]:
+        """What 0015's logins rollup summed (``login_locations``), or ``city_logins``."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT tenant_id, day, sum(logins) FROM {table} GROUP BY tenant_id, day")
+            ).all()
+        return {(tenant, str(day)): int(n) for tenant, day, n in found}
+
+    def fill_factors() -> set[str]:
+        """The tables given a fill factor (PostgreSQL; SQLite has none)."""
+        if dialect != "postgresql":
+            return set()
+        with engine.connect() as conn:
+            return set(
+                conn.scalars(
+                    text("SELECT relname FROM pg_class WHERE 'fillfactor=80' = ANY(reloptions)")
+                )
+            )
+
+    try:
+        _load(engine, documents)
+        every_report_is_the_oracles()  # which refreshes the rollups: user_hours filled
+        before = stored()
+        assert all(before.values())
+        command.downgrade(config, "0016")
+        assert "sku" in columns_of(engine, "product_sales")
+        assert "events" in columns_of(engine, "user_activity")
+        assert fill_factors() == set()
+        assert logins_by_day("login_locations") == logins_by_day("city_logins")
+        assert stored() == before
+        # As an older writer left them: an sku.
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE product_sales SET sku = 'SKU-1'"))
+        every_report_is_the_oracles()
+
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert "sku" not in columns_of(engine, "product_sales")
+        assert "events" not in columns_of(engine, "user_activity")
+        assert "logins" not in columns_of(engine, "login_locations")
+        if dialect == "postgresql":
+            assert fill_factors() == {"orders", "product_sales"}
+        assert stored() == before
+        every_report_is_the_oracles()
+
+        command.downgrade(config, "0016")
+        assert stored() == before
+        every_report_is_the_oracles()
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert stored() == before
+        every_report_is_the_oracles()
+    finally:
+        engine.dispose()

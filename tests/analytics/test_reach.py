@@ -33,7 +33,9 @@ def refresh(engine: Engine) -> None:
 def rows(engine: Engine, model: Any) -> list[tuple[Any, ...]]:
     """``model``'s rows, after the days that received events were refreshed."""
     refresh(engine)
-    columns = list(model.__table__.columns)
+    # The key first, then the rest (user_hours stores its days first).
+    table = model.__table__
+    columns = [*table.primary_key.columns, *(c for c in table.columns if not c.primary_key)]
     with Session(engine) as session:
         return [tuple(r) for r in session.execute(select(*columns).order_by(*columns))]
 

@@ -394,7 +394,7 @@ def test_a_refresh_over_days_at_the_ends_of_the_calendar_does_not_stop_other_ten
             (date(1, 1, 1), datetime(1, 1, 1)),
             (date.max, datetime(9999, 12, 31, 23)),
         ):
-            session.add(UserActivity(tenant_id="tenant-a", hour=hour, user_id="u", events=1))
+            session.add(UserActivity(tenant_id="tenant-a", hour=hour, user_id="u"))
             session.add(RollupDirtyDay(tenant_id="tenant-a", day=day, generation=1))
     with Session(engine) as session, session.begin():
         rollups.refresh_dirty(session)
