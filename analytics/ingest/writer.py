@@ -198,10 +198,6 @@ class BatchResult:
     refused: list[tuple[Event, InvalidEvent]] = field(default_factory=list)
 
 
-#: The dedup key of a raw event (``event_keys``' primary key).
-EVENT_KEY = ("tenant_id", "event_id")
-
-
 def store_raw(session: Session, batch: Sequence[Event]) -> list[Event]:
     """Insert the batch's raw events; return the ones that were not stored before.
 

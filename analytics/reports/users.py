@@ -98,9 +98,9 @@ def active_users(window: str) -> Callable[[Session, Query], list[Row]]:
 
 
 def retention(session: Session, q: Query) -> list[Row]:
-    from analytics import report_rollups, rollups
+    from analytics import report_rollups
 
-    rollups.refresh_dirty(session, q.tenant)
+    _refreshed(session, q)
     return report_rollups.retention_report(session, q)
 
 
@@ -164,7 +164,7 @@ def geo(session: Session, q: Query) -> list[Row]:
 
 
 def logins(session: Session, q: Query) -> list[Row]:
-    from analytics import report_rollups, rollups
+    from analytics import report_rollups
 
-    rollups.refresh_dirty(session, q.tenant)
+    _refreshed(session, q)
     return report_rollups.logins_report(session, q)
