@@ -17,6 +17,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 #: The bridge psubscribes this; the category is the first segment the ``*`` matches.
 DEFAULT_CHANNEL_PATTERN = "events:*"
 #: Zero-setup storage: a SQLite file in the working directory.
+#: Whether the writer's statements are PREPAREd once per database connection (off
+#: behind a pooler that hands one session's transactions to different connections).
+DEFAULT_DATABASE_PREPARE = True
 DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 #: Currency of an order or payment that names none.
 DEFAULT_CURRENCY = "USD"
@@ -257,6 +260,7 @@ class Settings:
     event_channel_pattern: str = DEFAULT_CHANNEL_PATTERN
     celery_broker_url: str = DEFAULT_REDIS_URL
     database_url: str = DEFAULT_DATABASE_URL
+    database_prepare: bool = DEFAULT_DATABASE_PREPARE
     pii_salt: str | None = field(default=None, repr=False)
     default_currency: str = DEFAULT_CURRENCY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -398,6 +402,7 @@ class Settings:
             event_channel_pattern=pattern,
             celery_broker_url=broker_url,
             database_url=database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+            database_prepare=_flag(env, "DATABASE_PREPARE", DEFAULT_DATABASE_PREPARE),
             pii_salt=env.get("PII_SALT") or None,
             default_currency=currency,
             max_payload_bytes=_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),

@@ -110,3 +110,80 @@ def test_array_literals_read_back_as_the_values_they_were_made_of(pg):
             sql = f"SELECT v FROM unnest(CAST(:a AS {cast})) WITH ORDINALITY AS u(v, n) ORDER BY n"
             back = conn.execute(text(sql), {"a": array_literal(values)}).scalars().all()
             assert back == values, cast
+
+
+def _prepares_counted(engine) -> list[str]:
+    """Every statement text sent on ``engine`` that PREPAREs something."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(conn, cursor, statement, parameters, context, executemany):
+        sent.extend(part for part in statement.split("; ") if part.startswith("PREPARE"))
+
+    return sent
+
+
+def _server_prepared(session) -> set[str]:
+    return set(session.execute(text("SELECT name FROM pg_prepared_statements")).scalars())
+
+
+def test_a_statement_is_prepared_once_per_connection_then_executed_by_name(engine):
+    from sqlalchemy.orm import Session
+
+    from analytics.db import Prepared, execute_prepared
+
+    plus_one = Prepared.of("SELECT x + 1 FROM unnest(%s::bigint[]) AS u(x) ORDER BY x")
+    assert plus_one.arity == 1 and "$1::bigint[]" in plus_one.body
+    prepares = _prepares_counted(engine)
+    for values, expected in (("{1,2}", [2, 3]), ("{41}", [42]), ("{}", [])):
+        with Session(engine) as session, session.begin():
+            assert execute_prepared(session, [plus_one], [values]).scalars().all() == expected
+            assert plus_one.name in _server_prepared(session)
+    assert prepares == [f"PREPARE {plus_one.name} AS {plus_one.body}"]
+
+
+def test_after_a_failed_round_trip_the_next_one_deallocates_and_prepares_again(engine):
+    """PREPARE outlives the rollback of its transaction: a failed round trip may have
+    prepared what it was not known to have, and PREPAREing a name twice is an error."""
+    from sqlalchemy.exc import DataError
+    from sqlalchemy.orm import Session
+
+    from analytics.db import Prepared, execute_prepared
+
+    first = Prepared.of("SELECT %s::int + 0")
+    constant = Prepared.of("SELECT 5")
+    divide = Prepared.of("SELECT 1 / %s::int")
+    prepares = _prepares_counted(engine)
+    with Session(engine) as session, session.begin(), pytest.raises(DataError):
+        execute_prepared(session, [first, divide], [1, 0])  # both prepared, then 1/0
+    with Session(engine) as session, session.begin():
+        assert _server_prepared(session) >= {first.name, divide.name}
+        assert execute_prepared(session, [first, divide], [7, 1]).scalar_one() == 1
+        assert execute_prepared(session, [first], [7]).scalar_one() == 7
+        assert execute_prepared(session, [constant], ()).scalar_one() == 5
+        assert _server_prepared(session) == {first.name, divide.name, constant.name}
+    # Prepared twice each: before the failure, and once after it (DEALLOCATE ALL), not again.
+    again = [f"PREPARE {p.name} AS {p.body}" for p in (first, divide)] * 2
+    assert sorted(prepares) == sorted([*again, f"PREPARE {constant.name} AS SELECT 5"])
+
+
+def test_with_DATABASE_PREPARE_0_the_statements_go_as_text(engine, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    from analytics import config
+    from analytics.db import Prepared, execute_prepared
+
+    monkeypatch.setenv("DATABASE_PREPARE", "0")
+    config.get_settings.cache_clear()
+    try:
+        prepares = _prepares_counted(engine)
+        twice = Prepared.of("SELECT 2 * %s::int")
+        with Session(engine) as session, session.begin():
+            assert execute_prepared(session, [twice], [21]).scalar_one() == 42
+            assert _server_prepared(session) == set()
+        assert prepares == []
+    finally:
+        monkeypatch.undo()
+        config.get_settings.cache_clear()

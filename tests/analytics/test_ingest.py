@@ -396,7 +396,11 @@ def statements_sent(engine, batch) -> list[str]:
         sent.append(statement)
 
     with Session(engine) as session, session.begin():
-        session.connection()
+        # Statements this connection PREPAREd before show as "EXECUTE <name>": have
+        # them all prepared again (as after a failed round trip), their SQL in the text.
+        prepared = session.connection().connection.info.get("analytics_prepared")
+        if prepared is not None:
+            prepared.uncertain = True
         event.listen(engine, "before_cursor_execute", record)
         try:
             apply_events(session, batch, Context())
