@@ -138,6 +138,17 @@ def day_of(column: Any) -> Any:
     return func.date(column)
 
 
+def iso_time_of(session: Session, column: Any) -> Any:
+    """SQL for :func:`iso_time` of ``column``: the database writes the text.
+
+    For reports of many rows (a year of a busy tenant's alerts is tens of thousands):
+    the driver then neither builds a ``datetime`` a row nor Python formats it.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%dT%H:%M:%SZ", column)
+    return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+
+
 def hour_of_day(session: Session, column: Any) -> Any:
     if session.get_bind().dialect.name == "sqlite":
         return func.cast(func.strftime("%H", column), MetricCounter.count.type)
@@ -177,11 +188,20 @@ def tenants(session: Session, since: date | None = None, until: date | None = No
     )
 
 
-def daily_percentiles(session: Session, q: Query, measure: str) -> dict[str, DailyPercentiles]:
-    """A measure's rollup rows by ISO day (refreshing the days that received events first)."""
+def refreshed(session: Session, tenant: str) -> None:
+    """Bring ``tenant``'s rollups up to date with its events, before a report reads them.
+
+    Only the days that received events since the last refresh are recomputed. The
+    import is here, not at the top: ``analytics.rollups`` imports the reports.
+    """
     from analytics import rollups
 
-    rollups.refresh_dirty(session, q.tenant)
+    rollups.refresh_dirty(session, tenant)
+
+
+def daily_percentiles(session: Session, q: Query, measure: str) -> dict[str, DailyPercentiles]:
+    """A measure's rollup rows by ISO day (refreshing the days that received events first)."""
+    refreshed(session, q.tenant)
     return {
         row.day.isoformat(): row
         for row in session.scalars(

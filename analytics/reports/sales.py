@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from analytics.models import DailyRevenue, MetricCounter, Order, Payment, Refund
 from analytics.reports import sold
-from analytics.reports.query import Query, Row, counters, day_of, iso_day, money
+from analytics.reports.query import Query, Row, counters, day_of, iso_day, money, refreshed
 
 #: Checkout abandonment: no processed payment within this long of the order.
 ABANDONMENT_WINDOW = timedelta(hours=24)
@@ -120,7 +120,7 @@ def aov(session: Session, q: Query) -> list[Row]:
 
 
 def conversion(session: Session, q: Query) -> list[Row]:
-    from analytics import report_rollups, rollups
+    from analytics import report_rollups
 
-    rollups.refresh_dirty(session, q.tenant)
+    refreshed(session, q.tenant)
     return report_rollups.conversion_report(session, q)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from analytics.models import Alert, InventoryLevel, StockMonth
 from analytics.months import month_of
 from analytics.reports import sold as sales
-from analytics.reports.query import Query, Row, iso_time, money, rate
+from analytics.reports.query import Query, Row, iso_time, iso_time_of, money, rate, refreshed
 from analytics.reports.sold import Split
 from analytics.stock_months import (
     LOW,
@@ -62,9 +62,7 @@ def _stock(session: Session, q: Query) -> dict[Key, _Stock]:
     Months wholly in the range (and every month before it) come from the monthly
     rollup; only the movements of a partial month at either end are walked.
     """
-    from analytics import rollups
-
-    rollups.refresh_dirty(session, q.tenant)
+    refreshed(session, q.tenant)
     split = Split.of(q.since, q.until)
     lead = month_of(q.since) if q.since is not None else None
     limit = split.end_month if split.months else lead
@@ -247,9 +245,7 @@ def _on_hand(session: Session, q: Query) -> dict[Key, _Stock]:
     The latest month that states one, picked in SQL, then the movements of a partial
     last month: no need to carry restock cycles through every month.
     """
-    from analytics import rollups
-
-    rollups.refresh_dirty(session, q.tenant)
+    refreshed(session, q.tenant)
     split = Split.of(None, q.until)
     ranked = select(
         StockMonth.product_id,
@@ -326,12 +322,11 @@ def open_alerts(session: Session, tenant: str) -> list[Row]:
 
 
 def _alert_rows(session: Session, tenant: str, condition: ColumnElement[bool]) -> list[Row]:
-    from analytics import rollups
-
-    rollups.refresh_dirty(session, tenant)  # payment-failure alerts come from rollups
+    refreshed(session, tenant)  # payment-failure alerts come from rollups
+    created_at = iso_time_of(session, Alert.created_at)
     return [
         {
-            "created_at": iso_time(created),
+            "created_at": created,
             "alert_type": kind,
             "severity": severity,
             "message": message,
@@ -339,7 +334,7 @@ def _alert_rows(session: Session, tenant: str, condition: ColumnElement[bool]) -
         # Through the connection: plain rows, without the ORM's per-row work (a year of a
         # busy tenant's alerts is tens of thousands of rows; measured ~2x faster).
         for created, kind, severity, message in session.connection().execute(
-            select(Alert.created_at, Alert.alert_type, Alert.severity, Alert.message)
+            select(created_at, Alert.alert_type, Alert.severity, Alert.message)
             .where(Alert.tenant_id == tenant, condition)
             .order_by(Alert.created_at.desc(), Alert.id.desc())
         )

@@ -24,6 +24,7 @@ from analytics.reports.query import (
     daily_percentiles,
     hour_of_day,
     money,
+    refreshed,
 )
 
 
@@ -51,7 +52,7 @@ def activity_heatmap(session: Session, q: Query) -> list[Row]:
             ).all()
         )
     else:
-        _refreshed(session, q)
+        refreshed(session, q.tenant)
         users = dict(
             session.execute(
                 select(UserHour.hour_of_day, func.count())
@@ -64,13 +65,6 @@ def activity_heatmap(session: Session, q: Query) -> list[Row]:
         for h in sorted(events)
         if events[h]
     ]
-
-
-def _refreshed(session: Session, q: Query) -> None:
-    """Bring the tenant's rollups (spans of days among them) up to date with its events."""
-    from analytics import rollups
-
-    rollups.refresh_dirty(session, q.tenant)
 
 
 def _spans(q: Query, rollup: Any) -> ColumnElement[bool]:
@@ -100,7 +94,7 @@ def active_users(window: str) -> Callable[[Session, Query], list[Row]]:
 def retention(session: Session, q: Query) -> list[Row]:
     from analytics import report_rollups
 
-    _refreshed(session, q)
+    refreshed(session, q.tenant)
     return report_rollups.retention_report(session, q)
 
 
@@ -144,7 +138,7 @@ def geo(session: Session, q: Query) -> list[Row]:
             .group_by(LoginLocation.country, LoginLocation.city)
         )
     else:
-        _refreshed(session, q)
+        refreshed(session, q.tenant)
         found = session.execute(
             select(CityUser.country, CityUser.city, func.count())
             .where(CityUser.tenant_id == q.tenant, _spans(q, CityUser))
@@ -166,5 +160,5 @@ def geo(session: Session, q: Query) -> list[Row]:
 def logins(session: Session, q: Query) -> list[Row]:
     from analytics import report_rollups
 
-    _refreshed(session, q)
+    refreshed(session, q.tenant)
     return report_rollups.logins_report(session, q)

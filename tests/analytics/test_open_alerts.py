@@ -61,3 +61,12 @@ def test_a_payment_failure_spike_is_open_until_an_hour_below_the_rate(engine):
     ]
     apply(engine, [payment("processed", n, 11) for n in range(25)])
     assert open_rows(engine) == []
+
+
+def test_alert_times_are_written_to_the_second_as_every_report_writes_times(engine):
+    # The database formats the alerts' times (tens of thousands of rows in a busy year):
+    # its text must be iso_time's, fractions of a second dropped, not rounded.
+    apply(engine, [inventory("low_stock", "2024-02-09T03:04:05.999Z", "low-frac")])
+    with Session(engine) as session, session.begin():
+        rows = run(session, "alerts", Query("tenant-a"))
+    assert [row["created_at"] for row in rows] == ["2024-02-09T03:04:05Z"]
