@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from analytics import report_rollups, stock_months
 from analytics.config import get_settings
 from analytics.db import Writes, insert_for, is_retryable, one_at_a_time, upsert_many
+from analytics.ingest.changes import PAYMENT_FAILED, PAYMENT_PROCESSED
 from analytics.models import (
     ActiveUsersDaily,
     Alert,
@@ -291,19 +292,16 @@ def payment_alerts(session: Session, tenant: str, policy: PaymentAlertPolicy | N
     # second waits, then finds the first one's rows and has nothing to change.
     one_at_a_time(session, f"{PAYMENT_ALERT}:{tenant}")
     hours: dict[datetime, dict[str, int]] = defaultdict(dict)
-    for hour, metric, count in session.execute(
-        select(MetricCounter.hour, MetricCounter.metric, func.sum(MetricCounter.count))
-        .where(
-            MetricCounter.tenant_id == tenant,
-            MetricCounter.metric.in_(("payments_processed", "payments_failed")),
+    for hour, outcome, count in session.execute(
+        select(MetricCounter.hour, MetricCounter.dimension, MetricCounter.count).where(
+            MetricCounter.tenant_id == tenant, MetricCounter.metric == "payment_outcomes"
         )
-        .group_by(MetricCounter.hour, MetricCounter.metric)
     ):
-        hours[hour][metric] = int(count)
+        hours[hour][outcome] = int(count)
     wanted: list[dict[str, Any]] = []
     for hour in sorted(hours):
-        failed = hours[hour].get("payments_failed", 0)
-        total = failed + hours[hour].get("payments_processed", 0)
+        failed = hours[hour].get(PAYMENT_FAILED, 0)
+        total = failed + hours[hour].get(PAYMENT_PROCESSED, 0)
         if not total:
             continue
         share = failed / total

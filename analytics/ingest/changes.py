@@ -63,11 +63,16 @@ class Aggregate:
 
 
 #: The counters some report or rollup reads by hour: the activity heatmap (``events``, all
-#: types in one row an hour) and the hourly payment failure-rate alert. Every other
-#: metric is counted by day (its ``hour`` is the day's midnight; ``events_by_type`` too):
-#: reports ask for whole days, so a day's row answers them exactly, and the table holds
-#: up to 24 times fewer rows of them.
-HOURLY_METRICS = frozenset({"events", "payments_processed", "payments_failed"})
+#: types in one row an hour) and the hourly payment failure-rate alert
+#: (``payment_outcomes``: an hour's processed and failed payments, whatever their currency
+#: or reason). Every other metric is counted by day (its ``hour`` is the day's midnight;
+#: ``events_by_type``, ``payments_processed`` and ``payments_failed`` too): reports ask
+#: for whole days, so a day's row answers them exactly, and the table holds up to 24
+#: times fewer rows of them.
+HOURLY_METRICS = frozenset({"events", "payment_outcomes"})
+#: The ``payment_outcomes`` counter's dimensions.
+PAYMENT_PROCESSED = "processed"
+PAYMENT_FAILED = "failed"
 
 COUNTERS = Aggregate(
     "metric_counters",

@@ -27,6 +27,8 @@ from analytics.ingest.changes import (
     LOGINS,
     MOVEMENTS,
     ORDERS,
+    PAYMENT_FAILED,
+    PAYMENT_PROCESSED,
     PAYMENTS,
     PRODUCT_MONTHS,
     PRODUCT_SALES,
@@ -307,6 +309,7 @@ def payment_processed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentProcessed = event.data
     changes: list[Change] = [
         counter(event, "payments_processed", data.currency, data.amount),
+        counter(event, "payment_outcomes", PAYMENT_PROCESSED),
         payment_row(
             event,
             data.payment_id,
@@ -327,6 +330,7 @@ def payment_failed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentFailed = event.data
     return [
         counter(event, "payments_failed", data.failure_reason, data.amount),
+        counter(event, "payment_outcomes", PAYMENT_FAILED),
         payment_row(
             event,
             data.payment_id,

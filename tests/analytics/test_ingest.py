@@ -223,10 +223,12 @@ def test_counters_are_hourly_only_for_the_metrics_read_by_hour(engine):
     for metric, hour, count, total in counted:
         by_metric.setdefault(metric, []).append((hour, count, total))
     by_metric = {metric: sorted(found) for metric, found in by_metric.items()}
-    assert by_metric["payments_processed"] == [
-        (datetime(2024, 3, 1, 1), 2, Decimal(5)),
-        (datetime(2024, 3, 1, 7), 1, Decimal("2.5")),
-        (datetime(2024, 3, 1, 23), 1, Decimal("2.5")),
+    assert by_metric["payments_processed"] == [(datetime(2024, 3, 1), 4, Decimal(10))]
+    # The hourly failure-rate alert's counts: processed and failed by hour, no amounts.
+    assert by_metric["payment_outcomes"] == [
+        (datetime(2024, 3, 1, 1), 2, Decimal(0)),
+        (datetime(2024, 3, 1, 7), 1, Decimal(0)),
+        (datetime(2024, 3, 1, 23), 1, Decimal(0)),
     ]
     assert by_metric["payments_refunded"] == [(datetime(2024, 3, 1), 3, Decimal(3))]
     # Events: all types in one row an hour; by type: one row a day per type.
@@ -239,6 +241,7 @@ def test_counters_are_hourly_only_for_the_metrics_read_by_hour(engine):
     assert set(by_metric) == {
         "events",
         "events_by_type",
+        "payment_outcomes",
         "payments_processed",
         "payments_refunded",
     }

@@ -466,6 +466,9 @@ def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
             patch.setattr(handlers, "HOURLY_METRICS", EveryMetric())
             patch.setattr(handlers, "common_changes", common_changes_before)
             _load(engine, documents)
+        every_report_is_the_oracles()  # the rollups and alerts refreshed at head
+        with engine.begin() as conn:  # and the counters as they were before 0018
+            conn.execute(text("DELETE FROM metric_counters WHERE metric = 'payment_outcomes'"))
         hourly_rows, sums = counters()
         types = by_type("events")
         assert len(types) >= 10
@@ -482,11 +485,14 @@ def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
         assert diff(url) == []
         assert not payment_index()
         daily_rows, daily_sums = counters()
+        # Up to head: 0018 also counts the payments' hourly outcomes, and their days.
+        outcomes = daily_sums.pop("payment_outcomes")
+        assert outcomes == (sums["payments_processed"][0] + sums["payments_failed"][0], 0)
         assert daily_sums == {**sums, "events_by_type": sums["events"]}
         assert by_type("events_by_type") == types
         assert set(by_type("events")) == {""}
         assert daily_rows < hourly_rows
-        assert metrics_with_hours() <= {"events", "payments_processed", "payments_failed"}
+        assert metrics_with_hours() <= {"events", "payment_outcomes"}
         every_report_is_the_oracles()
 
         command.downgrade(config, "0014")
@@ -494,7 +500,7 @@ def test_0015_sums_the_daily_counters_and_drops_what_no_report_read_up_and_down(
         every_report_is_the_oracles()
         command.upgrade(config, "head")
         # Already split: the upgrade again keeps every sum, and no type-less day row.
-        assert counters()[1] == daily_sums
+        assert counters()[1] == {**daily_sums, "payment_outcomes": outcomes}
         assert by_type("events_by_type") == types
         every_report_is_the_oracles()
     finally:
@@ -624,6 +630,118 @@ def test_0017_keeps_every_row_and_sum_reports_read_up_and_down(dialect, request)
         command.upgrade(config, "head")
         assert diff(url) == []
         assert stored() == before
+        every_report_is_the_oracles()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0018_counts_payments_by_day_and_their_outcomes_by_hour_up_and_down(
+    dialect, request, monkeypatch
+):
+    """Stored as before 0018 (payments counted by hour, by currency and reason, and no
+    outcome counter), then upgraded, downgraded and upgraded again: each hour's processed
+    and failed payments (the alert's) and each day's and dimension's sums (the reports')
+    stay, and every report, payment alerts included, equals the oracle's."""
+    from alembic import command
+    from analytics.ingest import handlers
+    from analytics.ingest.changes import Upsert
+    from analytics.reports import REPORTS
+    from tests.reports import dataset
+    from tests.reports.test_against_oracle import NOW, RANGES, _load, _mismatches
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+    documents = dataset.build()
+    payments = "metric IN ('payments_processed', 'payments_failed')"
+
+    def by_hour() -> dict[tuple, int]:
+        """Each hour's payments by outcome, as 0017's alert summed them."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT tenant_id, metric, hour, sum(count) FROM metric_counters "
+                     f"WHERE {payments} GROUP BY tenant_id, metric, hour HAVING sum(count) <> 0")
+            ).all()  # fmt: skip
+        return {(t, m, str(h)[:19]): int(n) for t, m, h, n in found}
+
+    def outcomes() -> dict[tuple, int]:
+        """Each hour's ``payment_outcomes``, named as :func:`by_hour` names them."""
+        names = {"processed": "payments_processed", "failed": "payments_failed"}
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT tenant_id, dimension, hour, count FROM metric_counters "
+                     "WHERE metric = 'payment_outcomes'")
+            ).all()  # fmt: skip
+        return {(t, names[d], str(h)[:19]): int(n) for t, d, h, n in found}
+
+    def by_day() -> dict[tuple, tuple[int, int]]:
+        """Each day's count and total of each metric and dimension, as the reports sum them."""
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT tenant_id, metric, hour, dimension, count, total FROM metric_counters "
+                     f"WHERE {payments}")
+            ).all()  # fmt: skip
+        sums: dict[tuple, tuple[int, int]] = {}
+        for tenant, metric, hour, dimension, count, total in found:
+            key = (tenant, metric, str(hour)[:10], dimension)
+            n, t = sums.get(key, (0, 0))
+            sums[key] = (n + int(count), t + int(total))
+        return sums
+
+    def hours_of_payment_rows() -> set[str]:
+        with engine.connect() as conn:
+            return {str(h)[11:19] for (h,) in conn.execute(
+                text(f"SELECT DISTINCT hour FROM metric_counters WHERE {payments}")
+            )}  # fmt: skip
+
+    def every_report_is_the_oracles() -> None:
+        for tenant in ("tenant-1", "tenant-2"):
+            found = _mismatches(engine, documents, tenant, RANGES, NOW, REPORTS)
+            assert [m[:3] for m in found] == []
+
+    def before_0018(event_type: str) -> Any:
+        handler = handlers.HANDLERS[event_type]
+
+        def changes(event: Any, ctx: Any) -> list[Any]:
+            return [
+                change
+                for change in handler(event, ctx)
+                if not (
+                    isinstance(change, Upsert) and change.values.get("metric") == "payment_outcomes"
+                )
+            ]
+
+        return changes
+
+    try:
+        with monkeypatch.context() as patch:
+            hourly = frozenset({"events", "payments_processed", "payments_failed"})
+            patch.setattr(handlers, "HOURLY_METRICS", hourly)
+            for event_type in ("payment.processed", "payment.failed"):
+                patch.setitem(handlers.HANDLERS, event_type, before_0018(event_type))
+            _load(engine, documents)  # the days stay dirty: no report has run yet
+        command.downgrade(config, "0017")
+        hours, days = by_hour(), by_day()
+        assert len(hours_of_payment_rows()) > 1 and outcomes() == {}
+        assert len(hours) > len({(t, m, h[:10]) for t, m, h in hours})  # several hours a day
+
+        command.upgrade(config, "head")
+        assert diff(url) == []
+        assert hours_of_payment_rows() == {"00:00:00"}
+        assert by_day() == days
+        assert outcomes() == hours
+        every_report_is_the_oracles()  # the alerts computed from the outcomes
+
+        command.downgrade(config, "0017")
+        assert outcomes() == {}
+        assert by_hour() == hours
+        assert by_day() == days
+        every_report_is_the_oracles()
+
+        command.upgrade(config, "head")
+        assert hours_of_payment_rows() == {"00:00:00"}
+        assert by_day() == days
+        assert outcomes() == hours
         every_report_is_the_oracles()
     finally:
         engine.dispose()
