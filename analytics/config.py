@@ -17,10 +17,10 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 #: The bridge psubscribes this; the category is the first segment the ``*`` matches.
 DEFAULT_CHANNEL_PATTERN = "events:*"
 #: Zero-setup storage: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 #: Whether the writer's statements are PREPAREd once per database connection (off
 #: behind a pooler that hands one session's transactions to different connections).
 DEFAULT_DATABASE_PREPARE = True
-DEFAULT_DATABASE_URL = "sqlite:///analytics.db"
 #: Currency of an order or payment that names none.
 DEFAULT_CURRENCY = "USD"
 #: Largest message the bridge parses; anything bigger is a dead letter.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import re
 import threading
 import time
@@ -461,7 +462,7 @@ class Writes:
     def __init__(self, session: Session):
         self.session = session
         self._hold_writes = _dialect(session) == "postgresql"
-        self._sql: list[Prepared] = []
+        self._held: list[Prepared] = []
         self._params: list[Any] = []
 
     def upsert(
@@ -515,15 +516,15 @@ class Writes:
             return Prepared.of(sql.replace(plain, f"FROM {unnest.source}")), unnest
 
         prepared, unnest = statement(self.session, ("held", key, names, tuple(order_by)), held)
-        self._sql.append(prepared)
+        self._held.append(prepared)
         self._params.extend(unnest.params(rows))
 
     def send(self) -> None:
         """Send every held write, in the order they were made."""
-        if not self._sql:
+        if not self._held:
             return
-        held, params = self._sql, tuple(self._params)
-        self._sql, self._params = [], []
+        held, params = self._held, tuple(self._params)
+        self._held, self._params = [], []
         execute_prepared(self.session, held, params)
 
 
@@ -553,7 +554,7 @@ class Prepared:
 
     @classmethod
     def of(cls, sql: str) -> Prepared:
-        count = iter(range(1, 1 << 30))
+        count = itertools.count(1)
         body = _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
         arity = next(count) - 1
         # Without parameters psycopg2 sends the text as it is, where "%%" stands for "%".

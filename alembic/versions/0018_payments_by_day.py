@@ -42,13 +42,14 @@ def _midnight(postgresql: bool, column: str = "hour") -> str:
     return f"substr({column}, 1, 10) || ' 00:00:00.000000'"
 
 
+def _case(column: str, pairs: dict[str, str]) -> str:
+    """SQL mapping ``column``'s values to others (each key of ``pairs`` to its value)."""
+    return f"CASE {column} " + " ".join(f"WHEN '{a}' THEN '{b}'" for a, b in pairs.items()) + " END"
+
+
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    outcome = (
-        "CASE metric "
-        + " ".join(f"WHEN '{metric}' THEN '{name}'" for metric, name in _OUTCOMES.items())
-        + " END"
-    )
+    outcome = _case("metric", _OUTCOMES)
     op.execute(
         f"""
         INSERT INTO metric_counters ({_COLUMNS})
@@ -78,11 +79,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    metric = (
-        "CASE o.dimension "
-        + " ".join(f"WHEN '{name}' THEN '{metric}'" for metric, name in _OUTCOMES.items())
-        + " END"
-    )
+    metric = _case("o.dimension", {name: metric for metric, name in _OUTCOMES.items()})
+    day = _midnight(postgresql, "o.hour")
     # Each day's first dimension of each metric, and its hours after midnight.
     op.execute(
         f"""
@@ -91,25 +89,20 @@ def downgrade() -> None:
                {metric} AS metric,
                coalesce((SELECT min(d.dimension) FROM metric_counters d
                 WHERE d.tenant_id = o.tenant_id AND d.metric = {metric}
-                  AND d.hour = {_midnight(postgresql, "o.hour")}), '') AS dimension
+                  AND d.hour = {day}), '') AS dimension
         FROM metric_counters o
-        WHERE o.metric = 'payment_outcomes' AND o.hour <> {_midnight(postgresql, "o.hour")}
+        WHERE o.metric = 'payment_outcomes' AND o.hour <> {day}
         """
     )
     op.execute(
         f"""
-        UPDATE metric_counters SET count = count - (
+        UPDATE metric_counters SET count = count - coalesce((
             SELECT sum(h.count) FROM metric_counters_payment_hours h
             WHERE h.tenant_id = metric_counters.tenant_id
               AND h.metric = metric_counters.metric
               AND h.dimension = metric_counters.dimension
-              AND {_midnight(postgresql, "h.hour")} = metric_counters.hour)
-        WHERE metric IN ({_METRICS}) AND EXISTS (
-            SELECT 1 FROM metric_counters_payment_hours h
-            WHERE h.tenant_id = metric_counters.tenant_id
-              AND h.metric = metric_counters.metric
-              AND h.dimension = metric_counters.dimension
-              AND {_midnight(postgresql, "h.hour")} = metric_counters.hour)
+              AND {_midnight(postgresql, "h.hour")} = metric_counters.hour), 0)
+        WHERE metric IN ({_METRICS})
         """
     )
     op.execute(
