@@ -176,8 +176,10 @@ class Batcher:
             group = groups.get(task)
             if group is None:
                 # After a quiet spell, an event goes out at once (its group is due):
-                # waiting to fill a batch only pays while events keep coming.
-                quiet = received - self._last_received >= self.flush_after
+                # waiting to fill a batch only pays while events keep coming. Not while
+                # another batch is pending: it goes with that one (the reader, waiting
+                # for that batch's due time, may have read it late).
+                quiet = not groups and received - self._last_received >= self.flush_after
                 # Its hold began when its first event was read, not when the sender,
                 # busy or asleep until another group's due time, took it in.
                 arrived = now - min(max(wall - received, 0.0), self.budget)

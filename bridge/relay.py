@@ -62,12 +62,18 @@ log = logging.getLogger("bridge")
 RECONNECT_BACKOFF_MAX = 5.0
 #: The sender polls at least this often for due groups and the stop signal.
 IDLE_WAIT = 0.2
-#: After a read of less than READ_SMALL bytes, the reader waits this long before the
-#: next one, so that a trickle of messages (one PUBLISH each) is read a few at a time,
+#: After a read of less than READ_SMALL bytes, the reader waits at least this long before
+#: the next one, so that a trickle of messages (one PUBLISH each) is read a few at a time,
 #: not one thread wake-up each; a busy stream's reads are large and never wait. Redis
 #: keeps what arrives meanwhile in the connection's output buffer.
 READ_PAUSE = 0.01
 READ_SMALL = 64 * 1024
+#: While a batch is pending, the reader waits after a small read until this long before
+#: the batch is due (at most READ_PAUSE_MAX): what arrives meanwhile goes in that batch
+#: whenever it is read, so one read just before the batch goes replaces a read every
+#: READ_PAUSE (at 500 events/s, ~15 wake-ups of the reader, and Redis, a batch).
+READ_AHEAD = 0.005
+READ_PAUSE_MAX = 0.25
 
 
 class BridgeFailed(RuntimeError):
@@ -113,6 +119,9 @@ class Bridge:
         self._groups = self._batches.groups
         self.totals = self._batches.totals
         self._sender: threading.Thread | None = None
+        #: When the first pending batch is due (monotonic), as the sender last saw it;
+        #: None with nothing pending. Written by the sender, read by the reader.
+        self._read_by: float | None = None
         #: The reader's pub/sub connection, closed by :meth:`run` if the reader fails.
         self._subscription: Subscription | None = None
         self._sender_error: BaseException | None = None
@@ -273,7 +282,7 @@ class Bridge:
                     self.reads += 1
                     self._held.hold(messages, size + len(messages) * MESSAGE_OVERHEAD)
                     if size < READ_SMALL:
-                        self._stop.wait(READ_PAUSE)
+                        self._stop.wait(self._read_pause())
             except (SubscriptionLost, OSError) as exc:
                 log.warning("lost the Redis connection (%s); reconnecting", exc)
                 metrics.RECONNECTS.inc()
@@ -283,6 +292,20 @@ class Bridge:
                 lost_at = time.monotonic()
         if subscription is not None:
             subscription.close()
+
+    def _read_pause(self) -> float:
+        """How long the reader waits after a small read: READ_PAUSE, or, while a batch is
+        pending, until READ_AHEAD before it is due (at most READ_PAUSE_MAX).
+
+        The wait costs no latency: a pending batch goes when it is due, with everything
+        read by then, and what arrives during the wait is read before that. Only what
+        arrives in the last READ_AHEAD goes in the next batch, as it may today with a
+        read every READ_PAUSE.
+        """
+        due = self._read_by
+        if due is None:
+            return READ_PAUSE
+        return min(max(READ_PAUSE, due - READ_AHEAD - time.monotonic()), READ_PAUSE_MAX)
 
     # ------------------------------------------------------------------ sender
 
@@ -310,6 +333,7 @@ class Bridge:
         # sender, one put in before is seen below (Holding.keep reads the flag after it
         # appended).
         self._held.wake_on_next = due is None
+        self._read_by = due
         if self._held.waiting():
             return 0.0
         if due is None:

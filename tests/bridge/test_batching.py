@@ -101,6 +101,18 @@ def test_an_event_after_a_quiet_spell_goes_at_once():
     assert len(recorder.batches) == 1
 
 
+def test_an_event_after_a_gap_goes_with_the_batch_already_pending():
+    batcher, recorder = make_batcher()
+    keep_streaming(batcher)
+    batcher.group(messages(3))
+    # The next read came late: the reader waited for the pending batch's due time.
+    batcher._last_received -= 2 * FLUSH
+    batcher.group(messages(1, "order.updated"))
+    assert FLUSH < waits(batcher) <= BUDGET
+    batcher.flush(force=False)
+    assert recorder.batches == []
+
+
 def test_a_batch_is_held_from_when_its_first_event_was_read():
     batcher, _ = make_batcher()
     keep_streaming(batcher)

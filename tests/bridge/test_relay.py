@@ -205,6 +205,37 @@ def test_a_trickle_of_messages_is_read_a_few_at_a_time(run_bridge, redis_client,
     assert bridge.reads < 60
 
 
+def test_while_a_batch_is_pending_a_trickle_is_read_a_few_times_a_batch(
+    run_bridge, redis_client, channel_prefix
+):
+    # Not once every READ_PAUSE: what arrives before a pending batch is due goes in it
+    # whenever it is read, so the reader waits for the batch's due time.
+    from bridge.relay import READ_PAUSE
+
+    budget = 0.3
+    bridge, recorder = run_bridge(bridge_flush_ms=20, bridge_hold_budget_ms=budget * 1000)
+    channel = f"{channel_prefix}:order:created"
+    published: dict[int, float] = {}
+    started = time.monotonic()
+    for n in range(200):  # ~1.2 s, an event every 6 ms: never a quiet spell
+        published[n] = time.monotonic()
+        redis_client.publish(channel, event(n=n))
+        time.sleep(0.006)
+    took = time.monotonic() - started
+    wait_for(lambda: len(recorder.items()) == 200, timeout=10, what="every event")
+    batches = len(recorder.batches)
+    # A read as a batch begins, one as the sender has grouped it, one just before it goes.
+    assert bridge.reads <= 3 * batches + 3, (bridge.reads, batches)
+    assert bridge.reads < took / READ_PAUSE / 3, (bridge.reads, took)
+    # And no event waits for it: each goes within the budget (and a read's pause).
+    waited = [
+        sent - published[orjson.loads(item[1])["n"]]
+        for _, _, items, sent in recorder.batches
+        for item in items
+    ]
+    assert max(waited) < budget + 0.1, sorted(waited)[-5:]
+
+
 def test_stopping_hands_over_everything_already_read(run_bridge, redis_client, channel_prefix):
     bridge, recorder = run_bridge(bridge_batch_size=10_000, bridge_flush_ms=60_000)
     channel = f"{channel_prefix}:payment:processed"
