@@ -6,7 +6,9 @@ Creates a PostgreSQL database of its own (benchmarks/scratch.py; dropped at the 
 and stores the simulator's realistic stream (all 15 event types, one tenant with
 ``--users`` users, timestamps over ``--days`` days) through the worker's own writer
 (``analytics.ingest.apply_events``, ``--batch`` events a transaction: no pub/sub, so
-millions take minutes). It prints the load rate and an ETA as it goes.
+millions take minutes). It prints the load rate and an ETA as it goes, and for each
+stretch since the last line the writer's rate while storing and its CPU an event
+(its Python, its PostgreSQL backend): whether ingest slows as history grows.
 
 The stream is generated for ``--max`` events, so its events fill the whole period:
 at a checkpoint before the end, the tenant's history covers the first part of the
@@ -40,6 +42,7 @@ from analytics.ingest import Context, apply_events
 from analytics.models import RollupDirtyDay
 from analytics.reports import REPORTS, Query, run
 from analytics.rollups import refresh_dirty
+from benchmarks import procs
 from benchmarks.scratch import scratch_database
 from loadgen import Simulator
 
@@ -115,6 +118,44 @@ def stream(args: argparse.Namespace) -> Iterator[Any]:
 def store(engine: Engine, batch: list[Any]) -> int:
     with Session(engine) as session, session.begin():
         return apply_events(session, batch, Context()).stored
+
+
+class WriterMeter:
+    """The writer's own cost between two reports: its Python (this process's CPU while
+    storing) and its database's backends' CPU, per event, and the events it stored per
+    second of storing (the stream's generation not counted). Whether ingest slows as
+    history grows shows here, not in the cumulative rate, which averages it away."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.python = self.wall = 0.0
+        self._backends = self._backend_cpu()
+
+    def _backend_cpu(self) -> float:
+        with self.engine.connect() as conn:
+            pids = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
+            return procs.cpu_seconds(pids)
+
+    def store(self, batch: list[Any]) -> int:
+        wall, cpu = time.perf_counter(), time.process_time()
+        stored = store(self.engine, batch)
+        self.python += time.process_time() - cpu
+        self.wall += time.perf_counter() - wall
+        return stored
+
+    def report(self, events: int) -> str:
+        """Since the last report: ``events`` stored at what rate and cost; then reset."""
+        backends = self._backend_cpu()
+        postgres, self._backends = backends - self._backends, backends
+        line = (
+            f"last {events:,}: {events / self.wall:,.0f}/s while storing, python "
+            f"{self.python / events * 1e6:,.0f} us and postgres {postgres / events * 1e6:,.0f} "
+            "us an event"
+        )
+        self.python = self.wall = 0.0
+        return line
 
 
 def vacuum(url: str) -> None:
@@ -243,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             report_every = max(args.max // 50, args.batch)
             next_report = report_every
+            meter, reported = WriterMeter(engine), 0
             for event in stream(args):
                 batch.append(event)
                 consumed += 1
@@ -251,15 +293,16 @@ def main(argv: list[str] | None = None) -> int:
                 last = at if last is None or at > last else last
                 if len(batch) < args.batch and consumed < points[0] and consumed < args.max:
                     continue
-                stored += store(engine, batch)
+                stored += meter.store(batch)
                 batch = []
                 if consumed >= next_report:
                     rate = consumed / (time.perf_counter() - started)
                     eta = (args.max - consumed) / rate
                     print(
                         f"loaded {consumed:,} events ({stored:,} stored), {rate:,.0f}/s, "
-                        f"ETA {timedelta(seconds=int(eta))}"
+                        f"ETA {timedelta(seconds=int(eta))}; {meter.report(consumed - reported)}"
                     )
+                    reported = consumed
                     sys.stdout.flush()
                     next_report += report_every
                 if consumed >= points[0] or consumed >= args.max:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import Engine, text
 
 from benchmarks import scale
@@ -36,5 +38,16 @@ def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
     out = capsys.readouterr().out
     assert "== checkpoint: 3,000 events stored" in out
     assert "revenue-by-day" in out and "retention" in out
+    # Each progress line says what the writer cost since the last one, by side.
+    stretches = [
+        re.search(r"last ([\d,]+): ([\d,]+)/s while storing, python ([\d,]+) us and "
+                  r"postgres ([\d,]+) us an event", line)
+        for line in out.splitlines() if line.startswith("loaded ")
+    ]  # fmt: skip
+    assert len(stretches) >= 5 and all(stretches), out
+    figures = [[int(g.replace(",", "")) for g in m.groups()] for m in stretches if m]
+    assert sum(events for events, *_ in figures) == 3000
+    assert all(rate > 0 and python > 0 for _, rate, python, _ in figures)
+    assert sum(postgres for *_, postgres in figures) > 0
     wal_line = next(line for line in out.splitlines() if line.startswith("WAL written"))
     assert int(wal_line.split()[5]) > 100  # bytes an event: the raw row alone is more
