@@ -174,19 +174,34 @@ def test_no_event_of_a_steady_stream_waits_much_past_the_hold_budget(
 
     budget = 0.06
     _, recorder = run_bridge(bridge_flush_ms=20, bridge_hold_budget_ms=budget * 1000)
-    channel = f"{channel_prefix}:order:created"
+    # ~1.2 s, an event every 10 ms: never a quiet spell
+    published, _ = publish_steadily(redis_client, f"{channel_prefix}:order:created", 120, 0.01)
+    waited = waits(recorder, published)
+    assert max(waited) < budget + IDLE_WAIT / 2, sorted(waited)[-5:]
+
+
+def publish_steadily(
+    redis_client: Any, channel: str, count: int, every: float
+) -> tuple[dict[int, float], float]:
+    """Publish ``count`` events ``n=0..`` one each ``every`` seconds: when each went, and
+    how long it all took."""
     published: dict[int, float] = {}
-    for n in range(120):  # ~1.2 s, an event every 10 ms: never a quiet spell
+    started = time.monotonic()
+    for n in range(count):
         published[n] = time.monotonic()
         redis_client.publish(channel, event(n=n))
-        time.sleep(0.01)
-    wait_for(lambda: len(recorder.items()) == 120, timeout=10, what="every event")
-    waited = [
+        time.sleep(every)
+    return published, time.monotonic() - started
+
+
+def waits(recorder: Recorder, published: dict[int, float]) -> list[float]:
+    """How long each published event waited before its batch was sent (all of them sent)."""
+    wait_for(lambda: len(recorder.items()) == len(published), timeout=10, what="every event")
+    return [
         sent - published[orjson.loads(item[1])["n"]]
         for _, _, items, sent in recorder.batches
         for item in items
     ]
-    assert max(waited) < budget + IDLE_WAIT / 2, sorted(waited)[-5:]
 
 
 def test_a_trickle_of_messages_is_read_a_few_at_a_time(run_bridge, redis_client, channel_prefix):
@@ -214,25 +229,15 @@ def test_while_a_batch_is_pending_a_trickle_is_read_a_few_times_a_batch(
 
     budget = 0.3
     bridge, recorder = run_bridge(bridge_flush_ms=20, bridge_hold_budget_ms=budget * 1000)
+    # ~1.2 s, an event every 6 ms: never a quiet spell
     channel = f"{channel_prefix}:order:created"
-    published: dict[int, float] = {}
-    started = time.monotonic()
-    for n in range(200):  # ~1.2 s, an event every 6 ms: never a quiet spell
-        published[n] = time.monotonic()
-        redis_client.publish(channel, event(n=n))
-        time.sleep(0.006)
-    took = time.monotonic() - started
-    wait_for(lambda: len(recorder.items()) == 200, timeout=10, what="every event")
+    published, took = publish_steadily(redis_client, channel, 200, 0.006)
+    waited = waits(recorder, published)
     batches = len(recorder.batches)
     # A read as a batch begins, one as the sender has grouped it, one just before it goes.
     assert bridge.reads <= 3 * batches + 3, (bridge.reads, batches)
     assert bridge.reads < took / READ_PAUSE / 3, (bridge.reads, took)
     # And no event waits for it: each goes within the budget (and a read's pause).
-    waited = [
-        sent - published[orjson.loads(item[1])["n"]]
-        for _, _, items, sent in recorder.batches
-        for item in items
-    ]
     assert max(waited) < budget + 0.1, sorted(waited)[-5:]
 
 
