@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from analytics import report_rollups, stock_months
 from analytics.config import get_settings
 from analytics.db import Writes, insert_for, is_retryable, one_at_a_time, upsert_many
-from analytics.ingest.changes import PAYMENT_FAILED, PAYMENT_PROCESSED
+from analytics.ingest.changes import PAYMENT_FAILED, PAYMENT_OUTCOMES, PAYMENT_PROCESSED
 from analytics.models import (
     ActiveUsersDaily,
     Alert,
@@ -294,7 +294,7 @@ def payment_alerts(session: Session, tenant: str, policy: PaymentAlertPolicy | N
     hours: dict[datetime, dict[str, int]] = defaultdict(dict)
     for hour, outcome, count in session.execute(
         select(MetricCounter.hour, MetricCounter.dimension, MetricCounter.count).where(
-            MetricCounter.tenant_id == tenant, MetricCounter.metric == "payment_outcomes"
+            MetricCounter.tenant_id == tenant, MetricCounter.metric == PAYMENT_OUTCOMES
         )
     ):
         hours[hour][outcome] = int(count)

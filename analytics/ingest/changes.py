@@ -69,7 +69,8 @@ class Aggregate:
 #: ``events_by_type``, ``payments_processed`` and ``payments_failed`` too): reports ask
 #: for whole days, so a day's row answers them exactly, and the table holds up to 24
 #: times fewer rows of them.
-HOURLY_METRICS = frozenset({"events", "payment_outcomes"})
+PAYMENT_OUTCOMES = "payment_outcomes"
+HOURLY_METRICS = frozenset({"events", PAYMENT_OUTCOMES})
 #: The ``payment_outcomes`` counter's dimensions.
 PAYMENT_PROCESSED = "processed"
 PAYMENT_FAILED = "failed"

@@ -28,6 +28,7 @@ from analytics.ingest.changes import (
     MOVEMENTS,
     ORDERS,
     PAYMENT_FAILED,
+    PAYMENT_OUTCOMES,
     PAYMENT_PROCESSED,
     PAYMENTS,
     PRODUCT_MONTHS,
@@ -309,7 +310,7 @@ def payment_processed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentProcessed = event.data
     changes: list[Change] = [
         counter(event, "payments_processed", data.currency, data.amount),
-        counter(event, "payment_outcomes", PAYMENT_PROCESSED),
+        counter(event, PAYMENT_OUTCOMES, PAYMENT_PROCESSED),
         payment_row(
             event,
             data.payment_id,
@@ -330,7 +331,7 @@ def payment_failed(event: Event, ctx: Context) -> list[Change]:
     data: ev.PaymentFailed = event.data
     return [
         counter(event, "payments_failed", data.failure_reason, data.amount),
-        counter(event, "payment_outcomes", PAYMENT_FAILED),
+        counter(event, PAYMENT_OUTCOMES, PAYMENT_FAILED),
         payment_row(
             event,
             data.payment_id,
