@@ -129,6 +129,7 @@ class WriterMeter:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.python = self.wall = 0.0
+        self.events = 0
         self._backends = self._backend_cpu()
 
     def _backend_cpu(self) -> float:
@@ -143,18 +144,21 @@ class WriterMeter:
         stored = store(self.engine, batch)
         self.python += time.process_time() - cpu
         self.wall += time.perf_counter() - wall
+        self.events += len(batch)
         return stored
 
-    def report(self, events: int) -> str:
-        """Since the last report: ``events`` stored at what rate and cost; then reset."""
+    def report(self) -> str:
+        """Since the last report: the events stored, at what rate and cost; then reset."""
         backends = self._backend_cpu()
         postgres, self._backends = backends - self._backends, backends
+        events = self.events
         line = (
             f"last {events:,}: {events / self.wall:,.0f}/s while storing, python "
             f"{self.python / events * 1e6:,.0f} us and postgres {postgres / events * 1e6:,.0f} "
             "us an event"
         )
         self.python = self.wall = 0.0
+        self.events = 0
         return line
 
 
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             report_every = max(args.max // 50, args.batch)
             next_report = report_every
-            meter, reported = WriterMeter(engine), 0
+            meter = WriterMeter(engine)
             for event in stream(args):
                 batch.append(event)
                 consumed += 1
@@ -300,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                     eta = (args.max - consumed) / rate
                     print(
                         f"loaded {consumed:,} events ({stored:,} stored), {rate:,.0f}/s, "
-                        f"ETA {timedelta(seconds=int(eta))}; {meter.report(consumed - reported)}"
+                        f"ETA {timedelta(seconds=int(eta))}; {meter.report()}"
                     )
-                    reported = consumed
                     sys.stdout.flush()
                     next_report += report_every
                 if consumed >= points[0] or consumed >= args.max:
