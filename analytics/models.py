@@ -535,8 +535,8 @@ class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (
         Index(None, "tenant_id", "created_at"),
-        # The writer reads a product's stock alerts, open and resolved, by key.
-        Index(None, "tenant_id", "alert_key"),
+        # The writer reads a product's stock alerts, open and resolved, by key from a time.
+        Index(None, "tenant_id", "alert_key", "created_at"),
         Index(
             "uq_alerts_open_key",
             "tenant_id",

@@ -51,3 +51,17 @@ def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
     assert sum(postgres for *_, postgres in figures) > 0
     wal_line = next(line for line in out.splitlines() if line.startswith("WAL written"))
     assert int(wal_line.split()[5]) > 100  # bytes an event: the raw row alone is more
+
+
+def test_the_stock_history_benchmark_times_both_ways_and_checks_the_alerts(capsys) -> None:
+    from benchmarks import stock_history
+
+    argv = ["--products", "4", "--history", "30", "300", "--keys", "2", "--batches", "4"]
+    assert stock_history.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "movements a product:" in line]
+    assert [line.split()[0] for line in lines] == ["30", "300"]
+    for line in lines:
+        assert line.endswith("exact"), out
+        figures = re.search(r"since restock +([\d.]+) ms .*whole +([\d.]+) ms", line)
+        assert figures and float(figures[2]) > 0, line

@@ -3,16 +3,30 @@
 Events of one product travel in different batches, in any order, so no batch can
 tell from its own events which alerts open or close. The writer hands the keys a
 batch touched to :func:`apply_stock_alerts`, which derives each key's alerts from
-its whole movement history (:func:`stock_alert_history`) and writes only the
-difference from what is stored.
+its movements since the last restock before the batch's (:func:`stock_alert_history`)
+and writes only the difference from what is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeAlias, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from analytics.db import one_at_a_time
@@ -73,54 +87,51 @@ def stock_alert_history(key: StockKey, movements: Iterable[Any]) -> list[dict[st
     return alerts
 
 
-def apply_stock_alerts(session: Session, keys: Iterable[StockKey]) -> None:
+def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> None:
     """Recompute the stock alerts of these ``(tenant, product, location)`` from their movements.
 
-    Events of one product travel in different batches (a task per event type), so
-    a batch cannot tell which alerts its events open or close: it recomputes each
-    touched key's whole history (:func:`stock_alert_history`) and changes only the
-    rows that differ, so unchanged alerts keep their ids. One lock per key makes
-    concurrent recomputations of a key run in turn, the later one reading (at read
-    committed) the movements the earlier one committed; without it two batches
-    would each miss the other's movements. The caller has already appended this
-    batch's movements.
+    Events of one product travel in different batches, so a batch cannot tell
+    which alerts its events open or close: it recomputes each touched key's
+    alerts (:func:`stock_alert_history`) and changes only the rows that differ,
+    so unchanged alerts keep their ids.
+
+    Only from the key's last restock before the batch's earliest movement of it
+    (its time in ``keys``): every alert opened up to that restock's instant is
+    resolved by it (a restock comes after the alerts of its own instant), so after
+    that instant nothing is open, and the batch's movements, all later, cannot
+    change what came before. So a recompute reads the movements and alerts since
+    that restock, not the product's whole history, and costs the same in the tenth
+    year as in the first. A key with no restock before is recomputed whole.
+
+    One lock per key makes concurrent recomputations of a key run in turn, the
+    later one reading (at read committed) the movements the earlier one committed;
+    without it two batches would each miss the other's movements. The caller has
+    already appended this batch's movements.
     """
-    ordered = sorted(set(keys))
+    ordered = sorted(keys)
     if not ordered:
         return
     one_at_a_time(session, *(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
-    move = InventoryMovement
     history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
-    for row in session.execute(
-        select(
-            move.tenant_id,
-            move.product_id,
-            move.location_id,
-            move.kind,
-            move.occurred_at,
-            move.event_id,
-            move.alert_message,
-            move.quantity_after,
-        ).where(
-            tuple_(move.tenant_id, move.product_id, move.location_id).in_(ordered),
-            move.kind.in_((RESTOCKED, *STOCK_ALERTS)),
-        )
-    ):
-        history[row.tenant_id, row.product_id, row.location_id].append(row)
+    stored: list[Any] = []
+    for start in range(0, len(ordered), WINDOWS_A_STATEMENT):
+        chunk = ordered[start : start + WINDOWS_A_STATEMENT]
+        params: dict[str, Any] = {}
+        for n, (tenant_id, product_id, location_id) in enumerate(chunk):
+            params[f"t{n}"] = tenant_id
+            params[f"p{n}"] = product_id
+            params[f"l{n}"] = location_id
+            params[f"f{n}"] = keys[tenant_id, product_id, location_id]
+            for kind in STOCK_ALERTS:
+                params[f"{kind}{n}"] = alert_key(kind, product_id, location_id)
+        movements, alerts = _window_reads(len(chunk))
+        for row in session.execute(movements, params):
+            history[row.tenant_id, row.product_id, row.location_id].append(row)
+        stored.extend(session.execute(alerts, params))
     wanted: dict[tuple[str, str, str | None], dict[str, Any]] = {}
-    for key, movements in history.items():
-        for alert in stock_alert_history(key, movements):
+    for key, moves in history.items():
+        for alert in stock_alert_history(key, moves):
             wanted[alert["tenant_id"], alert["alert_key"], alert["event_id"]] = alert
-    table = cast(Table, Alert.__table__)
-    stored = session.execute(
-        select(table.c.id, table.c.tenant_id, table.c.alert_key, table.c.event_id)
-        .add_columns(*(table.c[name] for name in STOCK_ALERT_COLUMNS))
-        .where(
-            tuple_(table.c.tenant_id, table.c.alert_key).in_(
-                [(t, alert_key(kind, p, loc)) for t, p, loc in ordered for kind in STOCK_ALERTS]
-            )
-        )
-    ).all()
     stale: list[int] = []
     closed: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
@@ -140,10 +151,84 @@ def apply_stock_alerts(session: Session, keys: Iterable[StockKey]) -> None:
     # One open alert per key (a unique index): rows go first, then alerts that close,
     # then the one that stays open, then new alerts; no step has two open at once.
     if stale:
-        session.execute(delete(table).where(table.c.id.in_(stale)))
+        session.execute(delete(_ALERTS).where(_ALERTS.c.id.in_(stale)))
     for rows in (closed, others):
         if rows:
-            session.execute(update(table).where(table.c.id == bindparam("alert_id")), rows)
+            session.execute(update(_ALERTS).where(_ALERTS.c.id == bindparam("alert_id")), rows)
     new = [alert for ident, alert in wanted.items() if ident not in kept]
     if new:
-        session.execute(insert(table), new)
+        session.execute(insert(_ALERTS), new)
+
+
+#: Before every movement: the start of a key's window when it has no restock before.
+DAWN = datetime(1, 1, 1)
+#: Keys whose windows one statement reads (a statement is built once for each count).
+WINDOWS_A_STATEMENT = 32
+_MOVES = cast(Table, InventoryMovement.__table__)
+_ALERTS = cast(Table, Alert.__table__)
+
+
+@functools.cache
+def _window_reads(count: int) -> tuple[CompoundSelect, CompoundSelect]:
+    """The reads of ``count`` keys' movements and stock alerts since their windows' starts.
+
+    Parameters ``t{n}``, ``p{n}``, ``l{n}`` name key ``n``, ``f{n}`` is its first
+    movement in the batch, and ``low_stock{n}`` and ``out_of_stock{n}`` its alert keys.
+    A ``UNION ALL`` of a read a key, each an index range: PostgreSQL plans an ``OR`` of
+    the keys as one scan of what they share, the tenant's whole history. Built once a
+    count: building the expressions cost more than running them.
+    """
+    moves, alerts = [], []
+    for n in range(count):
+        since = _last_restock_before(n)
+        moves.append(
+            select(
+                _MOVES.c.tenant_id,
+                _MOVES.c.product_id,
+                _MOVES.c.location_id,
+                _MOVES.c.kind,
+                _MOVES.c.occurred_at,
+                _MOVES.c.event_id,
+                _MOVES.c.alert_message,
+                _MOVES.c.quantity_after,
+            ).where(
+                _MOVES.c.tenant_id == bindparam(f"t{n}"),
+                _MOVES.c.product_id == bindparam(f"p{n}"),
+                _MOVES.c.location_id == bindparam(f"l{n}"),
+                _MOVES.c.occurred_at > since,
+                _MOVES.c.kind.in_((RESTOCKED, *STOCK_ALERTS)),
+            )
+        )
+        alerts.append(
+            select(_ALERTS.c.id, _ALERTS.c.tenant_id, _ALERTS.c.alert_key, _ALERTS.c.event_id)
+            .add_columns(*(_ALERTS.c[name] for name in STOCK_ALERT_COLUMNS))
+            .where(
+                _ALERTS.c.tenant_id == bindparam(f"t{n}"),
+                _ALERTS.c.alert_key.in_([bindparam(f"{kind}{n}") for kind in STOCK_ALERTS]),
+                _ALERTS.c.created_at > since,
+            )
+        )
+    return union_all(*moves), union_all(*alerts)
+
+
+def _last_restock_before(n: int) -> ColumnElement[datetime]:
+    """Key ``n``'s last restock before its ``f{n}`` (:data:`DAWN` if none), in SQL.
+
+    Read by the index on ``(tenant_id, product_id, location_id, occurred_at)``
+    backwards from ``f{n}``: a few rows for a product restocked now and then.
+    """
+    restock = _MOVES.alias("restock")  # its own FROM, not correlated with the movements read
+    last = (
+        select(restock.c.occurred_at)
+        .where(
+            restock.c.tenant_id == bindparam(f"t{n}"),
+            restock.c.product_id == bindparam(f"p{n}"),
+            restock.c.location_id == bindparam(f"l{n}"),
+            restock.c.kind == RESTOCKED,
+            restock.c.occurred_at < bindparam(f"f{n}"),
+        )
+        .order_by(restock.c.occurred_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return func.coalesce(last, literal(DAWN, _MOVES.c.occurred_at.type))

@@ -210,11 +210,17 @@ class Append:
 
 @dataclass(slots=True)
 class StockAlerts:
-    """Bring the stock alerts of a product at a location in line with its stored movements."""
+    """Bring the stock alerts of a product at a location in line with its stored movements.
+
+    ``occurred_at`` is the time of the movement that asks: the alerts before the
+    product's last restock before it cannot change
+    (:func:`analytics.ingest.alerts.apply_stock_alerts`).
+    """
 
     tenant_id: str
     product_id: str
     location_id: str
+    occurred_at: datetime
 
 
 Change: TypeAlias = Upsert | Append | StockAlerts

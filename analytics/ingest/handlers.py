@@ -443,7 +443,7 @@ def inventory_low_stock(event: Event, ctx: Context) -> list[Change]:
             ),
             low_stock_events=1,
         ),
-        StockAlerts(event.tenant_id, data.product_id, data.location_id),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id, event.timestamp),
     ]
 
 
@@ -464,7 +464,7 @@ def inventory_out_of_stock(event: Event, ctx: Context) -> list[Change]:
             out_of_stock_events=1,
             last_sold_at=data.last_sold_at,
         ),
-        StockAlerts(event.tenant_id, data.product_id, data.location_id),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id, event.timestamp),
     ]
 
 
@@ -482,7 +482,7 @@ def inventory_restocked(event: Event, ctx: Context) -> list[Change]:
             data.quantity_added,
             restock_events=1,
         ),
-        StockAlerts(event.tenant_id, data.product_id, data.location_id),
+        StockAlerts(event.tenant_id, data.product_id, data.location_id, event.timestamp),
     ]
 
 

@@ -313,14 +313,17 @@ def write_changes(
     """
     upserts: dict[Aggregate, list[dict[str, Any]]] = {}
     appends: dict[str, list[dict[str, Any]]] = {}
-    stock_keys: set[StockKey] = set()
+    stock_keys: dict[StockKey, datetime] = {}  # each key's earliest movement in the batch
     for change in changes:
         if isinstance(change, Upsert):
             upserts.setdefault(change.aggregate, []).append(change.values)
         elif isinstance(change, Append):
             appends.setdefault(change.table, []).append(change.values)
         else:
-            stock_keys.add((change.tenant_id, change.product_id, change.location_id))
+            key = (change.tenant_id, change.product_id, change.location_id)
+            first = stock_keys.get(key)
+            if first is None or change.occurred_at < first:
+                stock_keys[key] = change.occurred_at
     if REFUNDS in appends:
         resolve_refunds(session, appends[REFUNDS], upserts)
     held = writes if writes is not None else Writes(session)

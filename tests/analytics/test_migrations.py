@@ -745,3 +745,48 @@ def test_0018_counts_payments_by_day_and_their_outcomes_by_hour_up_and_down(
         every_report_is_the_oracles()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_0019_indexes_stock_alerts_by_key_and_time_up_and_down(dialect, request):
+    """The recompute reads a key's alerts from a time: ``created_at`` joins the key's index
+    (which replaces the old one), and down and up again leave the alerts as they were."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from alembic import command
+    from analytics.models import Alert
+    from tests.analytics.helpers import apply
+    from tests.analytics.test_stock_alerts import inventory
+
+    url, config = _database_at(dialect, request, "head")
+    engine = create_engine(url)
+
+    def indexes() -> dict[str | None, list[str | None]]:
+        return {
+            index["name"]: index["column_names"] for index in inspect(engine).get_indexes("alerts")
+        }
+
+    def alerts() -> list[tuple[Any, ...]]:
+        with Session(engine) as session:
+            return sorted(
+                tuple(row) for row in session.execute(select(Alert.event_id, Alert.resolved_at))
+            )
+
+    try:
+        apply(engine, [inventory("low_stock", "2024-01-01T10:00:00Z", "low")])
+        apply(engine, [inventory("restocked", "2024-01-01T11:00:00Z", "restock")])
+        stored = alerts()
+        assert indexes()["ix_alerts_tenant_id_alert_key_created_at"] == [
+            "tenant_id", "alert_key", "created_at"
+        ]  # fmt: skip
+        assert "ix_alerts_tenant_id_alert_key" not in indexes()
+        command.downgrade(config, "0018")
+        assert indexes()["ix_alerts_tenant_id_alert_key"] == ["tenant_id", "alert_key"]
+        assert "ix_alerts_tenant_id_alert_key_created_at" not in indexes()
+        command.upgrade(config, "head")
+        assert alerts() == stored
+        apply(engine, [inventory("low_stock", "2024-01-01T12:00:00Z", "again")])
+        assert [event for event, resolved in alerts() if resolved is None] == ["again"]
+    finally:
+        engine.dispose()

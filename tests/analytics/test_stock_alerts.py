@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from analytics.events import Event
 from analytics.ingest import Context
+from analytics.ingest import alerts as alerts_module
 from analytics.models import Alert, InventoryMovement
 from analytics.rebuild import rebuild
 from tests.analytics.helpers import apply, apply_beside, make, rows
@@ -114,6 +115,52 @@ def test_an_earlier_low_stock_arriving_late_takes_over_the_open_alert(engine):
     assert rows(engine, Alert.created_at, Alert.resolved_at, Alert.event_id) == [
         (datetime(2024, 1, 1, 10), None, "early")
     ]
+
+
+def test_a_recompute_reads_a_product_from_its_last_restock_before_the_batch(engine, monkeypatch):
+    # Years of history must not make each batch dearer: what came before the last
+    # restock before the batch's movements is settled, and is not read again.
+    apply(
+        engine,
+        [
+            inventory("low_stock", "2024-01-01T10:00:00Z", "old-low"),
+            inventory("out_of_stock", "2024-01-01T11:00:00Z", "old-out"),
+            inventory("restocked", "2024-01-01T12:00:00Z", "old-restock"),
+            inventory("low_stock", "2024-01-02T10:00:00Z", "low"),
+            inventory("restocked", "2024-01-03T10:00:00Z", "restock"),
+            inventory("low_stock", "2024-01-03T10:00:00Z", "same-instant"),
+            inventory("low_stock", "2024-01-04T10:00:00Z", "open"),
+        ],
+    )
+    before = alerts(engine)
+    read: list[str] = []
+    history = alerts_module.stock_alert_history
+
+    def recorded(key: Any, movements: Any) -> Any:
+        movements = list(movements)
+        read.extend(move.event_id for move in movements)
+        return history(key, movements)
+
+    monkeypatch.setattr(alerts_module, "stock_alert_history", recorded)
+    apply(engine, [inventory("out_of_stock", "2024-01-05T10:00:00Z", "new-out")])
+    # The restock of 01-03 resolved the low stock of its own instant too: the window
+    # starts after that instant.
+    assert sorted(read) == ["new-out", "open"]
+    after = alerts(engine)
+    assert [alert for alert in after if alert[7] != "new-out"] == before
+    assert [(alert[2], alert[6]) for alert in after if alert[7] == "new-out"] == [
+        ("out_of_stock", None)
+    ]
+
+    # A late event before that restock widens the window back to the restock before it.
+    read.clear()
+    apply(engine, [inventory("low_stock", "2024-01-02T09:00:00Z", "late")])
+    assert sorted(read) == ["late", "low", "new-out", "open", "restock", "same-instant"]
+    # The late low stock opened first and took over the alert "low" had opened; the
+    # restock closed it.
+    opened = {row[7]: row for row in alerts(engine)}
+    assert "low" not in opened
+    assert opened["late"][5:7] == (datetime(2024, 1, 2, 9), datetime(2024, 1, 3, 10))
 
 
 # ------------------------------------------------------------------- property
