@@ -83,6 +83,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the database afterwards (its URL is printed)"
     )
+    parser.add_argument(
+        "--stored-keys",
+        type=int,
+        default=0,
+        help="first store this many event keys (random ids, none of the stream's), as a "
+        "deployment that has kept that many events has in its key index and in nothing else: "
+        "what that index alone costs the writer (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         points = sorted({int(part) for part in args.checkpoints.split(",") if part.strip()})
@@ -91,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not points or points[0] <= 0:
         parser.error("--checkpoints needs at least one positive count")
     args.max = args.max or points[-1]
+    if args.stored_keys < 0:
+        parser.error("--stored-keys cannot be negative")
     if args.max <= 0 or args.batch <= 0 or args.repeat <= 0 or args.days <= 0 or args.users <= 0:
         parser.error("--max, --batch, --repeat, --days and --users must be positive")
     args.points = [p for p in points if p <= args.max] or [args.max]
@@ -124,20 +134,33 @@ class WriterMeter:
     """The writer's own cost between two reports: its Python (this process's CPU while
     storing) and its database's backends' CPU, per event, and the events it stored per
     second of storing (the stream's generation not counted). Whether ingest slows as
-    history grows shows here, not in the cumulative rate, which averages it away."""
+    history grows shows here, not in the cumulative rate, which averages it away.
+
+    And what the database did for them, per event: WAL bytes and full-page images
+    (the server's, so anything else running counts too), and blocks its backends
+    read from outside shared buffers (from the OS cache or the disk)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.python = self.wall = 0.0
         self.events = 0
-        self._backends = self._backend_cpu()
+        self._server = self._server_now()
 
-    def _backend_cpu(self) -> float:
+    def _server_now(self) -> tuple[float, int, int, int]:
+        """(backend CPU seconds, WAL position in bytes, full-page images, blocks read)."""
         with self.engine.connect() as conn:
             pids = conn.execute(
                 text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
             ).scalars()
-            return procs.cpu_seconds(pids)
+            cpu = procs.cpu_seconds(pids)
+            wal, fpi, read = conn.execute(
+                text(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+                    "(SELECT wal_fpi FROM pg_stat_wal), "
+                    "(SELECT blks_read FROM pg_stat_database WHERE datname = current_database())"
+                )
+            ).one()
+            return cpu, int(wal), int(fpi), int(read)
 
     def store(self, batch: list[Any]) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -149,17 +172,48 @@ class WriterMeter:
 
     def report(self) -> str:
         """Since the last report: the events stored, at what rate and cost; then reset."""
-        backends = self._backend_cpu()
-        postgres, self._backends = backends - self._backends, backends
+        server = self._server_now()
+        deltas = (now - then for now, then in zip(server, self._server, strict=True))
+        postgres, wal, fpi, read = deltas
+        self._server = server
         events = self.events
         line = (
             f"last {events:,}: {events / self.wall:,.0f}/s while storing, python "
             f"{self.python / events * 1e6:,.0f} us and postgres {postgres / events * 1e6:,.0f} "
-            "us an event"
+            f"us an event; WAL {wal / events:,.0f} bytes, {fpi / events:.2f} full pages and "
+            f"{read / events:.2f} blocks read an event"
         )
         self.python = self.wall = 0.0
         self.events = 0
         return line
+
+
+def store_keys(engine: Engine, count: int) -> None:
+    """Store ``count`` event keys of random ids in ``event_keys``, then checkpoint.
+
+    In key order, so the index is built from left to right (its pages fuller than
+    random inserts leave them: a slightly smaller index than a real history's).
+    """
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO event_keys (tenant_id, event_id) "
+                "SELECT :tenant, gen_random_uuid()::text FROM generate_series(1, :count) ORDER BY 2"
+            ),
+            {"tenant": TENANT, "count": count},
+        )
+    with engine.connect() as conn:
+        size = conn.execute(text("SELECT pg_total_relation_size('event_keys')")).scalar_one()
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE event_keys"))
+        conn.execute(text("CHECKPOINT"))
+    admin.dispose()
+    print(
+        f"stored {count:,} event keys first ({size / 2**20:,.0f} MiB) in "
+        f"{time.perf_counter() - started:,.0f} s"
+    )
 
 
 def vacuum(url: str) -> None:
@@ -281,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_database("scale", keep=args.keep) as url:
         engine = make_engine(url)
         try:
+            if args.stored_keys:
+                store_keys(engine, args.stored_keys)
             consumed, stored, batch, points = 0, 0, [], list(args.points)
             first = last = None
             wal = WalMeter(engine)

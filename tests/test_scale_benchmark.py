@@ -41,14 +41,17 @@ def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
     # Each progress line says what the writer cost since the last one, by side.
     stretches = [
         re.search(r"last ([\d,]+): ([\d,]+)/s while storing, python ([\d,]+) us and "
-                  r"postgres ([\d,]+) us an event", line)
+                  r"postgres ([\d,]+) us an event; WAL ([\d,]+) bytes, ([\d.]+) full pages "
+                  r"and ([\d.]+) blocks read an event", line)
         for line in out.splitlines() if line.startswith("loaded ")
     ]  # fmt: skip
     assert len(stretches) >= 5 and all(stretches), out
-    figures = [[int(g.replace(",", "")) for g in m.groups()] for m in stretches if m]
+    figures = [[float(g.replace(",", "")) for g in m.groups()] for m in stretches if m]
     assert sum(events for events, *_ in figures) == 3000
-    assert all(rate > 0 and python > 0 for _, rate, python, _ in figures)
-    assert sum(postgres for *_, postgres in figures) > 0
+    assert all(rate > 0 and python > 0 for _, rate, python, *_ in figures)
+    # Every event stored writes WAL: its raw row at least (~1 KB).
+    assert all(wal > 300 for *_, wal, _, _ in figures), out
+    assert sum(postgres for _, _, _, postgres, *_ in figures) > 0
     wal_line = next(line for line in out.splitlines() if line.startswith("WAL written"))
     assert int(wal_line.split()[5]) > 100  # bytes an event: the raw row alone is more
 
@@ -65,3 +68,12 @@ def test_the_stock_history_benchmark_times_both_ways_and_checks_the_alerts(capsy
         assert line.endswith("exact"), out
         figures = re.search(r"since restock +([\d.]+) ms .*whole +([\d.]+) ms", line)
         assert figures and float(figures[2]) > 0, line
+
+
+def test_stored_keys_come_first_and_take_none_of_the_streams_events(capsys) -> None:
+    assert scale.main(["--max", "1000", "--checkpoints", "1000", "--repeat", "1", "--users", "100",
+                       "--days", "5", "--batch", "500", "--stored-keys", "700"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert re.search(r"stored 700 event keys first \([\d,]+ MiB\)", out), out
+    # Every event of the stream is still new: the stored keys are none of its ids.
+    assert "loaded 1,000 events (1,000 stored)" in out, out
