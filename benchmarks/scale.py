@@ -138,7 +138,8 @@ class WriterMeter:
 
     And what the database did for them, per event: WAL bytes and full-page images
     (the server's, so anything else running counts too), and blocks its backends
-    read from outside shared buffers (from the OS cache or the disk)."""
+    read from outside shared buffers (from the OS cache or the disk); and the server's
+    checkpoints meanwhile (after each, a page's first change writes the whole page)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -146,21 +147,23 @@ class WriterMeter:
         self.events = 0
         self._server = self._server_now()
 
-    def _server_now(self) -> tuple[float, int, int, int]:
-        """(backend CPU seconds, WAL position in bytes, full-page images, blocks read)."""
+    def _server_now(self) -> tuple[float, int, int, int, int]:
+        """(backend CPU seconds, WAL position in bytes, full-page images, blocks read,
+        checkpoints begun)."""
         with self.engine.connect() as conn:
             pids = conn.execute(
                 text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
             ).scalars()
             cpu = procs.cpu_seconds(pids)
-            wal, fpi, read = conn.execute(
+            wal, fpi, read, checkpoints = conn.execute(
                 text(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
                     "(SELECT wal_fpi FROM pg_stat_wal), "
-                    "(SELECT blks_read FROM pg_stat_database WHERE datname = current_database())"
+                    "(SELECT blks_read FROM pg_stat_database WHERE datname = current_database()), "
+                    "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)"
                 )
             ).one()
-            return cpu, int(wal), int(fpi), int(read)
+            return cpu, int(wal), int(fpi), int(read), int(checkpoints)
 
     def store(self, batch: list[Any]) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -174,14 +177,14 @@ class WriterMeter:
         """Since the last report: the events stored, at what rate and cost; then reset."""
         server = self._server_now()
         deltas = (now - then for now, then in zip(server, self._server, strict=True))
-        postgres, wal, fpi, read = deltas
+        postgres, wal, fpi, read, checkpoints = deltas
         self._server = server
         events = self.events
         line = (
             f"last {events:,}: {events / self.wall:,.0f}/s while storing, python "
             f"{self.python / events * 1e6:,.0f} us and postgres {postgres / events * 1e6:,.0f} "
             f"us an event; WAL {wal / events:,.0f} bytes, {fpi / events:.2f} full pages and "
-            f"{read / events:.2f} blocks read an event"
+            f"{read / events:.2f} blocks read an event; {checkpoints:.0f} checkpoints"
         )
         self.python = self.wall = 0.0
         self.events = 0

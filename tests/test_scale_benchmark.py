@@ -42,7 +42,7 @@ def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
     stretches = [
         re.search(r"last ([\d,]+): ([\d,]+)/s while storing, python ([\d,]+) us and "
                   r"postgres ([\d,]+) us an event; WAL ([\d,]+) bytes, ([\d.]+) full pages "
-                  r"and ([\d.]+) blocks read an event", line)
+                  r"and ([\d.]+) blocks read an event; (\d+) checkpoints", line)
         for line in out.splitlines() if line.startswith("loaded ")
     ]  # fmt: skip
     assert len(stretches) >= 5 and all(stretches), out
@@ -50,7 +50,7 @@ def test_a_tiny_run_prints_reports_storage_and_wal_per_event(capsys) -> None:
     assert sum(events for events, *_ in figures) == 3000
     assert all(rate > 0 and python > 0 for _, rate, python, *_ in figures)
     # Every event stored writes WAL: its raw row at least (~1 KB).
-    assert all(wal > 300 for *_, wal, _, _ in figures), out
+    assert all(wal > 300 for *_, wal, _, _, _ in figures), out
     assert sum(postgres for _, _, _, postgres, *_ in figures) > 0
     wal_line = next(line for line in out.splitlines() if line.startswith("WAL written"))
     assert int(wal_line.split()[5]) > 100  # bytes an event: the raw row alone is more
