@@ -24,6 +24,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     union_all,
     update,
 )
@@ -113,21 +114,12 @@ def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> N
         return
     one_at_a_time(session, *(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
     history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
-    stored: list[Any] = []
-    for start in range(0, len(ordered), WINDOWS_A_STATEMENT):
-        chunk = ordered[start : start + WINDOWS_A_STATEMENT]
-        params: dict[str, Any] = {}
-        for n, (tenant_id, product_id, location_id) in enumerate(chunk):
-            params[f"t{n}"] = tenant_id
-            params[f"p{n}"] = product_id
-            params[f"l{n}"] = location_id
-            params[f"f{n}"] = keys[tenant_id, product_id, location_id]
-            for kind in STOCK_ALERTS:
-                params[f"{kind}{n}"] = alert_key(kind, product_id, location_id)
-        movements, alerts = _window_reads(len(chunk))
-        for row in session.execute(movements, params):
-            history[row.tenant_id, row.product_id, row.location_id].append(row)
-        stored.extend(session.execute(alerts, params))
+    if session.get_bind().dialect.name == "postgresql":
+        movements, stored = _read_windows_postgresql(session, ordered, keys)
+    else:
+        movements, stored = _read_windows(session, ordered, keys)
+    for row in movements:
+        history[row.tenant_id, row.product_id, row.location_id].append(row)
     wanted: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for key, moves in history.items():
         for alert in stock_alert_history(key, moves):
@@ -158,6 +150,79 @@ def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> N
     new = [alert for ident, alert in wanted.items() if ident not in kept]
     if new:
         session.execute(insert(_ALERTS), new)
+
+
+def _read_windows(
+    session: Session, ordered: list[StockKey], firsts: Mapping[StockKey, datetime]
+) -> tuple[list[Any], list[Any]]:
+    """The keys' movements and stock alerts since their windows' starts (any dialect)."""
+    movements: list[Any] = []
+    stored: list[Any] = []
+    for start in range(0, len(ordered), WINDOWS_A_STATEMENT):
+        chunk = ordered[start : start + WINDOWS_A_STATEMENT]
+        params: dict[str, Any] = {}
+        for n, (tenant_id, product_id, location_id) in enumerate(chunk):
+            params[f"t{n}"] = tenant_id
+            params[f"p{n}"] = product_id
+            params[f"l{n}"] = location_id
+            params[f"f{n}"] = firsts[tenant_id, product_id, location_id]
+            for kind in STOCK_ALERTS:
+                params[f"{kind}{n}"] = alert_key(kind, product_id, location_id)
+        read_moves, read_alerts = _window_reads(len(chunk))
+        movements.extend(session.execute(read_moves, params))
+        stored.extend(session.execute(read_alerts, params))
+    return movements, stored
+
+
+#: A key's window start on PostgreSQL: its last restock before the batch's first
+#: movement (``k.first``), by the index on (tenant, product, location, time), backwards.
+_SINCE_SQL = f"""coalesce((
+    SELECT r.occurred_at FROM inventory_movements r
+    WHERE r.tenant_id = k.tenant_id AND r.product_id = k.product_id
+      AND r.location_id = k.location_id AND r.kind = '{RESTOCKED}' AND r.occurred_at < k.first
+    ORDER BY r.occurred_at DESC LIMIT 1), '-infinity')"""
+_KEYS_SQL = """unnest(CAST(:tenants AS text[]), CAST(:products AS text[]),
+    CAST(:locations AS text[]), CAST(:firsts AS timestamp[]), CAST(:lows AS text[]),
+    CAST(:outs AS text[])) AS k(tenant_id, product_id, location_id, first, low, out)"""
+# OFFSET 0 keeps each lateral read a read of its own key's index range (not pulled up
+# into a join the planner might hash).
+_MOVES_SQL = text(
+    f"""SELECT m.tenant_id, m.product_id, m.location_id, m.kind, m.occurred_at, m.event_id,
+    m.alert_message, m.quantity_after
+FROM {_KEYS_SQL} CROSS JOIN LATERAL (
+    SELECT * FROM inventory_movements m
+    WHERE m.tenant_id = k.tenant_id AND m.product_id = k.product_id
+      AND m.location_id = k.location_id AND m.occurred_at > {_SINCE_SQL}
+      AND m.kind IN ('{RESTOCKED}', {", ".join(f"'{kind}'" for kind in STOCK_ALERTS)})
+    OFFSET 0) m"""
+)
+_ALERT_COLUMNS_SQL = ", ".join(f"a.{name}" for name in STOCK_ALERT_COLUMNS)
+_ALERTS_SQL = text(
+    f"""SELECT a.id, a.tenant_id, a.alert_key, a.event_id, {_ALERT_COLUMNS_SQL}
+FROM {_KEYS_SQL} CROSS JOIN LATERAL (
+    SELECT * FROM alerts a
+    WHERE a.tenant_id = k.tenant_id AND a.alert_key IN (k.low, k.out)
+      AND a.created_at > {_SINCE_SQL}
+    OFFSET 0) a"""
+)
+
+
+def _read_windows_postgresql(
+    session: Session, ordered: list[StockKey], firsts: Mapping[StockKey, datetime]
+) -> tuple[list[Any], list[Any]]:
+    """The same reads as :func:`_read_windows`, as two statements of one text whatever the
+    number of keys (the keys as arrays): a ``UNION ALL`` of 30 keys took PostgreSQL ~1.5 ms
+    to plan, each time; these plan in a fraction of that."""
+    low, out = STOCK_ALERTS
+    params = {
+        "tenants": [key[0] for key in ordered],
+        "products": [key[1] for key in ordered],
+        "locations": [key[2] for key in ordered],
+        "firsts": [firsts[key] for key in ordered],
+        "lows": [alert_key(low, key[1], key[2]) for key in ordered],
+        "outs": [alert_key(out, key[1], key[2]) for key in ordered],
+    }
+    return list(session.execute(_MOVES_SQL, params)), list(session.execute(_ALERTS_SQL, params))
 
 
 #: Before every movement: the start of a key's window when it has no restock before.
