@@ -163,6 +163,32 @@ def test_a_recompute_reads_a_product_from_its_last_restock_before_the_batch(engi
     assert opened["late"][5:7] == (datetime(2024, 1, 2, 9), datetime(2024, 1, 3, 10))
 
 
+def test_a_batch_of_many_products_recomputes_each(engine):
+    # More keys than one statement reads on SQLite (WINDOWS_A_STATEMENT); on PostgreSQL
+    # the keys go as arrays.
+    count = alerts_module.WINDOWS_A_STATEMENT + 9
+    products = [f"p{n:02d}" for n in range(count)]
+    apply(
+        engine,
+        [inventory("restocked", "2024-01-01T09:00:00Z", f"r-{p}", product=p) for p in products],
+    )
+    apply(
+        engine,
+        [inventory("low_stock", "2024-01-01T10:00:00Z", f"l-{p}", product=p) for p in products],
+    )
+    apply(
+        engine,
+        [
+            inventory("restocked", "2024-01-01T11:00:00Z", f"s-{p}", product=p)
+            for p in products[::2]
+        ],
+    )
+    stored = {row[7]: row[6] for row in alerts(engine)}
+    assert stored == {
+        f"l-{p}": datetime(2024, 1, 1, 11) if n % 2 == 0 else None for n, p in enumerate(products)
+    }
+
+
 # ------------------------------------------------------------------- property
 
 KINDS = ("low_stock", "out_of_stock", "restocked", "adjusted")
