@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from analytics.db import make_engine, session_factory
 from analytics.ingest.alerts import (
+    MOVEMENT_COLUMNS,
     STOCK_ALERT_COLUMNS,
     StockKey,
     apply_stock_alerts,
@@ -43,9 +44,9 @@ from benchmarks.scratch import scratch_database
 
 TENANT = "bench"
 START = datetime(2020, 1, 1)
-#: One movement a product a minute, in this order: a restock every six.
 #: Told as a batch's first movement, before every other: the whole history is read.
 EVER = datetime(1, 1, 1)
+#: One movement a product a minute, in this order: a restock every six.
 CYCLE = ("low_stock", "adjusted", "out_of_stock", "adjusted", "restocked", "adjusted")
 
 
@@ -165,16 +166,7 @@ def _alerts_are_exact(session: Session, keys: list[StockKey]) -> bool:
     move = InventoryMovement
     history: dict[StockKey, list[Any]] = {key: [] for key in keys}
     for row in session.execute(
-        select(
-            move.tenant_id,
-            move.product_id,
-            move.location_id,
-            move.kind,
-            move.occurred_at,
-            move.event_id,
-            move.alert_message,
-            move.quantity_after,
-        ).where(move.tenant_id == TENANT)
+        select(*(getattr(move, name) for name in MOVEMENT_COLUMNS)).where(move.tenant_id == TENANT)
     ):
         history[row.tenant_id, row.product_id, row.location_id].append(row)
     columns = ("alert_key", "event_id", *STOCK_ALERT_COLUMNS)

@@ -45,6 +45,21 @@ STOCK_ALERT_COLUMNS = (
     "location_id",
 )
 StockKey: TypeAlias = tuple[str, str, str]
+#: What the recompute reads of a movement: its key and what :func:`stock_alert_history` uses.
+MOVEMENT_COLUMNS = (
+    "tenant_id",
+    "product_id",
+    "location_id",
+    "kind",
+    "occurred_at",
+    "event_id",
+    "alert_message",
+    "quantity_after",
+)
+#: The movements that open or resolve a stock alert.
+ALERT_MOVEMENTS = (RESTOCKED, *STOCK_ALERTS)
+#: What the recompute reads of a stored alert: its row, identity and computed columns.
+_STORED_ALERT_COLUMNS = ("id", "tenant_id", "alert_key", "event_id", *STOCK_ALERT_COLUMNS)
 
 
 def stock_alert_history(key: StockKey, movements: Iterable[Any]) -> list[dict[str, Any]]:
@@ -187,18 +202,16 @@ _KEYS_SQL = """unnest(CAST(:tenants AS text[]), CAST(:products AS text[]),
 # OFFSET 0 keeps each lateral read a read of its own key's index range (not pulled up
 # into a join the planner might hash).
 _MOVES_SQL = text(
-    f"""SELECT m.tenant_id, m.product_id, m.location_id, m.kind, m.occurred_at, m.event_id,
-    m.alert_message, m.quantity_after
+    f"""SELECT {", ".join(f"m.{name}" for name in MOVEMENT_COLUMNS)}
 FROM {_KEYS_SQL} CROSS JOIN LATERAL (
     SELECT * FROM inventory_movements m
     WHERE m.tenant_id = k.tenant_id AND m.product_id = k.product_id
       AND m.location_id = k.location_id AND m.occurred_at > {_SINCE_SQL}
-      AND m.kind IN ('{RESTOCKED}', {", ".join(f"'{kind}'" for kind in STOCK_ALERTS)})
+      AND m.kind IN ({", ".join(f"'{kind}'" for kind in ALERT_MOVEMENTS)})
     OFFSET 0) m"""
 )
-_ALERT_COLUMNS_SQL = ", ".join(f"a.{name}" for name in STOCK_ALERT_COLUMNS)
 _ALERTS_SQL = text(
-    f"""SELECT a.id, a.tenant_id, a.alert_key, a.event_id, {_ALERT_COLUMNS_SQL}
+    f"""SELECT {", ".join(f"a.{name}" for name in _STORED_ALERT_COLUMNS)}
 FROM {_KEYS_SQL} CROSS JOIN LATERAL (
     SELECT * FROM alerts a
     WHERE a.tenant_id = k.tenant_id AND a.alert_key IN (k.low, k.out)
@@ -247,27 +260,16 @@ def _window_reads(count: int) -> tuple[CompoundSelect, CompoundSelect]:
     for n in range(count):
         since = _last_restock_before(n)
         moves.append(
-            select(
-                _MOVES.c.tenant_id,
-                _MOVES.c.product_id,
-                _MOVES.c.location_id,
-                _MOVES.c.kind,
-                _MOVES.c.occurred_at,
-                _MOVES.c.event_id,
-                _MOVES.c.alert_message,
-                _MOVES.c.quantity_after,
-            ).where(
+            select(*(_MOVES.c[name] for name in MOVEMENT_COLUMNS)).where(
                 _MOVES.c.tenant_id == bindparam(f"t{n}"),
                 _MOVES.c.product_id == bindparam(f"p{n}"),
                 _MOVES.c.location_id == bindparam(f"l{n}"),
                 _MOVES.c.occurred_at > since,
-                _MOVES.c.kind.in_((RESTOCKED, *STOCK_ALERTS)),
+                _MOVES.c.kind.in_(ALERT_MOVEMENTS),
             )
         )
         alerts.append(
-            select(_ALERTS.c.id, _ALERTS.c.tenant_id, _ALERTS.c.alert_key, _ALERTS.c.event_id)
-            .add_columns(*(_ALERTS.c[name] for name in STOCK_ALERT_COLUMNS))
-            .where(
+            select(*(_ALERTS.c[name] for name in _STORED_ALERT_COLUMNS)).where(
                 _ALERTS.c.tenant_id == bindparam(f"t{n}"),
                 _ALERTS.c.alert_key.in_([bindparam(f"{kind}{n}") for kind in STOCK_ALERTS]),
                 _ALERTS.c.created_at > since,
