@@ -48,10 +48,17 @@ DEFAULT_BRIDGE_FLUSH_MS = 50.0
 #: fill (a quiet stream), one that holds that many goes at BRIDGE_FLUSH_MS (a busy
 #: stream): a task costs ~10-20 ms of CPU whatever it carries, so at everyday rates
 #: small tasks spent most of the pipeline's CPU (benchmarks/pipeline.py --only cpu).
-#: p99 publish -> commit is about the budget plus the task: 150 ms gave p99 150-205
-#: ms at 200-2,000 events/s, within 250; 200 ms reached 248 at 2,000 (2026-12-06).
-#: Never below BRIDGE_FLUSH_MS.
-DEFAULT_BRIDGE_HOLD_BUDGET_MS = 150.0
+#: It is the hold of a trickle: a busier stream holds less (BRIDGE_HOLD_EVENT_US).
+#: p99 publish -> commit is about the hold plus the task: 210 ms with 250 us an event
+#: gave p99 205-208 ms at 500 events/s and 211-226 at 2,000, where a fixed 150 gave
+#: 167-169 and 234-256 (2026-12-07). Never below BRIDGE_FLUSH_MS.
+DEFAULT_BRIDGE_HOLD_BUDGET_MS = 210.0
+#: Microseconds of the hold budget each event of a batch takes: a batch's task takes
+#: longer the more it carries, and the budget is for publish -> commit. A batch of a
+#: stream of ``r`` events a second holds ``r x hold`` events, so the hold is
+#: BRIDGE_HOLD_BUDGET_MS / (1 + this x r), r read over about the last second: 187 ms
+#: at 500 events/s, 140 at 2,000. 0: the hold is the budget whatever the rate.
+DEFAULT_BRIDGE_HOLD_EVENT_US = 250.0
 #: ... the events a batch needs to go at BRIDGE_FLUSH_MS rather than at the budget.
 DEFAULT_BRIDGE_FILL_EVENTS = 100
 #: Whether a due batch of fewer than BRIDGE_FILL_EVENTS goes out as one message with
@@ -272,6 +279,7 @@ class Settings:
     bridge_flush_ms: float = DEFAULT_BRIDGE_FLUSH_MS
     bridge_max_hold_ms: float = DEFAULT_BRIDGE_MAX_HOLD_MS
     bridge_hold_budget_ms: float = DEFAULT_BRIDGE_HOLD_BUDGET_MS
+    bridge_hold_event_us: float = DEFAULT_BRIDGE_HOLD_EVENT_US
     bridge_fill_events: int = DEFAULT_BRIDGE_FILL_EVENTS
     bridge_mix_types: bool = DEFAULT_BRIDGE_MIX_TYPES
     bridge_mix_categories: bool = DEFAULT_BRIDGE_MIX_CATEGORIES
@@ -418,6 +426,7 @@ class Settings:
             bridge_hold_budget_ms=_float(
                 env, "BRIDGE_HOLD_BUDGET_MS", DEFAULT_BRIDGE_HOLD_BUDGET_MS
             ),
+            bridge_hold_event_us=_float(env, "BRIDGE_HOLD_EVENT_US", DEFAULT_BRIDGE_HOLD_EVENT_US),
             bridge_fill_events=_int(env, "BRIDGE_FILL_EVENTS", DEFAULT_BRIDGE_FILL_EVENTS),
             bridge_mix_types=_flag(env, "BRIDGE_MIX_TYPES", DEFAULT_BRIDGE_MIX_TYPES),
             bridge_mix_categories=_flag(

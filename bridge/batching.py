@@ -2,10 +2,13 @@
 
 Messages are grouped by the task they go to, and each group is sent when it holds
 ``batch_size`` events, or when its oldest event has waited: ``flush_ms`` once the
-group holds ``fill_events`` (a busy stream), else up to ``hold_budget_ms`` (a quiet
-stream waits longer to fill its batch: a task's CPU is mostly fixed, so at everyday
-rates small tasks cost most of the pipeline's CPU). An event after a quiet spell
-goes out at once, and a burst goes out in large batches.
+group holds ``fill_events`` (a busy stream), else the hold (a quiet stream waits
+longer to fill its batch: a task's CPU is mostly fixed, so at everyday rates small
+tasks cost most of the pipeline's CPU). The hold is ``hold_budget_ms`` for a
+trickle and shorter the busier the stream (:class:`ArrivalRate`): each event a batch
+is expected to carry takes ``hold_event_us`` off the budget, the time its task will
+take to store it, so that publish -> commit stays within the budget at any rate. An
+event after a quiet spell goes out at once, and a burst goes out in large batches.
 A due batch of fewer than ``fill_events`` does not go alone when other groups are
 under-filled too: they go together, as one message, with the count of each type.
 Groups of its own category come first; a message of one category goes to that
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -84,6 +88,27 @@ class Group:
         return max(self.since + wait, self.held_until)
 
 
+class ArrivalRate:
+    """Events read a second lately: a moving average that forgets with a time constant
+    of ``window`` seconds, updated at most every ``step`` seconds."""
+
+    def __init__(self, window: float = 1.0, step: float = 0.05):
+        self.window, self.step = window, step
+        self.value = 0.0
+        self._count = 0
+        self._at = time.monotonic()
+
+    def add(self, count: int, now: float) -> float:
+        """Count ``count`` events read at ``now`` (monotonic); the rate as it stands."""
+        self._count += count
+        elapsed = now - self._at
+        if elapsed >= self.step:
+            weight = 1.0 - math.exp(-elapsed / self.window)
+            self.value += weight * (self._count / elapsed - self.value)
+            self._count, self._at = 0, now
+        return self.value
+
+
 @dataclass
 class Counts:
     """What the bridge did since the last log line."""
@@ -128,6 +153,11 @@ class Batcher:
         self.flush_after = settings.bridge_flush_ms / 1000.0
         self.budget = max(settings.bridge_hold_budget_ms / 1000.0, self.flush_after)
         self.fill = settings.bridge_fill_events
+        #: Seconds of hold each event a second takes off the budget.
+        self.hold_per_rate = settings.bridge_hold_event_us / 1e6
+        #: The hold of an under-filled group now: the budget, less for a busier stream.
+        self.hold = self.budget
+        self.rate = ArrivalRate()
         self.mix_types = settings.bridge_mix_types
         self.mix_categories = settings.bridge_mix_categories
         self.max_hold = max(settings.bridge_max_hold_ms / 1000.0, self.flush_after)
@@ -190,6 +220,9 @@ class Batcher:
             self._last_received = received
         for category, count in read.items():
             metrics.MESSAGES_READ.labels(category).inc(count)
+        if self.hold_per_rate:
+            rate = self.rate.add(sum(read.values()), now)
+            self.hold = max(self.flush_after, self.budget / (1 + self.hold_per_rate * rate))
 
     def category(self, channel: str) -> str:
         """The ``category`` label of a rejected message: its channel's, when it is known."""
@@ -265,7 +298,7 @@ class Batcher:
         self._send(EVENTS_MIXED_TASK, parts, by_type, queue=queue)
 
     def _due(self, group: Group) -> float:
-        return group.due(self.flush_after, self.budget, self.fill)
+        return group.due(self.flush_after, self.hold, self.fill)
 
     def _hold_back(self, group: Group, now: float) -> bool:
         """Whether a due partial batch should wait for more events: its queue has a backlog."""

@@ -79,6 +79,7 @@ def test_the_bridge_help_names_its_batching_settings():
         "--batch-size",
         "--flush-ms",
         "BRIDGE_HOLD_BUDGET_MS",
+        "BRIDGE_HOLD_EVENT_US",
         "BRIDGE_FILL_EVENTS",
         "BRIDGE_MAX_HOLD_MS",
         "BRIDGE_MAX_BUFFER_BYTES",

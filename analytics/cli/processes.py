@@ -82,10 +82,13 @@ def bridge(
 
     Reads as fast as Redis sends, groups events by type and sends each group as
     one task message when it reaches --batch-size or waited --flush-ms; a group
-    of fewer than BRIDGE_FILL_EVENTS (default 100) waits up to
-    BRIDGE_HOLD_BUDGET_MS (default 150) to fill, since a task's CPU is mostly
-    fixed (while the workers are behind, i.e. messages wait in the group's
-    queue, up to BRIDGE_MAX_HOLD_MS, default 250, for fewer and larger tasks).
+    of fewer than BRIDGE_FILL_EVENTS (default 100) waits to fill, since a task's
+    CPU is mostly fixed: up to BRIDGE_HOLD_BUDGET_MS (default 210) for a trickle,
+    less the busier the stream, by BRIDGE_HOLD_EVENT_US (default 250) for each
+    event the batch will carry, so that publish -> commit stays within the
+    budget (187 ms at 500 events/s, 140 at 2,000). While the workers are behind
+    (messages wait in the group's queue) it waits up to BRIDGE_MAX_HOLD_MS
+    (default 250) instead, for fewer and larger tasks.
     A due group of fewer than BRIDGE_FILL_EVENTS goes in one message with the
     other under-filled groups: of its category (task <category>.mixed,
     BRIDGE_MIX_TYPES), then of the others (task events.mixed, on the queue of

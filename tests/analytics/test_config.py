@@ -74,10 +74,12 @@ def test_the_bridge_holds_partial_batches_for_a_busy_queue_up_to_its_setting():
 
 def test_a_quiet_stream_waits_up_to_the_hold_budget_to_fill_a_batch_by_default():
     settings = Settings.from_env({})
-    assert (settings.bridge_hold_budget_ms, settings.bridge_fill_events) == (150.0, 100)
-    env = {"BRIDGE_HOLD_BUDGET_MS": "0", "BRIDGE_FILL_EVENTS": "20"}
+    assert (settings.bridge_hold_budget_ms, settings.bridge_fill_events) == (210.0, 100)
+    assert settings.bridge_hold_event_us == 250.0
+    env = {"BRIDGE_HOLD_BUDGET_MS": "0", "BRIDGE_FILL_EVENTS": "20", "BRIDGE_HOLD_EVENT_US": "0"}
     assert Settings.from_env(env).bridge_hold_budget_ms == 0.0
     assert Settings.from_env(env).bridge_fill_events == 20
+    assert Settings.from_env(env).bridge_hold_event_us == 0.0
 
 
 def test_pii_salt_is_not_shown_in_repr():

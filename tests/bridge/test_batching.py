@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from analytics.config import Settings
-from bridge.batching import Batcher
+from bridge.batching import ArrivalRate, Batcher
 from bridge.holding import MESSAGE_OVERHEAD, Holding
 from bridge.streams import Receipt
 from tests.bridge.conftest import Recorder
@@ -127,6 +127,46 @@ def test_the_budget_is_never_below_the_flush_time(budget_ms):
     keep_streaming(batcher)
     batcher.group(messages(1))
     assert FLUSH - 0.01 < waits(batcher) <= FLUSH
+
+
+def test_the_arrival_rate_follows_a_steady_stream_and_forgets_a_past_one():
+    rate = ArrivalRate(window=1.0, step=0.05)
+    start = rate._at
+    for tick in range(1, 501):  # 10 events every 10 ms for 5 s: 1,000 a second
+        value = rate.add(10, start + tick * 0.01)
+    assert value == pytest.approx(1000, rel=0.02)
+    # Silence for ten windows, then one event: the stream is forgotten (what is left is
+    # the last events counted, spread over the silence).
+    assert rate.add(1, start + 15.0) < 10
+
+
+@pytest.mark.parametrize("per_second", [200, 500, 2000])
+def test_a_busier_stream_holds_its_partial_batches_less(per_second):
+    """The hold is the budget less each event's share of its batch's task time:
+    budget / (1 + per_event x rate), and never below the flush time."""
+    per_event_us = 250.0
+    batcher, _ = make_batcher(bridge_hold_event_us=per_event_us)
+    keep_streaming(batcher)
+    start = time.monotonic() - 5.0
+    batcher.rate._at = start
+    for tick in range(1, 501):  # the last 5 s at ``per_second``
+        batcher.rate.add(per_second // 100, start + tick * 0.01)
+    batcher.group(messages(1))
+    expected = max(FLUSH, BUDGET / (1 + per_event_us / 1e6 * per_second))
+    assert batcher.hold == pytest.approx(expected, rel=0.01)
+    assert expected - 0.02 < waits(batcher) <= expected + 0.001
+
+
+def test_with_no_share_per_event_the_hold_is_the_budget_whatever_the_rate():
+    batcher, _ = make_batcher(bridge_hold_event_us=0)
+    keep_streaming(batcher)
+    start = time.monotonic() - 5.0
+    batcher.rate._at = start
+    for tick in range(1, 501):
+        batcher.rate.add(20, start + tick * 0.01)
+    batcher.group(messages(1))
+    assert batcher.hold == BUDGET
+    assert BUDGET - 0.02 < waits(batcher) <= BUDGET
 
 
 # ------------------------------------------------------------------ mixed batches
