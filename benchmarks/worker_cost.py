@@ -1,6 +1,7 @@
 """Where a worker's time goes, per event and per stage, without Celery or Redis.
 
-    python -m benchmarks.worker_cost [--events N] [--batch N] [--mixed] [--profile out.txt]
+    python -m benchmarks.worker_cost [--events N] [--batch N] [--mixed] [--no-freeze]
+                                     [--profile out.txt]
 
 Builds the benchmark's realistic stream (all 15 types, 3 tenants), groups it by
 event type into batches of ``--batch`` as the bridge does, and runs each batch
@@ -11,6 +12,9 @@ microseconds per event: parsing, validation and planning (the handlers and
 the check of every row against its columns), the writer's Python side, and the
 PostgreSQL backend's own CPU (read from /proc, so run it on the database's host).
 CPU time, not wall time, so other load on the machine disturbs the figures little.
+After its warm-up it freezes the objects alive, as a worker's pool process does once
+set up (analytics.runtime), and prints the time the garbage collector took
+(``--no-freeze``: as before that).
 ``--profile`` writes a cProfile of the whole run (CPU time, not wall time: the
 worker waiting on PostgreSQL is not its cost), sorted by own time and by cumulative time.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -33,6 +38,7 @@ from sqlalchemy import event, text
 
 from analytics.db import make_engine, session_factory
 from analytics.ingest import Context, apply_planned
+from analytics.runtime import freeze_startup_objects
 from benchmarks import procs
 from benchmarks.scratch import scratch_database
 from loadgen import publishing
@@ -52,6 +58,23 @@ def batches_of(stream: publishing.Stream, size: int, mixed: bool = False) -> lis
             out.append(groups.pop(key))
     out.extend(group for group in groups.values() if group)
     return out
+
+
+class CollectorTime:
+    """A ``gc.callbacks`` entry: collections and the CPU seconds they took, by generation."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+            return
+        generation = info["generation"]
+        self.count[generation] += 1
+        self.seconds[generation] += time.process_time() - self._started
 
 
 def main() -> int:
@@ -74,6 +97,12 @@ def main() -> int:
         help="first create this many monthly partitions of ``events`` before the current "
         "month (empty), as a deployment that keeps that much history has: what each "
         "partition costs an insert",
+    )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the objects alive after the warm-up to the garbage collector's full "
+        "collections, as the worker did before it froze them (analytics.runtime)",
     )
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
@@ -104,6 +133,10 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             with sessions.begin() as session:
                 apply_planned(session, planned)
 
+        if not args.no_freeze:  # as the worker's pool process does once set up
+            freeze_startup_objects("worker_cost")
+        collections = CollectorTime()
+        gc.callbacks.append(collections)
         profiler = cProfile.Profile(time.process_time) if args.profile else None
         executes = [0]
         event.listen(
@@ -136,6 +169,7 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             stages["wall"] = time.perf_counter() - wall_start
             stages["total CPU"] = sum(v for k, v in stages.items() if k != "wall")
             runs.append(stages)
+        gc.callbacks.remove(collections)
         shape = "every type together" if args.mixed else "one type each"
         print(
             f"{n} events in batches of {args.batch} ({shape}), {args.repeat} runs; "
@@ -146,6 +180,14 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             print(f"  {stage:<18} {values[0]:7.1f} ({statistics.median(values):7.1f})")
         best = min(run["total CPU"] for run in runs) / n
         print(f"  ceiling for worker + database alone on 2 cores: {2 / best:,.0f} events/s")
+        per_event = 1e6 / (n * args.repeat)
+        print(
+            f"  garbage collection   {collections.seconds[2] * per_event:7.1f} us/event "
+            f"in {collections.count[2]} full collections, "
+            f"{sum(collections.seconds[:2]) * per_event:.1f} in "
+            f"{sum(collections.count[:2])} young ones"
+            + (" (objects alive after the warm-up not frozen)" if args.no_freeze else "")
+        )
         # Statements sent through SQLAlchemy (several in one string count once; BEGIN,
         # COMMIT and COPY's data are not counted): the round trips a batch costs.
         print(f"  statements a batch: {executes[0] / batches:.1f} ({batches} batches)")

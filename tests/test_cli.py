@@ -106,6 +106,41 @@ def test_the_bridge_exits_non_zero_when_a_thread_of_it_died(monkeypatch, redis_u
     assert "the bridge failed: BridgeFailed: the sender failed" in result.output
 
 
+def test_the_bridge_and_the_worker_processes_freeze_what_they_set_up(monkeypatch, redis_url):
+    """Before the bridge reads, and in each worker process once it is set up (the pool's
+    after the fork, the main one when ready): analytics.runtime says why."""
+    from celery import signals
+
+    from analytics import runtime
+    from analytics.cli import processes
+    from bridge.relay import Bridge
+    from tasks.app import app
+
+    frozen: list[str] = []
+    monkeypatch.setattr(runtime, "freeze_startup_objects", frozen.append)
+    monkeypatch.setattr(Bridge, "run", lambda self: frozen.append("bridge ran"))
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # not pytest's own handlers
+    env = {"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+    result = CliRunner().invoke(main, ["bridge"], env=env)
+    assert result.exit_code == 0, result.output
+    assert frozen == ["bridge", "bridge ran"]
+
+    def worker_main(argv: list[str]) -> None:  # Celery's signals, as its processes send them
+        signals.worker_process_init.send(sender="pool")
+        signals.worker_ready.send(sender=None)
+
+    monkeypatch.setattr(app, "worker_main", worker_main)
+    monkeypatch.setattr(processes, "_setup_logging", lambda: None)  # pytest's logging stays
+    frozen.clear()
+    try:
+        result = CliRunner().invoke(main, ["worker"], env=env)
+    finally:
+        signals.worker_process_init.disconnect(processes._freeze_pool_process)
+        signals.worker_ready.disconnect(processes._freeze_main_process)
+    assert result.exit_code == 0, result.output
+    assert frozen == ["worker pool process", "worker main process"]
+
+
 def test_an_unknown_queue_is_refused_in_one_line():
     result = run("worker", "-Q", "orders")
     assert result.returncode == 2

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from analytics import runtime
 from analytics.cli import (
     _settings,
     _setup_logging,
@@ -144,6 +145,7 @@ def bridge(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    runtime.freeze_startup_objects("bridge")
     try:
         relay.run()
     except Exception as exc:
@@ -217,6 +219,8 @@ def worker(
 def _run_worker(
     ctx: click.Context, queues: str | None, metrics_port: int | None, metrics_host: str
 ) -> None:
+    from celery import signals
+
     from tasks.app import app
     from tasks.queues import QUEUES
 
@@ -238,7 +242,18 @@ def _run_worker(
     argv = ["worker", "-Q", ",".join(names), *_celery_argv(ctx.args, {"--loglevel|-l": "INFO"})]
     if log_format() == "json":
         argv.insert(0, "--quiet")  # celery's own option: the banner is not a JSON line
+    # Each process, once set up: the pool's after they forked, the main one when ready.
+    signals.worker_process_init.connect(_freeze_pool_process, weak=False)
+    signals.worker_ready.connect(_freeze_main_process, weak=False)
     app.worker_main(argv)
+
+
+def _freeze_pool_process(**_: Any) -> None:
+    runtime.freeze_startup_objects("worker pool process")
+
+
+def _freeze_main_process(**_: Any) -> None:
+    runtime.freeze_startup_objects("worker main process")
 
 
 # -------------------------------------------------------------------------- up
