@@ -25,12 +25,9 @@ from sqlalchemy import (
     Engine,
     String,
     Table,
-    Text,
     TypeDecorator,
-    bindparam,
     create_engine,
     event,
-    func,
     select,
 )
 from sqlalchemy import column as sa_column
@@ -158,15 +155,15 @@ def one_at_a_time(session: Session, *names: str) -> None:
     """
     if not names or _dialect(session) != "postgresql":
         return
-    if len(names) == 1:
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(names[0], 0))))
-        return
     # unnest yields the array in its order and each row's lock is taken as the row is read.
-    array = bindparam("names", sorted(set(names)), postgresql.ARRAY(Text))
-    name = func.unnest(array).table_valued("name")
-    session.execute(
-        select(func.count(func.pg_advisory_xact_lock(func.hashtextextended(name.c.name, 0))))
-    )
+    # Sent as it is: a select built and compiled through the ORM each time cost ~3% of a
+    # worker's CPU at everyday rates (py-spy), for one small statement a batch.
+    session.connection().exec_driver_sql(_LOCK_SQL, (sorted(set(names)),))
+
+
+_LOCK_SQL = (
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) FROM unnest(%s::text[]) AS name"
+)
 
 
 def insert_for(session: Session) -> Callable[[Any], Any]:

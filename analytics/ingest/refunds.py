@@ -12,6 +12,7 @@ worker) keeps a null currency and is resolved when revenue-by-day reads it.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from analytics.ingest.changes import DAILY_REVENUE, ORDERS, Aggregate
 from analytics.models import Order
 
-#: Order ids looked up per statement (bound parameters stay far below every limit).
+#: Order ids looked up per statement on SQLite (bound parameters stay far below every limit).
 _CHUNK = 500
 
 
@@ -45,15 +46,9 @@ def resolve_refunds(
         if key in wanted and row.get("currency") is not None:
             known.setdefault(key, row["currency"])
     keys = sorted(wanted)
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        for tenant, order, currency in session.execute(
-            select(Order.tenant_id, Order.order_id, Order.currency).where(
-                tuple_(Order.tenant_id, Order.order_id).in_(chunk), Order.currency.is_not(None)
-            )
-        ):
-            if currency is not None:  # filtered above; for the type checker
-                known[(tenant, order)] = currency
+    for tenant, order, currency in _stored_currencies(session, keys):
+        if currency is not None:  # filtered in SQL; for the type checker
+            known[(tenant, order)] = currency
     totals: dict[tuple[str, Any, str], Any] = defaultdict(int)
     for refund in refunds:
         currency = known.get((refund["tenant_id"], refund["order_id"]))
@@ -72,3 +67,30 @@ def resolve_refunds(
         }
         for (tenant, day, currency), amount in totals.items()
     )
+
+
+#: PostgreSQL: the stored currencies of the orders whose keys come as two arrays, one
+#: index probe a key, sent as it is (a select built and compiled through the ORM for
+#: every batch with a refund cost ~2% of a worker's CPU at everyday rates, py-spy).
+_CURRENCIES_SQL = (
+    "SELECT o.tenant_id, o.order_id, o.currency FROM orders AS o "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, order_id) "
+    "ON o.tenant_id = k.tenant_id AND o.order_id = k.order_id "
+    "WHERE o.currency IS NOT NULL"
+)
+
+
+def _stored_currencies(session: Session, keys: list[tuple[str, str]]) -> Iterable[Any]:
+    """``(tenant, order, currency)`` of the stored orders among ``keys`` that have a currency."""
+    if session.get_bind().dialect.name == "postgresql":
+        tenants, orders = [tenant for tenant, _ in keys], [order for _, order in keys]
+        return session.connection().exec_driver_sql(_CURRENCIES_SQL, (tenants, orders))
+    found: list[Any] = []
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        found += session.execute(
+            select(Order.tenant_id, Order.order_id, Order.currency).where(
+                tuple_(Order.tenant_id, Order.order_id).in_(chunk), Order.currency.is_not(None)
+            )
+        )
+    return found
