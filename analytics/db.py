@@ -7,6 +7,7 @@ only SQL that differs between them is ``INSERT ... ON CONFLICT``, built by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -288,13 +289,8 @@ def copy_to_staging(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
         f"AS SELECT {listed} FROM {table.name} WITH NO DATA; DELETE FROM {staging}"
     )
-    fields = [(column.name, _copy_formatter(column, dialect)) for column in columns]
-    buffer = io.StringIO(
-        "".join(
-            "\t".join("\\N" if (v := row[name]) is None else fmt(v) for name, fmt in fields) + "\n"
-            for row in rows
-        )
-    )
+    line = _copy_line(tuple(names))(*(_copy_formatter(column, dialect) for column in columns))
+    buffer = io.StringIO("".join(map(line, rows)))
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(f"COPY {staging} ({listed}) FROM STDIN", buffer)
@@ -618,6 +614,32 @@ def _copy_text(value: str) -> str:
     # Most values have nothing to escape; finding that out is a C scan, while
     # translate() looks every character up in a dict (~20 ns each: 18 us for a payload).
     return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
+
+
+@functools.cache
+def _copy_line(names: tuple[str, ...]) -> Callable[..., Callable[[dict[str, Any]], str]]:
+    """A maker of the function that writes one row as a line of COPY's text format.
+
+    Given a formatter for each of ``names`` (fresh for each COPY: they cache the batch's
+    times), it returns ``line(row)``: the values tab-separated, ``\\N`` for None, ending
+    in a newline. One generated expression a table instead of a generator and a join a
+    row: the loop over a row's values was ~13% of a worker's CPU at full batches (py-spy).
+    """
+    formatters = [f"f{i}" for i in range(len(names))]
+    values = "\\t".join(
+        f"{{NULL if (v{i} := row[{name!r}]) is None else f{i}(v{i})}}"
+        for i, name in enumerate(names)
+    )
+    source = (
+        f"def make({', '.join(formatters)}):\n"
+        f"    def line(row):\n"
+        f'        return f"{values}\\n"\n'
+        f"    return line\n"
+    )
+    env: dict[str, Any] = {"NULL": "\\N"}
+    exec(compile(source, f"<copy line {','.join(names)}>", "exec"), env)
+    make: Callable[..., Callable[[dict[str, Any]], str]] = env["make"]
+    return make
 
 
 def _copy_formatter(column: Any, dialect: Any) -> Callable[[Any], str]:
