@@ -1090,6 +1090,15 @@ def cpu_per_event(run: Run) -> float:
     return counted_cores(run.cpu) * run.cpu_wall / max(run.events, 1)
 
 
+def publisher_per_event(run: Run) -> float:
+    """CPU seconds per event of this benchmark's own process (the publisher), not counted.
+
+    It does the same work for every event at a given rate, so between runs of different
+    hours it shows how fast the machine was (this one's swings by half within a day).
+    """
+    return run.cpu.get("benchmark_cores", 0.0) * run.cpu_wall / max(run.events, 1)
+
+
 def fit_cost(runs: list[Run], idle_cores: float) -> tuple[float, float, float]:
     """Least squares of CPU = a x tasks + b x events over ``runs`` (idle CPU taken off).
 
@@ -1156,6 +1165,15 @@ def cpu_rows(
                 f"<= {most * 1e6:.0f} us, p99 <= {TARGET_CPU_P99 * 1000:.0f} ms",
                 per_event <= most and run.latency["p99"] <= TARGET_CPU_P99 and run.ok,
             )
+    info(
+        "  the publisher's own CPU an event (not counted)",
+        ", ".join(
+            f"{'peak' if r.label.endswith('peak') else f'{r.offered_rate:,.0f}/s'} "
+            f"{publisher_per_event(r) * 1e6:,.0f} us"
+            for r in runs
+        )
+        + ": the same work at each rate, a yardstick of the machine's speed that hour",
+    )
     a, b, worst = fit_cost(runs, 0.0 if math.isnan(idle) else idle)
     info(
         "  fit CPU - idle = a x tasks + b x events",

@@ -157,6 +157,8 @@ def test_cpu_per_event_is_judged_at_500_and_2000_events_per_second_with_its_p99(
     )
     assert "idle CPU, no traffic" in report and "redis 0.010" in report
     assert "a = " in report and "ms per task" in report
+    # 0.3 cores of publisher over 10 s: 1,500 us an event at 200/s, 600 at 500, 150 at 2,000.
+    assert "200/s 1,500 us, 500/s 600 us, 2,000/s 150 us: the same work" in report
     slow = {"p99": 0.3, "p50": 0.1, "p90": 0.2, "max": 0.4}
     results.cpu_runs[1] = _cpu_run(500, 5_000, 100, 1.4, latency=slow)
     assert not pipeline.table(results)[1]
