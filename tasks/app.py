@@ -12,6 +12,7 @@ from kombu import Queue
 from kombu.compression import register as register_compression
 
 from analytics.config import Settings, get_settings
+from tasks import serializer
 from tasks.ledger import is_redis_url
 from tasks.queues import (
     MISC_QUEUE,
@@ -39,6 +40,9 @@ register_compression(
     "application/zstd",
     aliases=["zstd", "zstandard"],
 )
+
+#: Batches are written by orjson, and every process reads JSON with it (tasks/serializer.py).
+serializer.register()
 
 #: Seconds a pool process waits, as it exits, for the main process to read its last
 #: results (billiard's default: 300 tries of 0.1 s). A warm shutdown can discard from

@@ -21,6 +21,7 @@ from analytics.errors import InvalidEvent
 from analytics.events import event_type_of
 from tasks.ledger import Ledger, is_redis_url
 from tasks.queues import MIXED_TASK_NAMES
+from tasks.serializer import BATCH_SERIALIZER
 
 log = logging.getLogger("bridge")
 
@@ -37,6 +38,7 @@ class CelerySender:
         from tasks.app import app as default_app
 
         self.compression = BATCH_COMPRESSION
+        self.serializer = BATCH_SERIALIZER
         self.app = app or default_app
         settings = settings or get_settings()
         self.resend_after = settings.ledger_resend_after
@@ -78,6 +80,7 @@ class CelerySender:
             task_id=task_id,
             argsrepr=argsrepr(task, items, by_type),
             compression=self.compression,
+            serializer=self.serializer,
             # Nobody reads a batch's result: without this, Celery's Redis result backend
             # SUBSCRIBEs to the task's result channel on every send (and UNSUBSCRIBEs later),
             # two commands and a round trip a task.

@@ -320,6 +320,7 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
     import zstandard
     from kombu.utils.json import loads as kombu_loads
 
+    from tasks import serializer
     from tasks.app import make_app
     from tasks.sender import CelerySender
 
@@ -341,7 +342,10 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
     body = (
         zstandard.ZstdDecompressor().decompressobj().decompress(base64.b64decode(message["body"]))
     )
-    assert orjson.loads(body)[0] == [items]
+    # Written by orjson (no space after a comma, as kombu's writer leaves), and read alike
+    # by a worker of this version and by kombu's own reader (an older worker).
+    assert body.startswith(b'[[[["events:order:created","{')
+    assert kombu_loads(body)[0] == serializer.loads(body)[0] == [items]
     # A tenth of the uncompressed body, or less.
     assert len(body) > 10 * len(base64.b64decode(message["body"]))
 
