@@ -286,3 +286,17 @@ def test_send_cost_prints_a_round_a_line_and_leaves_its_db_empty(
     assert [line.split(":")[0] for line in lines] == ["round 1", "round 2"]
     assert all("ms CPU a send" in line and "(5 batches of 3)" in line for line in lines)
     assert redis_client.dbsize() == 0
+
+
+def test_the_serializer_benchmark_checks_both_texts_and_prints_each_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import serializer
+
+    assert serializer.main(["--events", "600", "--batch", "50", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "600 events in" in out
+    for row in ("write (bridge)", "read (each of the worker's two reads)", "one write and two"):
+        (line,) = [line for line in out.splitlines() if row in line]
+        before, after = (float(figure) for figure in line.split()[-2:])
+        assert before > 0 and after > 0
