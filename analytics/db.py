@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from analytics.config import get_settings
@@ -159,7 +159,7 @@ def one_at_a_time(session: Session, *names: str) -> None:
     # unnest yields the array in its order and each row's lock is taken as the row is read.
     # Sent as it is: a select built and compiled through the ORM each time cost ~3% of a
     # worker's CPU at everyday rates (py-spy), for one small statement a batch.
-    session.connection().exec_driver_sql(_LOCK_SQL, (sorted(set(names)),))
+    driver_rows(session, _LOCK_SQL, (sorted(set(names)),))
 
 
 _LOCK_SQL = (
@@ -261,6 +261,41 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+def driver_rows(session: Session, sql: str, params: Sequence[Any] | None = None) -> Sequence[Any]:
+    """Run ``sql`` (the driver's ``%s`` placeholders) in the session's transaction on a cursor
+    of the DBAPI connection itself: the rows of its last statement as tuples, or ``[]``.
+
+    What ``exec_driver_sql`` does, without SQLAlchemy's execution context and result set-up
+    around it: those took a fifth of a small mixed batch's writer Python (py-spy of
+    ``benchmarks.worker_cost --batch 96 --mixed``), for a handful of statements a batch.
+    Kept as SQLAlchemy would: the engine's ``before_cursor_execute`` listeners see the
+    statement, a driver error is raised as SQLAlchemy's (``DBAPIError.instance``: its
+    ``OperationalError``, ``IntegrityError``...), and a connection the error says is lost
+    is invalidated, so that the pool does not hand it out again.
+    """
+    connection = session.connection()
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        listeners = connection.dispatch.before_cursor_execute
+        if listeners:
+            for listener in listeners:
+                listener(connection, cursor, sql, params, None, False)
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    except connection.dialect.loaded_dbapi.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, connection.dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from exc
+    finally:
+        if not cursor.closed:
+            cursor.close()
+
+
 #: Below this many rows, COPY's extra round trips cost more than they save.
 COPY_MIN_ROWS = 50
 
@@ -285,9 +320,10 @@ def copy_to_staging(
     dialect = connection.dialect
     # Emptied first, in the same round trip: a transaction that writes the same
     # table twice (a rebuild writes many batches) must not write its rows again.
-    connection.exec_driver_sql(
+    driver_rows(
+        session,
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
-        f"AS SELECT {listed} FROM {table.name} WITH NO DATA; DELETE FROM {staging}"
+        f"AS SELECT {listed} FROM {table.name} WITH NO DATA; DELETE FROM {staging}",
     )
     line = _copy_line(tuple(names))(*(_copy_formatter(column, dialect) for column in columns))
     buffer = io.StringIO("".join(map(line, rows)))
@@ -577,11 +613,10 @@ def execute_prepared(
     sends the statements' text instead (behind a pooler that moves a session's
     transactions between server connections, as PgBouncer's transaction mode does).
     """
-    connection = session.connection()
     if not get_settings().database_prepare:
         sql = "; ".join(prepared.sql for prepared in statements)
-        return connection.exec_driver_sql(sql, tuple(params) if params else None)
-    info = connection.connection.info
+        return driver_rows(session, sql, tuple(params) if params else None)
+    info = session.connection().connection.info
     state = info.get("analytics_prepared")
     if state is None:
         state = info["analytics_prepared"] = _PreparedOn()
@@ -597,7 +632,7 @@ def execute_prepared(
         arguments = f"({', '.join(['%s'] * prepared.arity)})" if prepared.arity else ""
         parts.append(f"EXECUTE {prepared.name}{arguments}")
     try:
-        result = connection.exec_driver_sql("; ".join(parts), tuple(params) if params else None)
+        result = driver_rows(session, "; ".join(parts), tuple(params) if params else None)
     except BaseException:
         state.uncertain = True
         raise

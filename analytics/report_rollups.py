@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import insert_for, statement, upsert_many
+from analytics.db import driver_rows, insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
     CityLogin,
@@ -583,7 +583,7 @@ def _stored_days(
     params: list[list[str]] = []
     for _, keys in asked:
         params += [[tenant for tenant, _ in keys], [ident for _, ident in keys]]
-    result = session.connection().exec_driver_sql(sql, tuple(params))
+    result = driver_rows(session, sql, tuple(params))
     return {(tenant, day) for tenant, day in result}
 
 

@@ -300,3 +300,16 @@ def test_the_serializer_benchmark_checks_both_texts_and_prints_each_way(
         (line,) = [line for line in out.splitlines() if row in line]
         before, after = (float(figure) for figure in line.split()[-2:])
         assert before > 0 and after > 0
+
+
+def test_the_statement_benchmark_prints_both_ways_for_each_row_count(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import statement_cost
+
+    argv = ["--statements", "20", "--rounds", "1", "--rows", "1", "3", "--url", postgres_url]
+    assert statement_cost.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == ["1", "3"]
+    assert all(float(figure) > 0 for row in rows for figure in row[1:])

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from analytics.db import driver_rows
 from analytics.ingest.changes import DAILY_REVENUE, ORDERS, Aggregate
 from analytics.models import Order
 
@@ -84,7 +85,7 @@ def _stored_currencies(session: Session, keys: list[tuple[str, str]]) -> Iterabl
     """``(tenant, order, currency)`` of the stored orders among ``keys`` that have a currency."""
     if session.get_bind().dialect.name == "postgresql":
         tenants, orders = [tenant for tenant, _ in keys], [order for _, order in keys]
-        return session.connection().exec_driver_sql(_CURRENCIES_SQL, (tenants, orders))
+        return driver_rows(session, _CURRENCIES_SQL, (tenants, orders))
     found: list[Any] = []
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]

@@ -31,6 +31,12 @@ def backend_pid(engine) -> int:
         return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
 
 
+def only(rows: Any) -> Any:
+    """The one value of the one row of ``rows``."""
+    ((value,),) = rows
+    return value
+
+
 def terminate(postgres_engine, pid: int) -> None:
     """End the backend ``pid`` and wait until it is gone."""
     # Autocommit: a transaction keeps reading the pg_stat_activity it first read.
@@ -139,7 +145,7 @@ def test_a_statement_is_prepared_once_per_connection_then_executed_by_name(engin
     prepares = _prepares_counted(engine)
     for values, expected in (("{1,2}", [2, 3]), ("{41}", [42]), ("{}", [])):
         with Session(engine) as session, session.begin():
-            assert execute_prepared(session, [plus_one], [values]).scalars().all() == expected
+            assert [x for (x,) in execute_prepared(session, [plus_one], [values])] == expected
             assert plus_one.name in _server_prepared(session)
     assert prepares == [f"PREPARE {plus_one.name} AS {plus_one.body}"]
 
@@ -160,9 +166,9 @@ def test_after_a_failed_round_trip_the_next_one_deallocates_and_prepares_again(e
         execute_prepared(session, [first, divide], [1, 0])  # both prepared, then 1/0
     with Session(engine) as session, session.begin():
         assert _server_prepared(session) >= {first.name, divide.name}
-        assert execute_prepared(session, [first, divide], [7, 1]).scalar_one() == 1
-        assert execute_prepared(session, [first], [7]).scalar_one() == 7
-        assert execute_prepared(session, [constant], ()).scalar_one() == 5
+        assert only(execute_prepared(session, [first, divide], [7, 1])) == 1
+        assert only(execute_prepared(session, [first], [7])) == 7
+        assert only(execute_prepared(session, [constant], ())) == 5
         assert _server_prepared(session) == {first.name, divide.name, constant.name}
     # Prepared twice each: before the failure, and once after it (DEALLOCATE ALL), not again.
     again = [f"PREPARE {p.name} AS {p.body}" for p in (first, divide)] * 2
@@ -181,9 +187,57 @@ def test_with_DATABASE_PREPARE_0_the_statements_go_as_text(engine, monkeypatch):
         prepares = _prepares_counted(engine)
         twice = Prepared.of("SELECT 2 * %s::int")
         with Session(engine) as session, session.begin():
-            assert execute_prepared(session, [twice], [21]).scalar_one() == 42
+            assert only(execute_prepared(session, [twice], [21])) == 42
             assert _server_prepared(session) == set()
         assert prepares == []
     finally:
         monkeypatch.undo()
         config.get_settings.cache_clear()
+
+
+def test_driver_rows_runs_in_the_transaction_and_returns_the_last_statements_rows(engine):
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from analytics.db import driver_rows
+
+    seen: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute", lambda c, cur, sql, p, *_: seen.append((sql, p)))
+    with Session(engine) as session:
+        with session.begin():
+            session.execute(text("CREATE TEMPORARY TABLE t (x int)"))
+            assert driver_rows(session, "INSERT INTO t VALUES (%s), (%s)", (1, 2)) == []
+            assert driver_rows(session, "SELECT 0; SELECT x, x * 2 FROM t ORDER BY x") == [
+                (1, 2),
+                (2, 4),
+            ]
+        # The rows went in with the session's transaction.
+        assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
+    assert ("INSERT INTO t VALUES (%s), (%s)", (1, 2)) in seen
+
+
+def test_driver_rows_raises_sqlalchemys_errors_and_gives_up_a_lost_connection(
+    engine, postgres_engine
+):
+    from sqlalchemy.exc import DataError, IntegrityError
+    from sqlalchemy.orm import Session
+
+    from analytics.db import driver_rows
+
+    with Session(engine) as session, session.begin(), pytest.raises(DataError) as refused:
+        driver_rows(session, "SELECT 1 / %s::int", (0,))
+    assert not refused.value.connection_invalidated
+    with Session(engine) as session, session.begin(), pytest.raises(IntegrityError):
+        driver_rows(
+            session, "CREATE TEMPORARY TABLE u (x int PRIMARY KEY); INSERT INTO u VALUES (1), (1)"
+        )
+
+    pid = backend_pid(engine)
+    with Session(engine) as session:
+        session.execute(text("SELECT 1"))
+        terminate(postgres_engine, pid)
+        with pytest.raises(OperationalError) as lost:
+            driver_rows(session, "SELECT 1")
+        assert lost.value.connection_invalidated and is_transient(lost.value)
+    # The pool does not hand the dead connection out again.
+    assert backend_pid(engine) != pid
