@@ -154,7 +154,7 @@ def one_at_a_time(session: Session, *names: str) -> None:
     nothing, since every transaction there begins with BEGIN IMMEDIATE and write
     transactions already run one at a time.
     """
-    if not names or _dialect(session) != "postgresql":
+    if not names or dialect_of(session) != "postgresql":
         return
     # unnest yields the array in its order and each row's lock is taken as the row is read.
     # Sent as it is: a select built and compiled through the ORM each time cost ~3% of a
@@ -174,7 +174,7 @@ def insert_for(session: Session) -> Callable[[Any], Any]:
     then runs as Core "insertmanyvalues" (a few multi-row INSERTs), not through the
     ORM's bulk path, which issues a statement per group of rows (measured: 5x slower).
     """
-    name = session.get_bind().dialect.name
+    name = dialect_of(session)
     construct: Callable[[Any], Any]
     if name == "postgresql":
         construct = postgresql.insert
@@ -199,7 +199,7 @@ def statement(session: Session, key: Hashable, build: Build) -> Any:
     Building an upsert's SET clause costs ~0.7 ms, paid by every batch until cached;
     with small batches that was most of a task's fixed cost (measured).
     """
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     stmt = _statements.get((dialect, key))
     if stmt is None:
         stmt = _statements[(dialect, key)] = build(insert_for(session))
@@ -234,7 +234,7 @@ def upsert_many(
         return stmt.returning(next(iter(stmt.table.primary_key.columns)))
 
     upsert = statement(session, ("upsert", key), with_returning)
-    if order_by and len(rows) >= COPY_MIN_ROWS and _dialect(session) == "postgresql":
+    if order_by and len(rows) >= COPY_MIN_ROWS and dialect_of(session) == "postgresql":
         table = upsert.table
         staging, names = copy_to_staging(session, table, rows)
 
@@ -257,7 +257,8 @@ def _c_order(table: Table, source: Any, name: str) -> Any:
     return source.c[name]
 
 
-def _dialect(session: Session) -> str:
+def dialect_of(session: Session) -> str:
+    """The name of the database dialect ``session`` is bound to: ``postgresql`` or ``sqlite``."""
     return session.get_bind().dialect.name
 
 
@@ -363,7 +364,7 @@ def insert_once(
         f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM s JOIN new "
         f"USING ({first}, {second}) RETURNING {first}, {second}"
     )
-    if _dialect(session) == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+    if dialect_of(session) == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         staging, _ = copy_to_staging(session, table, rows)
         prepared = statement(
             session,
@@ -371,7 +372,7 @@ def insert_once(
             lambda _: Prepared.of(f"WITH s AS MATERIALIZED (SELECT * FROM {staging}), {claimed}"),
         )
         return {(a, b) for a, b in execute_prepared(session, [prepared], ())}
-    if _dialect(session) == "postgresql":
+    if dialect_of(session) == "postgresql":
         # A few rows: as arrays (:class:`Unnest`), one statement text whatever their number.
         def build(_: Any) -> tuple[Prepared, Unnest]:
             unnest = Unnest.of(session, table, names, "u")
@@ -491,7 +492,7 @@ class Writes:
 
     def __init__(self, session: Session):
         self.session = session
-        self._hold_writes = _dialect(session) == "postgresql"
+        self._hold_writes = dialect_of(session) == "postgresql"
         self._held: list[Prepared] = []
         self._params: list[Any] = []
 

@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import driver_rows, insert_for, statement, upsert_many
+from analytics.db import dialect_of, driver_rows, insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
     CityLogin,
@@ -111,7 +111,7 @@ def _on(column: Any, spans: Days) -> ColumnElement[bool]:
 
 def week_of(session: Session, column: Any) -> Any:
     """SQL for the Monday of a timestamp's or a date's week (ISO weeks, UTC)."""
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect_of(session) == "sqlite":
         return func.date(column, "-6 days", "weekday 1")
     return func.date(func.date_trunc("week", column))
 
@@ -563,7 +563,7 @@ def _stored_days(
     asked = [(stored, sorted(keys)) for stored, keys in wanted if keys]
     if not asked:
         return set()
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect_of(session) != "postgresql":
         found: set[tuple[str, date]] = set()
         for stored, keys in asked:
             model = stored.model

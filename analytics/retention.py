@@ -28,7 +28,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy.orm import Session
 
-from analytics.db import one_at_a_time
+from analytics.db import dialect_of, one_at_a_time
 from analytics.errors import AnalyticsError
 from analytics.models import DeadLetter, RawHorizon, StoredEvent
 
@@ -89,7 +89,7 @@ class Partition:
 
 def is_partitioned(session: Session) -> bool:
     """Whether ``events`` is a partitioned table here (PostgreSQL after migration 0010)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect_of(session) != "postgresql":
         return False
     kind = session.execute(
         text("SELECT relkind FROM pg_class WHERE oid = to_regclass('events')")

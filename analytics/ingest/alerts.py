@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import one_at_a_time
+from analytics.db import dialect_of, one_at_a_time
 from analytics.ingest.changes import RESTOCKED, STOCK_ALERTS, alert_key, stock_alert_message
 from analytics.models import Alert, InventoryMovement
 
@@ -128,7 +128,7 @@ def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> N
         return
     one_at_a_time(session, *(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
     history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         movements, stored = _read_windows_postgresql(session, ordered, keys)
     else:
         movements, stored = _read_windows(session, ordered, keys)

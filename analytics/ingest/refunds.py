@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from analytics.db import driver_rows
+from analytics.db import dialect_of, driver_rows
 from analytics.ingest.changes import DAILY_REVENUE, ORDERS, Aggregate
 from analytics.models import Order
 
@@ -83,7 +83,7 @@ _CURRENCIES_SQL = (
 
 def _stored_currencies(session: Session, keys: list[tuple[str, str]]) -> Iterable[Any]:
     """``(tenant, order, currency)`` of the stored orders among ``keys`` that have a currency."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         tenants, orders = [tenant for tenant, _ in keys], [order for _, order in keys]
         return driver_rows(session, _CURRENCIES_SQL, (tenants, orders))
     found: list[Any] = []

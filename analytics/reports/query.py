@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session
 
+from analytics.db import dialect_of
 from analytics.errors import AnalyticsError
 from analytics.models import DailyPercentiles, MetricCounter
 
@@ -144,13 +145,13 @@ def iso_time_of(session: Session, column: Any) -> Any:
     For reports of many rows (a year of a busy tenant's alerts is tens of thousands):
     the driver then neither builds a ``datetime`` a row nor Python formats it.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect_of(session) == "sqlite":
         return func.strftime("%Y-%m-%dT%H:%M:%SZ", column)
     return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 
 
 def hour_of_day(session: Session, column: Any) -> Any:
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect_of(session) == "sqlite":
         return func.cast(func.strftime("%H", column), MetricCounter.count.type)
     return func.cast(func.extract("hour", column), MetricCounter.count.type)
 

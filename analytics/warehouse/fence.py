@@ -30,6 +30,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from analytics.db import dialect_of
 from analytics.models import StoredEvent, WarehouseSink
 
 _WRITERS = text(
@@ -52,14 +53,14 @@ def _max_id(session: Session) -> int:
 
 def writers(session: Session) -> list[str]:
     """Virtual transaction ids of the transactions now holding a write lock on ``events``."""
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect_of(session) != "postgresql":
         return []
     return sorted(str(row[0]) for row in session.execute(_WRITERS))
 
 
 def running(session: Session, ids: list[str]) -> bool:
     """Whether any of these transactions is still running."""
-    if not ids or session.get_bind().dialect.name != "postgresql":
+    if not ids or dialect_of(session) != "postgresql":
         return False
     return bool(session.scalar(_RUNNING.bindparams(ids=ids)))
 
