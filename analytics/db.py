@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     JSON,
+    Connection,
     Engine,
     String,
     Table,
@@ -159,7 +160,7 @@ def one_at_a_time(session: Session, *names: str) -> None:
     # unnest yields the array in its order and each row's lock is taken as the row is read.
     # Sent as it is: a select built and compiled through the ORM each time cost ~3% of a
     # worker's CPU at everyday rates (py-spy), for one small statement a batch.
-    driver_rows(session, _LOCK_SQL, (sorted(set(names)),))
+    driver_rows(session.connection(), _LOCK_SQL, (sorted(set(names)),))
 
 
 _LOCK_SQL = (
@@ -262,9 +263,12 @@ def dialect_of(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def driver_rows(session: Session, sql: str, params: Sequence[Any] | None = None) -> Sequence[Any]:
-    """Run ``sql`` (the driver's ``%s`` placeholders) in the session's transaction on a cursor
-    of the DBAPI connection itself: the rows of its last statement as tuples, or ``[]``.
+def driver_rows(
+    connection: Connection, sql: str, params: Sequence[Any] | None = None
+) -> Sequence[Any]:
+    """Run ``sql`` (the driver's ``%s`` placeholders) in ``connection``'s transaction (a
+    session's: ``session.connection()``) on a cursor of its DBAPI connection itself: the
+    rows of its last statement as tuples, or ``[]``.
 
     What ``exec_driver_sql`` does, without SQLAlchemy's execution context and result set-up
     around it: those took a fifth of a small mixed batch's writer Python (py-spy of
@@ -275,7 +279,6 @@ def driver_rows(session: Session, sql: str, params: Sequence[Any] | None = None)
     ``OperationalError``, ``IntegrityError``...), and a connection the error says is lost
     is invalidated, so that the pool does not hand it out again.
     """
-    connection = session.connection()
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None
     cursor = dbapi_connection.cursor()
@@ -323,7 +326,7 @@ def copy_to_staging(
     # Emptied first, in the same round trip: a transaction that writes the same
     # table twice (a rebuild writes many batches) must not write its rows again.
     driver_rows(
-        session,
+        connection,
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
         f"AS SELECT {listed} FROM {table.name} WITH NO DATA; DELETE FROM {staging}",
     )
@@ -615,10 +618,11 @@ def execute_prepared(
     sends the statements' text instead (behind a pooler that moves a session's
     transactions between server connections, as PgBouncer's transaction mode does).
     """
+    connection = session.connection()
     if not get_settings().database_prepare:
         sql = "; ".join(prepared.sql for prepared in statements)
-        return driver_rows(session, sql, tuple(params) if params else None)
-    info = session.connection().connection.info
+        return driver_rows(connection, sql, tuple(params) if params else None)
+    info = connection.connection.info
     state = info.get("analytics_prepared")
     if state is None:
         state = info["analytics_prepared"] = _PreparedOn()
@@ -634,7 +638,7 @@ def execute_prepared(
         arguments = f"({', '.join(['%s'] * prepared.arity)})" if prepared.arity else ""
         parts.append(f"EXECUTE {prepared.name}{arguments}")
     try:
-        result = driver_rows(session, "; ".join(parts), tuple(params) if params else None)
+        result = driver_rows(connection, "; ".join(parts), tuple(params) if params else None)
     except BaseException:
         state.uncertain = True
         raise

@@ -583,7 +583,7 @@ def _stored_days(
     params: list[list[str]] = []
     for _, keys in asked:
         params += [[tenant for tenant, _ in keys], [ident for _, ident in keys]]
-    result = driver_rows(session, sql, tuple(params))
+    result = driver_rows(session.connection(), sql, tuple(params))
     return {(tenant, day) for tenant, day in result}
 
 

@@ -85,7 +85,7 @@ def _stored_currencies(session: Session, keys: list[tuple[str, str]]) -> Iterabl
     """``(tenant, order, currency)`` of the stored orders among ``keys`` that have a currency."""
     if dialect_of(session) == "postgresql":
         tenants, orders = [tenant for tenant, _ in keys], [order for _, order in keys]
-        return driver_rows(session, _CURRENCIES_SQL, (tenants, orders))
+        return driver_rows(session.connection(), _CURRENCIES_SQL, (tenants, orders))
     found: list[Any] = []
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]

@@ -206,8 +206,12 @@ def test_driver_rows_runs_in_the_transaction_and_returns_the_last_statements_row
     with Session(engine) as session:
         with session.begin():
             session.execute(text("CREATE TEMPORARY TABLE t (x int)"))
-            assert driver_rows(session, "INSERT INTO t VALUES (%s), (%s)", (1, 2)) == []
-            assert driver_rows(session, "SELECT 0; SELECT x, x * 2 FROM t ORDER BY x") == [
+            assert (
+                driver_rows(session.connection(), "INSERT INTO t VALUES (%s), (%s)", (1, 2)) == []
+            )
+            assert driver_rows(
+                session.connection(), "SELECT 0; SELECT x, x * 2 FROM t ORDER BY x"
+            ) == [
                 (1, 2),
                 (2, 4),
             ]
@@ -225,11 +229,12 @@ def test_driver_rows_raises_sqlalchemys_errors_and_gives_up_a_lost_connection(
     from analytics.db import driver_rows
 
     with Session(engine) as session, session.begin(), pytest.raises(DataError) as refused:
-        driver_rows(session, "SELECT 1 / %s::int", (0,))
+        driver_rows(session.connection(), "SELECT 1 / %s::int", (0,))
     assert not refused.value.connection_invalidated
     with Session(engine) as session, session.begin(), pytest.raises(IntegrityError):
         driver_rows(
-            session, "CREATE TEMPORARY TABLE u (x int PRIMARY KEY); INSERT INTO u VALUES (1), (1)"
+            session.connection(),
+            "CREATE TEMPORARY TABLE u (x int PRIMARY KEY); INSERT INTO u VALUES (1), (1)",
         )
 
     pid = backend_pid(engine)
@@ -237,7 +242,7 @@ def test_driver_rows_raises_sqlalchemys_errors_and_gives_up_a_lost_connection(
         session.execute(text("SELECT 1"))
         terminate(postgres_engine, pid)
         with pytest.raises(OperationalError) as lost:
-            driver_rows(session, "SELECT 1")
+            driver_rows(session.connection(), "SELECT 1")
         assert lost.value.connection_invalidated and is_transient(lost.value)
     # The pool does not hand the dead connection out again.
     assert backend_pid(engine) != pid
