@@ -38,7 +38,6 @@ class CelerySender:
         from tasks.app import app as default_app
 
         self.compression = BATCH_COMPRESSION
-        self.serializer = BATCH_SERIALIZER
         self.app = app or default_app
         settings = settings or get_settings()
         self.resend_after = settings.ledger_resend_after
@@ -80,7 +79,7 @@ class CelerySender:
             task_id=task_id,
             argsrepr=argsrepr(task, items, by_type),
             compression=self.compression,
-            serializer=self.serializer,
+            serializer=BATCH_SERIALIZER,
             # Nobody reads a batch's result: without this, Celery's Redis result backend
             # SUBSCRIBEs to the task's result channel on every send (and UNSUBSCRIBEs later),
             # two commands and a round trip a task.
