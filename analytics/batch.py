@@ -6,7 +6,7 @@ A batch is the one argument of an ingestion task: a list of items, each an
 items and calls :meth:`~EventItem.encode`; the workers call ``decode``. No
 sqlalchemy here: the bridge imports this module.
 
-Wire format, version 1 (:data:`VERSION`): an item is a JSON array, by position,
+Wire format, version 1: an item is a JSON array, by position,
 exactly as the workers before this module read it, so that bridges and workers
 can be upgraded one at a time (a rolling upgrade)::
 
@@ -18,17 +18,38 @@ when only its head travels (they may be left off). A later version is a JSON
 object with its number under ``"v"``: a worker refuses an item of a version it
 does not know (:class:`UnsupportedItem`), before touching anything, so the batch
 stays in the delivery ledger and is sent again until an upgraded worker takes it.
+
+Version 2 (:data:`VERSION`) packs a whole batch of version 1 items into one
+(:func:`pack`, :func:`unpack`)::
+
+    packed:    {"v": 2, "zstd": base64 of the zstd frame of the items' JSON}
+
+A worker's main process decodes every message's arguments to build its request,
+then hands the message to a pool process, which decodes it again: with the
+items as JSON, the main process decompressed and parsed the whole batch and
+piped it to the pool uncompressed (a 500-event batch: 419 KB of JSON; 0.18 ms to
+decompress and 0.44 to parse, and writing to the pipe was a quarter of that
+process's CPU in a py-spy at peak). Packed, it parses a few hundred bytes of JSON
+and one string and pipes 59 KB; only the pool process unpacks. The bridge
+compresses the batch once where it did twice (for the delivery ledger and for the
+message): the ledger's copy compresses the base64 text back to the frame's size
+in a tenth of the time (0.06 against 0.53 ms).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import zstandard
+
 #: The item format this code writes, and the newest it reads.
-VERSION = 1
+VERSION = 2
 
 
 class UnsupportedItem(ValueError):
@@ -40,8 +61,40 @@ def _positional(item: Any, least: int) -> list[Any] | tuple[Any, ...]:
         return item
     version = item.get("v") if isinstance(item, dict) else None
     if version is not None:
-        raise UnsupportedItem(f"batch item version {version!r} is newer than {VERSION}")
-    raise UnsupportedItem(f"not a version {VERSION} batch item: {str(item)[:80]!r}")
+        raise UnsupportedItem(f"batch item version {version!r} is not one this worker reads")
+    raise UnsupportedItem(f"not a version 1 batch item: {str(item)[:80]!r}")
+
+
+def pack(items: list[list[Any]]) -> list[Any]:
+    """A batch of version 1 items as one version 2 item; as it is when it cannot be packed
+    (an item holding bytes, as a test or a replay may hand in)."""
+    try:
+        text = orjson.dumps(items)
+    except TypeError:
+        return items
+    # A compressor a call: the bridge packs from one thread, re-sends from another.
+    frame = zstandard.ZstdCompressor(level=1).compress(text)
+    return [{"v": VERSION, "zstd": base64.b64encode(frame).decode("ascii")}]
+
+
+def unpack(items: Sequence[Any]) -> Sequence[Any]:
+    """A batch's version 1 items: a packed batch's unpacked, any other batch as it is."""
+    if len(items) != 1 or type(items[0]) is not dict or items[0].get("v") != VERSION:
+        return items
+    try:
+        frame = base64.b64decode(items[0]["zstd"], validate=True)
+        unpacked = orjson.loads(zstandard.ZstdDecompressor().decompressobj().decompress(frame))
+    except (
+        KeyError,
+        TypeError,
+        binascii.Error,
+        zstandard.ZstdError,
+        orjson.JSONDecodeError,
+    ) as exc:
+        raise UnsupportedItem(f"a packed batch that does not unpack ({exc})") from None
+    if not isinstance(unpacked, list):
+        raise UnsupportedItem(f"a packed batch of {type(unpacked).__name__}, not of items")
+    return unpacked
 
 
 def received_at(received: float) -> datetime:

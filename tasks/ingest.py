@@ -5,7 +5,8 @@ Each task is thin: decode the batch, open one transaction, call the domain, and
 decide on retry. A batch message is a list of items, :class:`analytics.batch.EventItem`
 for the event tasks and :class:`analytics.batch.RejectedItem` (at most
 ``DEAD_LETTER_KEEP_BYTES`` of the message, the bridge's reason, the whole message's
-size and SHA-256) for the dead-letter task; their wire format is in analytics.batch.
+size and SHA-256) for the dead-letter task, packed by the bridge into one item
+(``analytics.batch.pack``) that the task unpacks; their wire format is in analytics.batch.
 A batch with an item this worker cannot read (:class:`~analytics.batch.UnsupportedItem`,
 a newer bridge) fails whole, so that the bridge sends it again later.
 
@@ -29,7 +30,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.signals import worker_process_init
 
-from analytics.batch import EventItem, RejectedItem, received_at
+from analytics.batch import EventItem, RejectedItem, received_at, unpack
 from analytics.config import get_settings
 from analytics.db import dispose_engines, get_engine, is_retryable, session_factory
 from analytics.deadletters import Rejected, record_dead_letters
@@ -276,9 +277,11 @@ def _done(task_id: str | None) -> None:
 
 
 def _register(name: str, body: Any) -> Task:
-    def run(self: Task, items: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    def run(self: Task, items: Sequence[Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
+            # A packed batch (analytics.batch, version 2) is unpacked here, in the pool.
+            items = unpack(items)
             result = body(self, items)
         except Retry:
             raise

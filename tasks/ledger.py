@@ -14,9 +14,11 @@ committed, and the bridge re-sends, under the same task id, any batch older than
 a backlog is not re-sent (that would only add to the backlog), one held by a live
 worker past the timeout is re-sent as the visibility timeout would, and ingestion
 counts a re-sent batch once. The cost: each batch is written to Redis twice and
-deleted once (a few microseconds an event). The ledger's copy is zstd-compressed
-like the message itself (a 430-event batch: 341 KB of JSON, 39 KB stored, 0.25 ms
-to compress), so a backlog does not cost Redis its size twice over.
+deleted once (a few microseconds an event). The ledger keeps the batch as the
+message carries it, packed (``analytics.batch.pack``: zstd once, then base64), and
+compresses the entry with zstd again, which takes the base64 text back to the
+frame's size (a 500-event batch: 419 KB of JSON, 44 KB stored, 0.06 ms for this
+second pass), so a backlog does not cost Redis its size twice over.
 """
 
 from __future__ import annotations

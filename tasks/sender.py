@@ -11,11 +11,12 @@ from __future__ import annotations
 import collections
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from analytics.batch import EventItem, UnsupportedItem
+from analytics.batch import EventItem, UnsupportedItem, pack, unpack
 from analytics.config import Settings, get_settings
 from analytics.errors import InvalidEvent
 from analytics.events import event_type_of
@@ -57,19 +58,14 @@ class CelerySender:
         by_type: dict[str, int] | None = None,
     ) -> None:
         task_id = str(uuid.uuid4())
+        # Packed once (analytics.batch): the ledger keeps what the message carries.
+        packed = pack(items)
         if self.ledger is not None:
-            self.ledger.record(task_id, task, queue, items)
-        self._send(task_id, task, queue, items, by_type)
+            self.ledger.record(task_id, task, queue, packed)
+        self._send(task_id, task, queue, packed, argsrepr(task, items, by_type))
 
-    def _send(
-        self,
-        task_id: str,
-        task: str,
-        queue: str,
-        items: list[list[Any]],
-        by_type: dict[str, int] | None = None,
-    ) -> None:
-        # argsrepr is what logs, Flower and `celery inspect` show of a task's
+    def _send(self, task_id: str, task: str, queue: str, items: list[Any], shown: str) -> None:
+        # argsrepr (``shown``) is what logs, Flower and `celery inspect` show of a task's
         # arguments; by default the first 1 KB of the events, e-mail addresses and
         # all, computed on every send.
         self.app.send_task(
@@ -77,7 +73,7 @@ class CelerySender:
             args=[items],
             queue=queue,
             task_id=task_id,
-            argsrepr=argsrepr(task, items, by_type),
+            argsrepr=shown,
             compression=self.compression,
             serializer=BATCH_SERIALIZER,
             # Nobody reads a batch's result: without this, Celery's Redis result backend
@@ -98,19 +94,20 @@ class CelerySender:
             return 0
         overdue = self.ledger.overdue(self.resend_after)
         for task_id, task, queue, items in overdue:
+            events = unpack(items)
             log.warning(
                 "re-sending batch %s of %d events to %s: not done %.0fs after it was sent "
                 "and its queue is empty (lost by a worker)",
                 task_id,
-                len(items),
+                len(events),
                 task,
                 self.resend_after,
             )
-            self._send(task_id, task, queue, items)
+            self._send(task_id, task, queue, items, argsrepr(task, events))
         return len(overdue)
 
 
-def argsrepr(task: str, items: list[list[Any]], by_type: dict[str, int] | None = None) -> str:
+def argsrepr(task: str, items: Sequence[Any], by_type: dict[str, int] | None = None) -> str:
     """What Flower and the logs show of a batch: its size, and for a mixed batch the events
     of each type: ``[<12 events: order.created=3, order.updated=9>]``.
 

@@ -313,3 +313,22 @@ def test_the_statement_benchmark_prints_both_ways_for_each_row_count(
     rows = [line.split() for line in lines[2:]]
     assert [row[0] for row in rows] == ["1", "3"]
     assert all(float(figure) > 0 for row in rows for figure in row[1:])
+
+
+@pytest.mark.parametrize("shape", [[], ["--mixed"]])
+def test_the_packing_benchmark_hands_the_pool_the_same_items_and_prints_each_process(
+    shape: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import packing
+
+    assert packing.main(["--events", "600", "--batch", "50", "--repeat", "1", *shape]) == 0
+    out = capsys.readouterr().out
+    assert "600 events in" in out
+    figures = {}
+    for row in ("bridge (ledger", "main process", "pool process", "in all", "piped", "in Redis"):
+        (line,) = [line for line in out.splitlines() if row in line]
+        figures[row] = [float(figure) for figure in line.split()[-2:]]
+        assert all(figure > 0 for figure in figures[row])
+    # Packed, the main process pipes the compressed batch, not its JSON.
+    items, packed = figures["piped"]
+    assert packed * 3 < items

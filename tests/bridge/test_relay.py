@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from analytics.batch import unpack
 from analytics.config import Settings
 from analytics.errors import InvalidEvent
 from bridge.relay import route
@@ -314,7 +315,7 @@ def ledger_settings(redis_url: str, visibility: int = 90) -> Settings:
     return Settings(redis_url=redis_url, celery_broker_url=redis_url, visibility_timeout=visibility)
 
 
-def test_batches_go_to_the_broker_compressed_with_a_short_repr(
+def test_batches_go_to_the_broker_packed_and_compressed_with_a_short_repr(
     redis_url, redis_client, fresh_broker
 ):
     import zstandard
@@ -322,6 +323,7 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
 
     from tasks import serializer
     from tasks.app import make_app
+    from tasks.ledger import BATCHES_KEY, read_entry
     from tasks.sender import CelerySender
 
     app = make_app(dataclasses.replace(ledger_settings(redis_url), celery_result_backend=redis_url))
@@ -332,6 +334,7 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
     try:
         CelerySender(app, ledger_settings(redis_url))("order.created", "order", items)
         (raw,) = redis_client.lrange("order", 0, -1)
+        (entry,) = redis_client.hvals(BATCHES_KEY)
     finally:
         app.close()
     message = kombu_loads(raw)
@@ -343,11 +346,16 @@ def test_batches_go_to_the_broker_compressed_with_a_short_repr(
         zstandard.ZstdDecompressor().decompressobj().decompress(base64.b64decode(message["body"]))
     )
     # Written by orjson (no space after a comma, as kombu's writer leaves), and read alike
-    # by a worker of this version and by kombu's own reader (an older worker).
-    assert body.startswith(b'[[[["events:order:created","{')
-    assert kombu_loads(body)[0] == serializer.loads(body)[0] == [items]
-    # A tenth of the uncompressed body, or less.
-    assert len(body) > 10 * len(base64.b64decode(message["body"]))
+    # by a worker of this version and by kombu's own reader: one packed item, which a
+    # worker's main process reads as one string, and its pool process unpacks.
+    assert body.startswith(b'[[[{"v":2,"zstd":"')
+    (batch,) = kombu_loads(body)[0]
+    assert serializer.loads(body)[0] == [batch]
+    assert unpack(batch) == items
+    # The ledger keeps the batch as the message carries it.
+    assert read_entry(entry) == ["order.created", "order", batch]
+    # The body a main process reads is a tenth of the items' JSON, or less.
+    assert 10 * len(body) < len(orjson.dumps(items))
 
 
 def test_a_batch_is_sent_with_no_result_channel_subscribed(redis_url, redis_client, fresh_broker):
@@ -383,7 +391,8 @@ def test_task_arguments_are_shown_as_a_count_not_as_the_events(redis_url, fresh_
         "user.registered", "user", [["events:user:registered", event, 0.0]] * 3
     )
     assert app.sent[0]["argsrepr"] == "[<3 events>]"
-    assert app.sent[0]["args"] == [[["events:user:registered", event, 0.0]] * 3]
+    (batch,) = app.sent[0]["args"]
+    assert unpack(batch) == [["events:user:registered", event, 0.0]] * 3
 
 
 def test_a_mixed_batch_is_shown_with_the_events_of_each_type_when_sent_and_re_sent(
@@ -432,7 +441,8 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
     time.sleep(2.1)
     assert sender.sweep() == 1
     assert (app.sent[-1]["name"], app.sent[-1]["task_id"]) == ("order.created", lost)
-    assert app.sent[-1]["args"] == [items] and app.sent[-1]["queue"] == "order"
+    assert app.sent[-1]["args"] == app.sent[0]["args"] and app.sent[-1]["queue"] == "order"
+    assert unpack(app.sent[-1]["args"][0]) == items
     # A second bridge sweeping at the same moment does not re-send it again.
     assert CelerySender(FakeApp(), ledger_settings(redis_url, visibility=1)).sweep() == 0
     assert sender.ledger.pending() == 1

@@ -4,7 +4,8 @@ Function level, in process, on PostgreSQL: hypothesis draws mixtures of valid
 events, duplicates and invalid messages of every kind (``tests/accounting.py``),
 the real ``bridge.relay.Bridge`` routes and batches them exactly as it does a
 subscription's messages (``_group`` then ``_flush``, its ``send`` capturing the
-batches), each batch goes through Celery's JSON round trip and then runs in
+batches), each batch is packed as the sender packs it (``analytics.batch.pack``)
+and goes through Celery's JSON round trip, and then runs in
 process through the real task (``TASKS[name].apply``: eager, no broker), and
 :func:`tests.accounting.check` compares the database with what was sent.
 
@@ -32,6 +33,7 @@ from kombu.utils.json import loads as kombu_loads
 from sqlalchemy import Engine
 
 import tasks.ingest
+from analytics.batch import pack, unpack
 from analytics.config import Settings, get_settings
 from bridge.relay import Bridge
 from tests.accounting import (
@@ -89,25 +91,29 @@ def run_in_process(settings: Settings, expected: Expected, batch_size: int) -> l
     Returns the failures of tasks (a failed batch is not acknowledged: its messages
     are accounted for by nothing).
     """
-    batches: list[tuple[str, list[list[Any]]]] = []
+    batches: list[tuple[str, list[Any]]] = []
+    sent = 0
 
     def send(
         task: str, queue: str, items: list[list[Any]], *, by_type: dict[str, int] | None = None
     ) -> None:
-        # What the worker gets back from the broker: Celery's JSON, decoded.
-        batches.append((task, kombu_loads(kombu_dumps(items))))
+        nonlocal sent
+        sent += len(items)
+        # What the worker gets back from the broker: the batch packed as the sender packs
+        # it (analytics.batch), through Celery's JSON.
+        batches.append((task, kombu_loads(kombu_dumps(pack(items)))))
 
     bridge = Bridge(dataclasses.replace(settings, bridge_batch_size=batch_size), send=send)
     received = time.time()
     bridge._group((m.channel.encode(), m.data, received, None) for m in expected.messages)
     bridge._flush(force=True)
-    assert sum(len(items) for _, items in batches) == len(expected.messages)
+    assert sent == len(expected.messages)
     failures = []
-    for task, items in batches:
-        result = tasks.ingest.TASKS[task].apply(args=[items])
+    for task, packed in batches:
+        result = tasks.ingest.TASKS[task].apply(args=[packed])
         if result.failed():
             failures.append(
-                f"task {task} failed on a batch of {len(items)}: {result.result!r:.400}"
+                f"task {task} failed on a batch of {len(unpack(packed))}: {result.result!r:.400}"
             )
     return failures
 
