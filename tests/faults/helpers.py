@@ -33,6 +33,7 @@ from kombu.serialization import loads
 from sqlalchemy import Engine, bindparam, text
 
 import tasks.app  # noqa: F401 - registers whatever serializer and compression batches use
+from analytics.batch import unpack
 from analytics.models import Base
 from loadgen import checking, publishing
 from tasks.queues import QUEUES
@@ -148,7 +149,8 @@ def batch_of(message: dict[str, Any]) -> list[str]:
     """The event ids of a batch message as kombu's Redis transport stores it.
 
     Decoded the way a worker decodes it (body encoding, compression, serializer, all
-    named by the message), so it reads whatever format the app sends batches in.
+    named by the message, then unpacked: analytics.batch), so it reads whatever format
+    the app sends batches in.
     """
     body = message["body"]
     if message.get("properties", {}).get("body_encoding") == "base64":
@@ -157,7 +159,7 @@ def batch_of(message: dict[str, Any]) -> list[str]:
     if compression:
         body = decompress(body, compression)
     args = loads(body, message["content-type"], message["content-encoding"])[0]
-    return [orjson.loads(item[1])["event_id"] for item in args[0]]
+    return [orjson.loads(item[1])["event_id"] for item in unpack(args[0])]
 
 
 def held_batches(client: redis.Redis) -> dict[str, list[str]]:
