@@ -94,7 +94,12 @@ class CelerySender:
             return 0
         overdue = self.ledger.overdue(self.resend_after)
         for task_id, task, queue, items in overdue:
-            events = unpack(items)
+            try:
+                events = unpack(items)
+            except UnsupportedItem:
+                # Re-sent as it is all the same: the worker that refuses it says why, and
+                # the batches claimed after it in this sweep are not held up by it.
+                events = items
             log.warning(
                 "re-sending batch %s of %d events to %s: not done %.0fs after it was sent "
                 "and its queue is empty (lost by a worker)",

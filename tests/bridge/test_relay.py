@@ -448,6 +448,30 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
     assert sender.ledger.pending() == 1
 
 
+def test_a_ledger_entry_that_does_not_unpack_does_not_hold_up_the_others(
+    redis_url, redis_client, fresh_broker
+):
+    from tasks.ledger import BATCHES_KEY
+    from tasks.sender import CelerySender
+
+    app = FakeApp()
+    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))  # re-send after 2 s
+    items = [["events:order:created", '{"event_type": "order.created"}', 1.0]]
+    sender("order.created", "order", items)
+    sender("order.updated", "order", items)
+    broken_id, good_id = app.sent[0]["task_id"], app.sent[1]["task_id"]
+    broken = [{"v": 2, "zstd": "not base64!"}]
+    assert sender.ledger is not None
+    sender.ledger.client.hset(
+        BATCHES_KEY, broken_id, orjson.dumps(["order.created", "order", broken])
+    )
+    time.sleep(2.1)
+    assert sender.sweep() == 2
+    resent = {message["task_id"]: message for message in app.sent[2:]}
+    assert resent[broken_id]["args"] == [broken]  # as it is: a worker refuses it and says why
+    assert unpack(resent[good_id]["args"][0]) == items
+
+
 def test_the_sender_reads_the_backlog_of_each_queue_from_a_redis_broker(
     redis_url, redis_client, fresh_broker
 ):
