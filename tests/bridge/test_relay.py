@@ -420,18 +420,30 @@ def test_a_mixed_batch_is_shown_with_the_events_of_each_type_when_sent_and_re_se
     assert (app.sent[-1]["task_id"], app.sent[-1]["argsrepr"]) == (app.sent[0]["task_id"], shown)
 
 
+#: The one event of each batch :func:`two_batches_in_the_ledger` sends.
+LEDGER_ITEMS = [["events:order:created", '{"event_type": "order.created"}', 1.0]]
+
+
+def two_batches_in_the_ledger(redis_url: str) -> tuple[FakeApp, Any]:
+    """A sender with a ledger that re-sends after 2 s, having sent an ``order.created``
+    batch then an ``order.updated`` one, each of :data:`LEDGER_ITEMS`."""
+    from tasks.sender import CelerySender
+
+    app = FakeApp()
+    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))
+    sender("order.created", "order", LEDGER_ITEMS)
+    sender("order.updated", "order", LEDGER_ITEMS)
+    assert sender.ledger is not None
+    return app, sender
+
+
 def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_empty(
     redis_url, redis_client, fresh_broker
 ):
     from tasks.sender import CelerySender
 
-    app = FakeApp()
-    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))  # re-send after 2 s
-    items = [["events:order:created", '{"event_type": "order.created"}', 1.0]]
-    sender("order.created", "order", items)
-    sender("order.updated", "order", items)
+    app, sender = two_batches_in_the_ledger(redis_url)
     lost, finished = app.sent[0]["task_id"], app.sent[1]["task_id"]
-    assert sender.ledger is not None
     sender.ledger.done(finished)  # a worker finished this one; the other was lost
     assert sender.sweep() == 0  # not overdue yet
     time.sleep(2.1)
@@ -442,7 +454,7 @@ def test_a_batch_no_worker_finished_is_re_sent_under_its_id_once_its_queue_is_em
     assert sender.sweep() == 1
     assert (app.sent[-1]["name"], app.sent[-1]["task_id"]) == ("order.created", lost)
     assert app.sent[-1]["args"] == app.sent[0]["args"] and app.sent[-1]["queue"] == "order"
-    assert unpack(app.sent[-1]["args"][0]) == items
+    assert unpack(app.sent[-1]["args"][0]) == LEDGER_ITEMS
     # A second bridge sweeping at the same moment does not re-send it again.
     assert CelerySender(FakeApp(), ledger_settings(redis_url, visibility=1)).sweep() == 0
     assert sender.ledger.pending() == 1
@@ -452,16 +464,10 @@ def test_a_ledger_entry_that_does_not_unpack_does_not_hold_up_the_others(
     redis_url, redis_client, fresh_broker
 ):
     from tasks.ledger import BATCHES_KEY
-    from tasks.sender import CelerySender
 
-    app = FakeApp()
-    sender = CelerySender(app, ledger_settings(redis_url, visibility=1))  # re-send after 2 s
-    items = [["events:order:created", '{"event_type": "order.created"}', 1.0]]
-    sender("order.created", "order", items)
-    sender("order.updated", "order", items)
+    app, sender = two_batches_in_the_ledger(redis_url)
     broken_id, good_id = app.sent[0]["task_id"], app.sent[1]["task_id"]
     broken = [{"v": 2, "zstd": "not base64!"}]
-    assert sender.ledger is not None
     sender.ledger.client.hset(
         BATCHES_KEY, broken_id, orjson.dumps(["order.created", "order", broken])
     )
@@ -469,7 +475,7 @@ def test_a_ledger_entry_that_does_not_unpack_does_not_hold_up_the_others(
     assert sender.sweep() == 2
     resent = {message["task_id"]: message for message in app.sent[2:]}
     assert resent[broken_id]["args"] == [broken]  # as it is: a worker refuses it and says why
-    assert unpack(resent[good_id]["args"][0]) == items
+    assert unpack(resent[good_id]["args"][0]) == LEDGER_ITEMS
 
 
 def test_the_sender_reads_the_backlog_of_each_queue_from_a_redis_broker(
