@@ -65,6 +65,21 @@ def _positional(item: Any, least: int) -> list[Any] | tuple[Any, ...]:
     raise UnsupportedItem(f"not a version 1 batch item: {str(item)[:80]!r}")
 
 
+def compress_frame(data: bytes) -> bytes:
+    """``data`` as one zstd frame, at level 1 (a batch's JSON: ~9 times smaller, ~1 µs an event).
+
+    A new compressor a call: one must not be used by two threads at once, and this runs
+    on whichever thread sends (a new one costs ~30 µs more a batch than a kept one).
+    """
+    return zstandard.ZstdCompressor(level=1).compress(data)
+
+
+def decompress_frame(frame: bytes) -> bytes:
+    """What a zstd frame holds, whether or not its header records the size
+    (``ZstdDecompressor.decompress`` refuses a frame that does not)."""
+    return zstandard.ZstdDecompressor().decompressobj().decompress(frame)
+
+
 def pack(items: list[list[Any]]) -> list[Any]:
     """A batch of version 1 items as one version 2 item; as it is when it cannot be packed
     (an item holding bytes, as a test or a replay may hand in)."""
@@ -72,8 +87,7 @@ def pack(items: list[list[Any]]) -> list[Any]:
         text = orjson.dumps(items)
     except TypeError:
         return items
-    # A compressor a call: the bridge packs from one thread, re-sends from another.
-    frame = zstandard.ZstdCompressor(level=1).compress(text)
+    frame = compress_frame(text)
     return [{"v": VERSION, "zstd": base64.b64encode(frame).decode("ascii")}]
 
 
@@ -83,7 +97,7 @@ def unpack(items: Sequence[Any]) -> Sequence[Any]:
         return items
     try:
         frame = base64.b64decode(items[0]["zstd"], validate=True)
-        unpacked = orjson.loads(zstandard.ZstdDecompressor().decompressobj().decompress(frame))
+        unpacked = orjson.loads(decompress_frame(frame))
     except (
         KeyError,
         TypeError,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import billiard.pool
-import zstandard
 from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Queue
 from kombu.compression import register as register_compression
 
+from analytics.batch import compress_frame, decompress_frame
 from analytics.config import Settings, get_settings
 from tasks import serializer
 from tasks.ledger import is_redis_url
@@ -35,8 +35,8 @@ from tasks.queues import (
 #: (Python 3.14) reads them too.
 BATCH_COMPRESSION = "zstd"
 register_compression(
-    lambda body: zstandard.ZstdCompressor(level=1).compress(body),
-    lambda body: zstandard.ZstdDecompressor().decompressobj().decompress(body),
+    compress_frame,
+    decompress_frame,
     "application/zstd",
     aliases=["zstd", "zstandard"],
 )

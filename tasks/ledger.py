@@ -30,6 +30,8 @@ import orjson
 import redis
 import zstandard
 
+from analytics.batch import decompress_frame
+
 BATCHES_KEY = "analytics:ledger:batches"
 SENT_KEY = "analytics:ledger:sent"
 
@@ -108,5 +110,5 @@ def read_entry(blob: bytes | str) -> Any:
     if isinstance(blob, str):
         blob = blob.encode()
     if blob.startswith(ZSTD_MAGIC):
-        blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        blob = decompress_frame(blob)
     return orjson.loads(blob)
