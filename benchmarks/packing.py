@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import orjson
 import zstandard
 from kombu import compression
 
@@ -34,6 +33,7 @@ from benchmarks.worker_cost import batches_of
 from loadgen import publishing
 from tasks import serializer
 from tasks.app import BATCH_COMPRESSION
+from tasks.ledger import write_entry
 
 
 class Way:
@@ -50,7 +50,7 @@ class Way:
         messages = []
         for items in self.batches:
             args = pack(items) if self.packed else items
-            self.ledger.compress(orjson.dumps(["order.created", "order", args]))
+            write_entry(self.ledger, "order.created", "order", args)
             body = serializer.dumps([[args], {}, EMBED])
             if isinstance(body, str):  # pragma: no cover - orjson writes bytes
                 body = body.encode()

@@ -62,8 +62,7 @@ class Ledger:
 
     def record(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
         pipe = self.client.pipeline(transaction=True)
-        blob = self._compressor.compress(orjson.dumps([task, queue, items]))
-        pipe.hset(BATCHES_KEY, task_id, blob)
+        pipe.hset(BATCHES_KEY, task_id, write_entry(self._compressor, task, queue, items))
         pipe.zadd(SENT_KEY, {task_id: time.time()})
         pipe.execute()
 
@@ -103,6 +102,13 @@ class Ledger:
                 continue
             due.append((task_id, task, queue, items))
         return due
+
+
+def write_entry(
+    compressor: zstandard.ZstdCompressor, task: str, queue: str, items: list[Any]
+) -> bytes:
+    """A ledger entry: ``[task, queue, items]`` as JSON, compressed (read by :func:`read_entry`)."""
+    return compressor.compress(orjson.dumps([task, queue, items]))
 
 
 def read_entry(blob: bytes | str) -> Any:
