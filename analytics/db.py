@@ -221,13 +221,18 @@ def upsert_many(
     psycopg2 runs one statement per row (measured: 220 us/row, against 30 us/row
     batched). Returning the first primary-key column costs next to nothing.
 
-    With ``order_by`` (the conflict key) and enough rows on PostgreSQL, the rows go
-    through :func:`copy_to_staging` instead and one ``INSERT ... SELECT ... ORDER BY
-    key ON CONFLICT``: psycopg2 spends ~2 us adapting each value of a VALUES list,
-    COPY's text format a tenth of that (measured: 83 against 18 us a row of
-    ``orders``). The caller's rows must have unique keys and the same columns.
+    With ``order_by`` (the conflict key) on PostgreSQL, the rows go as arrays instead
+    (:class:`Writes`, :class:`Unnest`) in one ``INSERT ... SELECT ... ORDER BY key ON
+    CONFLICT``: psycopg2 spends ~2 us adapting each value of a VALUES list (measured:
+    83 us a row of ``orders``). The caller's rows must have unique keys and the same
+    columns.
     """
     if not rows:
+        return
+    if order_by and dialect_of(session) == "postgresql":
+        writes = Writes(session)
+        writes.upsert(key, build, rows, order_by)
+        writes.send()
         return
 
     def with_returning(insert: Callable[[Any], Any]) -> Any:
@@ -235,19 +240,6 @@ def upsert_many(
         return stmt.returning(next(iter(stmt.table.primary_key.columns)))
 
     upsert = statement(session, ("upsert", key), with_returning)
-    if order_by and len(rows) >= COPY_MIN_ROWS and dialect_of(session) == "postgresql":
-        table = upsert.table
-        staging, names = copy_to_staging(session, table, rows)
-
-        def from_staging(insert: Callable[[Any], Any]) -> Prepared:
-            source = sa_table(staging, *(sa_column(name) for name in names))
-            ordered = (_c_order(table, source, name) for name in order_by)
-            stmt = build(insert).from_select(names, select(*source.c).order_by(*ordered))
-            return Prepared.of(_literal_sql(session, stmt))
-
-        prepared = statement(session, ("upsert-copy", key, tuple(names)), from_staging)
-        execute_prepared(session, [prepared], ())
-        return
     session.execute(upsert, rows).all()
 
 
@@ -301,7 +293,13 @@ def driver_rows(
             cursor.close()
 
 
-#: Below this many rows, COPY's extra round trips cost more than they save.
+#: Raw events below this many go as arrays (:class:`Unnest`): COPY's extra round trips
+#: cost more than they save. COPY is for raw events only: their payloads' JSON, full
+#: of quotes, costs more to write and to read as an array's text. Aggregates always go
+#: as arrays, with no staging table: PostgreSQL empties every ``ON COMMIT DELETE ROWS``
+#: table of a connection at each commit that touched a temporary table, ~300 us of its
+#: CPU each (with the ten aggregates' staging tables a connection collected, ~3 ms a
+#: commit; ``python -m benchmarks.staging_cost``).
 COPY_MIN_ROWS = 50
 
 
@@ -483,11 +481,10 @@ def array_literal(values: Sequence[Any]) -> str:
 class Writes:
     """Writes whose results nobody reads, held and sent together: one round trip on PostgreSQL.
 
-    On PostgreSQL each write of fewer than :data:`COPY_MIN_ROWS` rows becomes one
-    ``INSERT ... SELECT ... FROM unnest(...)`` (:class:`Unnest`), and :meth:`send`
-    sends them all in one string, run in order. Elsewhere (SQLite, or enough rows for
-    COPY) a write runs at once, as :func:`upsert_many` runs it. Whoever reads what
-    was written calls :meth:`send` first.
+    On PostgreSQL each write becomes one ``INSERT ... SELECT ... FROM unnest(...)``
+    (:class:`Unnest`), however many its rows, and :meth:`send` sends them all in one
+    string, run in order. On SQLite a write runs at once, as :func:`upsert_many` runs
+    it. Whoever reads what was written calls :meth:`send` first.
     """
 
     #: The name the held statements give their rows (in their ``ORDER BY``).
@@ -506,14 +503,10 @@ class Writes:
         rows: list[dict[str, Any]],
         order_by: Sequence[str] = (),
     ) -> None:
-        """:func:`upsert_many`, held on PostgreSQL when the rows are few."""
+        """:func:`upsert_many`, held on PostgreSQL."""
         if not rows:
             return
-        if not self._hold_writes or (order_by and len(rows) >= COPY_MIN_ROWS):
-            # What is held goes first: every transaction writes its tables in the same
-            # order (the writer's), so two of them never wait on each other's rows in
-            # opposite orders (a deadlock, and a second lost to its detection).
-            self.send()
+        if not self._hold_writes:
             upsert_many(self.session, key, build, rows, order_by)
             return
         self._hold(("upsert", key), build, rows, order_by)

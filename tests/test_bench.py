@@ -315,6 +315,18 @@ def test_the_statement_benchmark_prints_both_ways_for_each_row_count(
     assert all(float(figure) > 0 for row in rows for figure in row[1:])
 
 
+def test_the_staging_benchmark_prints_a_commits_cost_for_each_count_of_tables(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import staging_cost
+
+    argv = ["--tables", "0", "2", "--commits", "20", "--rounds", "1", "--url", postgres_url]
+    assert staging_cost.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["0", "2"]
+    assert all(float(row[1]) >= 0 for row in rows)
+
+
 def test_the_read_benchmark_checks_every_way_reads_the_same_rows_and_prints_each(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

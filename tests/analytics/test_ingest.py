@@ -505,21 +505,21 @@ def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
     assert stored == [("events:\ufffd:x", raw, "bad\ufffd", "t\ufffd", "x\ufffd")]
 
 
-def test_tables_are_written_in_one_order_whether_their_rows_are_held_or_copied(pg):
-    # 60 orders take the COPY path (db.COPY_MIN_ROWS) while their few counter rows are
-    # held: the held writes must still go first, in the writer's table order, or two
-    # workers lock the same rows in opposite orders and deadlock (PostgreSQL then
-    # waits deadlock_timeout, a second, before it breaks the tie).
+def test_aggregates_of_a_large_batch_go_as_arrays_in_the_writers_table_order(pg):
+    # 60 orders: their raw events go through COPY (db.COPY_MIN_ROWS), their aggregates as
+    # arrays with no staging table (PostgreSQL would empty every staging table a
+    # connection holds at each commit), in one string, in the writer's table order: two
+    # workers locking the same rows in opposite orders deadlock (PostgreSQL then waits
+    # deadlock_timeout, a second, before it breaks the tie).
     batch = [
         order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts="2024-01-01T10:00:00Z")
         for n in range(60)
     ]
     sent = statements_sent(pg, batch)
-
-    def first(prefix: str) -> int:
-        return next(n for n, text in enumerate(sent) if prefix in text)
-
-    assert first("INSERT INTO metric_counters") < first("INSERT INTO orders")
+    assert any("TABLE IF NOT EXISTS staging_events" in text for text in sent)
+    assert not any("staging_orders" in text or "staging_metric" in text for text in sent)
+    (writes,) = [text for text in sent if "INSERT INTO orders" in text]
+    assert writes.index("INSERT INTO metric_counters") < writes.index("INSERT INTO orders")
     assert counter(pg, "revenue", "USD") == (60, Decimal("600"))
 
 
