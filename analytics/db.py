@@ -599,7 +599,7 @@ class _PreparedOn:
 
 
 def execute_prepared(
-    session: Session, statements: Sequence[Prepared], params: Sequence[Any], generic: bool = False
+    session: Session, statements: Sequence[Prepared], params: Sequence[Any]
 ) -> Any:
     """Run ``statements`` in one round trip, each PREPAREd first on this connection if new.
 
@@ -610,13 +610,6 @@ def execute_prepared(
     with ``DEALLOCATE ALL`` and prepares again what it uses. ``DATABASE_PREPARE=0``
     sends the statements' text instead (behind a pooler that moves a session's
     transactions between server connections, as PgBouncer's transaction mode does).
-
-    ``generic``: the rest of the transaction runs prepared statements on their
-    generic plan (``SET LOCAL plan_cache_mode``), for statements whose best plan does
-    not depend on their parameters' values. PostgreSQL otherwise plans a statement
-    whose parameters are arrays anew at every run when the plan made for the values
-    looks cheaper than the generic one, as it does for a few keys joined to an index
-    (:func:`read_prepared`); the writes' statements take the generic plan by themselves.
     """
     connection = session.connection()
     if not get_settings().database_prepare:
@@ -630,8 +623,6 @@ def execute_prepared(
     if state.uncertain:
         parts.append("DEALLOCATE ALL")
         state.names.clear()
-    if generic:
-        parts.append("SET LOCAL plan_cache_mode = force_generic_plan")
     new: set[str] = set()
     for prepared in statements:
         if prepared.name not in state.names and prepared.name not in new:
@@ -647,26 +638,6 @@ def execute_prepared(
     state.uncertain = False
     state.names |= new
     return result
-
-
-def read_prepared(session: Session, sql: str, params: Sequence[Any]) -> Sequence[Any]:
-    """The rows of one read (``%s`` placeholders), run as a statement PREPAREd once per
-    connection on its generic plan (:func:`execute_prepared`). SQLite: not supported.
-
-    For the reads every batch makes by keys sent as arrays (the stored days of orders,
-    their currencies, the stock alerts' windows): pass each array as
-    :func:`array_literal` and cast it in ``sql``. Sent as text, such a read was parsed,
-    analysed and planned at every batch, and a list became ``ARRAY['a', 'b', ...]``,
-    an expression of a constant per key for the server to lex and fold: a stored-days
-    read of 5 keys cost PostgreSQL ~300 us of CPU, ~160 prepared on its generic plan
-    (``python -m benchmarks.statement_cost --reads``).
-    """
-    return execute_prepared(session, [_prepared_text(sql)], params, generic=True)
-
-
-@functools.cache
-def _prepared_text(sql: str) -> Prepared:
-    return Prepared.of(sql)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -51,14 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import (
-    array_literal,
-    dialect_of,
-    insert_for,
-    read_prepared,
-    statement,
-    upsert_many,
-)
+from analytics.db import dialect_of, driver_rows, insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
     CityLogin,
@@ -541,19 +534,13 @@ class _StoredTime:
     at: str
 
     def sql(self) -> str:
-        """PostgreSQL: its keys' days, the keys given as two arrays (tenants, ids).
-
-        A read of each key's row by the primary key (``LATERAL``, ``OFFSET 0``): it runs
-        on a plan made once (:func:`~analytics.db.read_prepared`), and a join the planner
-        was free to choose took a hash of the whole table when the plan was made while the
-        table was young, and kept it.
-        """
+        """PostgreSQL: its keys' days, the keys given as two arrays (tenants, ids)."""
         table = self.model.__tablename__
         return (
-            "SELECT k.tenant_id, t.day FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
-            f"CROSS JOIN LATERAL (SELECT s.{self.at}::date AS day FROM {table} AS s "
-            f"WHERE s.tenant_id = k.tenant_id AND s.{self.id_column} = k.id "
-            f"AND s.{self.at} IS NOT NULL OFFSET 0) AS t"
+            f"SELECT t.tenant_id, t.{self.at}::date FROM {table} AS t "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
+            f"ON t.tenant_id = k.tenant_id AND t.{self.id_column} = k.id "
+            f"WHERE t.{self.at} IS NOT NULL"
         )
 
 
@@ -568,10 +555,10 @@ def _stored_days(
 
     A writer asks this for every batch, so it is one round trip on PostgreSQL for every
     table and tenant: the keys go as arrays joined with ``unnest`` (one index probe a
-    key), in a text built once per process and prepared once per connection
-    (:func:`~analytics.db.read_prepared`), with no SQLAlchemy compilation (an ORM select
-    per tenant and table took ~11% of a worker's CPU samples at everyday batch sizes, in
-    a profile). No keys, no statement. SQLite: a row-value ``IN`` per table.
+    key), in a text built once per process and sent as it is, with no SQLAlchemy
+    compilation (an ORM select per tenant and table took ~11% of a worker's CPU samples
+    at everyday batch sizes, in a profile). No keys, no statement. SQLite: a row-value ``IN``
+    per table.
     """
     asked = [(stored, sorted(keys)) for stored, keys in wanted if keys]
     if not asked:
@@ -593,13 +580,11 @@ def _stored_days(
         ("stored-days", tables),
         lambda _: " UNION ALL ".join(stored.sql() for stored in tables),
     )
-    params: list[str] = []
+    params: list[list[str]] = []
     for _, keys in asked:
-        params += [
-            array_literal([tenant for tenant, _ in keys]),
-            array_literal([ident for _, ident in keys]),
-        ]
-    return {(tenant, day) for tenant, day in read_prepared(session, sql, params)}
+        params += [[tenant for tenant, _ in keys], [ident for _, ident in keys]]
+    result = driver_rows(session.connection(), sql, tuple(params))
+    return {(tenant, day) for tenant, day in result}
 
 
 def days_before(session: Session, keys: Watched) -> set[tuple[str, date]]:

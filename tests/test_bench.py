@@ -327,22 +327,6 @@ def test_the_staging_benchmark_prints_a_commits_cost_for_each_count_of_tables(
     assert all(float(row[1]) >= 0 for row in rows)
 
 
-def test_the_read_benchmark_checks_every_way_reads_the_same_rows_and_prints_each(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from benchmarks import read_cost
-
-    argv = ["--orders", "3000", "--keys", "1", "4", "--reads", "20", "--rounds", "2"]
-    assert read_cost.main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["keys", "text", "prepared,", "custom", "prepared,", "generic"]
-    rows = [line.split() for line in lines[2:]]
-    assert [row[0] for row in rows] == ["1", "4"]
-    # Three ways, each "PostgreSQL / this process".
-    assert all(row[2::3] == ["/", "/", "/"] and len(row) == 10 for row in rows)
-    assert all(float(figure) >= 0 for row in rows for figure in row[1::3] + row[3::3])
-
-
 @pytest.mark.parametrize("shape", [[], ["--mixed"]])
 def test_the_packing_benchmark_hands_the_pool_the_same_items_and_prints_each_process(
     shape: list[str], capsys: pytest.CaptureFixture[str]

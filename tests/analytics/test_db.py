@@ -175,59 +175,6 @@ def test_after_a_failed_round_trip_the_next_one_deallocates_and_prepares_again(e
     assert sorted(prepares) == sorted([*again, f"PREPARE {constant.name} AS SELECT 5"])
 
 
-def test_a_read_is_prepared_once_and_runs_on_its_generic_plan(engine):
-    """Keys joined to an index: PostgreSQL would plan the read anew at every run (its
-    custom plans look cheaper than the generic one), which is what preparing it saves."""
-    from sqlalchemy.orm import Session
-
-    from analytics.db import array_literal, read_prepared
-
-    sql = (
-        "SELECT k.tenant_id, k.id, c.n FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
-        "JOIN read_prepared_keys AS c ON c.tenant_id = k.tenant_id AND c.id = k.id "
-        "ORDER BY c.n"
-    )
-    odd = ['say "hi"', "back\\slash", "comma, {brace}", "plain"]
-    with Session(engine) as session, session.begin():
-        session.execute(
-            text(
-                "CREATE TEMPORARY TABLE read_prepared_keys "
-                "(tenant_id text, id text, n int, PRIMARY KEY (tenant_id, id))"
-            )
-        )
-        session.execute(
-            text(
-                "INSERT INTO read_prepared_keys SELECT 't' || (i % 3), 'id' || i, i "
-                "FROM generate_series(1, 20000) AS i"
-            )
-        )
-        session.execute(
-            text("INSERT INTO read_prepared_keys VALUES (:t, :i, -1 - :n)"),
-            [{"t": "t1", "i": ident, "n": n} for n, ident in enumerate(odd)],
-        )
-        session.execute(text("ANALYZE read_prepared_keys"))
-        prepares = _prepares_counted(engine)
-        for n in range(1, 9):
-            keys = [("t1", ident) for ident in odd] + [(f"t{n % 3}", f"id{n}"), ("t9", "none")]
-            rows = read_prepared(
-                session,
-                sql,
-                [array_literal([t for t, _ in keys]), array_literal([i for _, i in keys])],
-            )
-            assert [tuple(row) for row in rows] == [
-                *(("t1", ident, -1 - k) for k, ident in reversed(list(enumerate(odd)))),
-                (f"t{n % 3}", f"id{n}", n),
-            ]
-        ((generic, custom),) = session.execute(
-            text(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE '%read_prepared_keys%'"
-            )
-        )
-    assert len(prepares) == 1
-    assert (generic, custom) == (8, 0)
-
-
 def test_with_DATABASE_PREPARE_0_the_statements_go_as_text(engine, monkeypatch):
     from sqlalchemy.orm import Session
 
