@@ -271,6 +271,22 @@ def driver_rows(
     ``OperationalError``, ``IntegrityError``...), and a connection the error says is lost
     is invalidated, so that the pool does not hand it out again.
     """
+
+    def run(cursor: Any) -> Sequence[Any]:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    return on_driver_cursor(connection, sql, params, run)
+
+
+def on_driver_cursor(
+    connection: Connection, sql: str, params: Any, run: Callable[[Any], Any]
+) -> Any:
+    """``run(cursor)`` on a cursor of ``connection``'s DBAPI connection, as SQLAlchemy
+    would run ``sql`` with ``params``: the engine's ``before_cursor_execute`` listeners
+    see it, a driver error is raised as SQLAlchemy's, and a connection the error says is
+    lost is invalidated. For :func:`driver_rows`, and for COPY, which SQLAlchemy cannot run.
+    """
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None
     cursor = dbapi_connection.cursor()
@@ -279,8 +295,7 @@ def driver_rows(
         if listeners:
             for listener in listeners:
                 listener(connection, cursor, sql, params, None, False)
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
+        return run(cursor)
     except connection.dialect.loaded_dbapi.Error as exc:
         lost = connection.dialect.is_disconnect(exc, dbapi_connection, cursor)
         if lost:
@@ -330,11 +345,8 @@ def copy_to_staging(
     )
     line = _copy_line(tuple(names))(*(_copy_formatter(column, dialect) for column in columns))
     buffer = io.StringIO("".join(map(line, rows)))
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(f"COPY {staging} ({listed}) FROM STDIN", buffer)
-    finally:
-        cursor.close()
+    copy = f"COPY {staging} ({listed}) FROM STDIN"
+    on_driver_cursor(connection, copy, None, lambda cursor: cursor.copy_expert(copy, buffer))
     return staging, names
 
 
@@ -757,7 +769,8 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, OperationalError | InterfaceError):
         return True
-    # COPY runs on the raw psycopg2 cursor, whose errors SQLAlchemy does not wrap.
+    # A driver error SQLAlchemy did not wrap (code on a raw cursor that does not go
+    # through on_driver_cursor).
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -188,8 +188,9 @@ def _measure(args: argparse.Namespace, url: str) -> int:
             f"{sum(collections.count[:2])} young ones"
             + (" (objects alive after the warm-up not frozen)" if args.no_freeze else "")
         )
-        # Statements sent through SQLAlchemy (several in one string count once; BEGIN,
-        # COMMIT and COPY's data are not counted): the round trips a batch costs.
+        # Statements sent through SQLAlchemy or on its connection's cursor (several in one
+        # string count once, a COPY once: before db.on_driver_cursor a COPY was not
+        # counted; BEGIN and COMMIT are not): the round trips a batch costs.
         print(f"  statements a batch: {executes[0] / batches:.1f} ({batches} batches)")
         with engine.connect() as conn:
             for table, rows in conn.execute(

@@ -246,3 +246,56 @@ def test_driver_rows_raises_sqlalchemys_errors_and_gives_up_a_lost_connection(
         assert lost.value.connection_invalidated and is_transient(lost.value)
     # The pool does not hand the dead connection out again.
     assert backend_pid(engine) != pid
+
+
+def _copy_probe(session) -> Any:
+    """A temporary table with a three-character column, for COPY to fill (its staging twin)."""
+    from sqlalchemy import Column, MetaData, String, Table
+
+    session.execute(text("CREATE TEMPORARY TABLE copy_probe (code varchar(3))"))
+    return Table("copy_probe", MetaData(), Column("code", String(3)))
+
+
+def test_a_copy_the_database_refuses_raises_sqlalchemys_error(engine):
+    from sqlalchemy.exc import DataError
+    from sqlalchemy.orm import Session
+
+    from analytics.db import copy_to_staging
+
+    with Session(engine) as session, session.begin():
+        table = _copy_probe(session)
+        assert copy_to_staging(session, table, [{"code": "abc"}]) == (
+            "staging_copy_probe",
+            ["code"],
+        )
+        with pytest.raises(DataError, match="too long") as raised:
+            copy_to_staging(session, table, [{"code": "abcd"}])
+        assert not raised.value.connection_invalidated
+
+
+def test_a_copy_that_loses_its_connection_invalidates_it(engine, postgres_engine):
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from analytics.db import copy_to_staging
+
+    with Session(engine) as session:
+        table = _copy_probe(session)
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def end_the_backend_before_copy(conn, cursor, statement, *_):
+            if statement.startswith("COPY"):
+                terminate(postgres_engine, pid)
+
+        event.listen(engine, "before_cursor_execute", end_the_backend_before_copy)
+        try:
+            with pytest.raises(OperationalError) as raised:
+                copy_to_staging(session, table, [{"code": "abc"}])
+        finally:
+            event.remove(engine, "before_cursor_execute", end_the_backend_before_copy)
+        assert raised.value.connection_invalidated
+        assert is_transient(raised.value)
+        session.rollback()
+    # The pool does not hand the lost connection out again.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
