@@ -30,7 +30,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.signals import worker_process_init
 
-from analytics.batch import EventItem, RejectedItem, received_at, unpack
+from analytics.batch import EventItem, RejectedItem, UnsupportedItem, received_at, unpack
 from analytics.config import get_settings
 from analytics.db import dispose_engines, get_engine, is_retryable, session_factory
 from analytics.deadletters import Rejected, record_dead_letters
@@ -284,6 +284,16 @@ def _register(name: str, body: Any) -> Task:
             items = unpack(items)
             result = body(self, items)
         except Retry:
+            raise
+        except UnsupportedItem as exc:
+            # Written by a newer bridge, or broken: retrying here cannot help. The batch
+            # stays in the delivery ledger, and the bridge sends it again later.
+            log.error(
+                "batch %s cannot be read by this worker (%s); nothing of it was written, "
+                "the bridge will send it again: upgrade the workers before the bridges",
+                self.request.id,
+                exc,
+            )
             raise
         except Exception:
             # Out of retries: the batch stays in the delivery ledger, and the bridge

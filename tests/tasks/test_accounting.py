@@ -206,3 +206,30 @@ def test_a_mixed_batch_says_what_became_of_each_type_and_counts_it_by_type(
     assert stored("order.created") - before["order.created"] == 1
     assert stored("order.updated") - before["order.updated"] == 1
     assert stored("order.mixed") == before["order.mixed"] == 0
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [[{"v": 2, "zstd": "not base64 of zstd"}], [{"v": 9, "what": "a newer bridge"}]],
+    ids=["a packed batch that does not unpack", "an item of a newer version"],
+)
+def test_a_batch_the_worker_cannot_read_is_logged_as_such_and_left_in_the_ledger(
+    in_process: Settings, batch: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from analytics.batch import UnsupportedItem
+    from tasks.ledger import Ledger
+
+    ledger = Ledger(in_process.celery_broker_url)
+    ledger.record("unreadable-batch", "order.created", "orders", batch)
+    try:
+        with caplog.at_level("ERROR", logger="tasks.ingest"):
+            result = tasks.ingest.TASKS["order.created"].apply(
+                args=[batch], task_id="unreadable-batch"
+            )
+        assert isinstance(result.result, UnsupportedItem)
+        (record,) = [r for r in caplog.records if r.name == "tasks.ingest"]
+        assert "cannot be read by this worker" in record.getMessage()
+        assert "ran out of retries" not in caplog.text
+        assert ledger.pending() == 1  # the bridge sends it again
+    finally:
+        ledger.done("unreadable-batch")
