@@ -60,7 +60,7 @@ class Ledger:
         self._claim = self.client.register_script(_CLAIM)
         self._compressor = zstandard.ZstdCompressor(level=1)
 
-    def record(self, task_id: str, task: str, queue: str, items: list[list[Any]]) -> None:
+    def record(self, task_id: str, task: str, queue: str, items: list[Any]) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(BATCHES_KEY, task_id, write_entry(self._compressor, task, queue, items))
         pipe.zadd(SENT_KEY, {task_id: time.time()})
