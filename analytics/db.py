@@ -37,6 +37,7 @@ from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import sqltypes
 
 from analytics.config import get_settings
 
@@ -308,14 +309,16 @@ def on_driver_cursor(
             cursor.close()
 
 
-#: Raw events below this many go as arrays (:class:`Unnest`): COPY's extra round trips
-#: cost more than they save. COPY is for raw events only: their payloads' JSON, full
-#: of quotes, costs more to write and to read as an array's text. Aggregates always go
+#: Raw events below this many go as arrays (:class:`Unnest`, their payloads as one JSON
+#: array): COPY's staging table and extra round trips cost more than they save. From
+#: this many, COPY costs less (measured interleaved, batch by batch: 5 us an event less
+#: PostgreSQL CPU without COPY at 96 events, about even at 150, 5-8 more at 200 and 375;
+#: ``benchmarks.raw_rows``). COPY is for raw events only. Aggregates always go
 #: as arrays, with no staging table: PostgreSQL empties every ``ON COMMIT DELETE ROWS``
 #: table of a connection at each commit that touched a temporary table, ~300 us of its
 #: CPU each (with the ten aggregates' staging tables a connection collected, ~3 ms a
 #: commit; ``python -m benchmarks.staging_cost``).
-COPY_MIN_ROWS = 50
+COPY_MIN_ROWS = 150
 
 
 def copy_to_staging(
@@ -423,6 +426,8 @@ class Unnest:
     source: str
     #: Each column's name and its type's bind processing (``Amount`` to an integer, JSON to text).
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    #: Which of the columns are JSON, sent as one JSON array (``json_array_elements``).
+    json: tuple[bool, ...] = ()
 
     @classmethod
     def of(cls, session: Session, table: Table, names: Sequence[str], alias: str) -> Unnest:
@@ -431,13 +436,30 @@ class Unnest:
         if missing:  # pragma: no cover - a programming error, caught by the first test
             raise ValueError(f"{table.name}: rows without {missing}, whose default unnest skips")
         types = [table.c[name].type for name in names]
-        arrays = ", ".join(f"%s::{column_type.compile(dialect)}[]" for column_type in types)
+        json = tuple(isinstance(column_type, sqltypes.JSON) for column_type in types)
+        listed = ", ".join(names)
+        if any(json):
+            # A JSON column's values go as one JSON document, an array read back by
+            # json_array_elements: the documents' text as it is, with none of the array
+            # escaping of their quotes (ROWS FROM zips the functions' rows in order, as a
+            # multi-argument unnest does).
+            functions = ", ".join(
+                f"{kind.lower()}_array_elements(%s::{kind})" if is_json else f"unnest(%s::{kind}[])"
+                for kind, is_json in zip(
+                    (column_type.compile(dialect) for column_type in types), json, strict=True
+                )
+            )
+            source = f"ROWS FROM ({functions}) AS {alias}({listed})"
+        else:
+            arrays = ", ".join(f"%s::{column_type.compile(dialect)}[]" for column_type in types)
+            source = f"unnest({arrays}) AS {alias}({listed})"
         return cls(
-            f"unnest({arrays}) AS {alias}({', '.join(names)})",
+            source,
             tuple(
                 (name, column_type.dialect_impl(dialect).bind_processor(dialect))
                 for name, column_type in zip(names, types, strict=True)
             ),
+            json,
         )
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -449,12 +471,29 @@ class Unnest:
         analyses and folds in every statement (the parser, analysis and planner took a
         third of PostgreSQL's CPU of a small batch; measured with perf).
         """
+        json = self.json or (False,) * len(self.columns)
         return [
-            array_literal([row[name] for row in rows])
+            _json_array([row[name] for row in rows], process)
+            if is_json
+            else array_literal([row[name] for row in rows])
             if process is None
             else array_literal([process(row[name]) for row in rows])
-            for name, process in self.columns
+            for (name, process), is_json in zip(self.columns, json, strict=True)
         ]
+
+
+def _json_array(values: list[Any], process: Callable[[Any], Any] | None) -> str:
+    """One JSON array of the documents, each as the column's bind processing writes it.
+
+    An element cannot be SQL's NULL (a Python None is JSON's ``null``, as SQLAlchemy
+    writes it by default): a column whose processing returns None is refused.
+    """
+    texts = (
+        [process(value) for value in values] if process is not None else list(map(_json, values))
+    )
+    if None in texts:
+        raise ValueError("a JSON column sent as one JSON array cannot hold SQL NULL")
+    return "[" + ",".join(texts) + "]"
 
 
 _ARRAY_SPECIAL = re.compile(r'["\\]')

@@ -327,6 +327,22 @@ def test_the_staging_benchmark_prints_a_commits_cost_for_each_count_of_tables(
     assert all(float(row[1]) >= 0 for row in rows)
 
 
+def test_the_raw_rows_benchmark_prints_both_ways_for_each_batch_size_and_restores_copy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from analytics import db
+    from benchmarks import raw_rows
+
+    before = db.COPY_MIN_ROWS
+    assert raw_rows.main(["--batch", "10", "30", "--events", "120", "--warm", "30"]) == 0
+    assert before == db.COPY_MIN_ROWS
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [
+        ["10", "COPY"], ["10", "arrays"], ["30", "COPY"], ["30", "arrays"],
+    ]  # fmt: skip
+    assert all(float(figure) > 0 for row in rows for figure in row[2:])
+
+
 @pytest.mark.parametrize("shape", [[], ["--mixed"]])
 def test_the_packing_benchmark_hands_the_pool_the_same_items_and_prints_each_process(
     shape: list[str], capsys: pytest.CaptureFixture[str]

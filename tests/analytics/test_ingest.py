@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
+from analytics.db import COPY_MIN_ROWS
 from analytics.deadletters import Rejected, record_dead_letters
 from analytics.ingest import Context, apply_events
 from analytics.models import (
@@ -345,7 +346,10 @@ def test_seed_examples_one_batch_at_a_time_give_the_same_aggregates(engine):
     assert_seed_aggregates(engine)
 
 
-def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
+@pytest.mark.parametrize(
+    "padding", [COPY_MIN_ROWS, 0], ids=["through COPY", "payloads as one JSON array"]
+)
+def test_raw_events_with_awkward_characters_are_stored_exactly(engine, padding):
     awkward = "tab\there new\nline back\\slash \\N null-lookalike ünï 🚀 'quote\" \r"
     event = make(
         "wishlist.added",
@@ -354,9 +358,10 @@ def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
         tenant_id="tenant\nwith newline",
         user_id=awkward[:100],
     )
-    # Enough events that PostgreSQL takes the COPY path (db.COPY_MIN_ROWS).
-    padding = [make("wishlist.added", {}, event_id=f"pad-{n}", tenant_id="zz") for n in range(60)]
-    assert apply(engine, [event, *padding, event]).stored == 61
+    # With enough events PostgreSQL takes the COPY path (db.COPY_MIN_ROWS); with fewer,
+    # the payloads go as one JSON array (db.Unnest), the other columns as arrays.
+    pads = [make("wishlist.added", {}, event_id=f"pad-{n}", tenant_id="zz") for n in range(padding)]
+    assert apply(engine, [event, *pads, event]).stored == padding + 1
     assert apply(engine, [event]).stored == 0
     (row,) = rows(
         engine,
@@ -371,11 +376,13 @@ def test_raw_events_with_awkward_characters_are_stored_exactly(engine):
     assert row[3]["data"]["nested"]["deep"] == [awkward, None, 1.5]
 
 
-@pytest.mark.parametrize("size", [60, 6], ids=["through COPY", "as arrays"])
+@pytest.mark.parametrize(
+    "size", [COPY_MIN_ROWS, 6], ids=["raw events through COPY", "raw events as arrays"]
+)
 def test_batches_of_aggregate_rows_are_written_exactly(engine, size):
-    # 60 orders: PostgreSQL takes the COPY path for the orders table (db.COPY_MIN_ROWS);
-    # 6: each column goes as one array (db.Unnest). Keys hold COPY's and arrays'
-    # special characters (quotes, braces, commas), amounts are in 1/10,000.
+    # Aggregates go as arrays (db.Unnest), each column one array; the raw events of
+    # COPY_MIN_ROWS orders go through COPY, those of 6 as arrays too. Keys hold COPY's
+    # and arrays' special characters (quotes, braces, commas), amounts are in 1/10,000.
     awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\r", "q\"{a,b}'", "plain"]
     batch = [
         order_created(
@@ -474,21 +481,22 @@ def test_sql_in_event_content_is_stored_as_text_never_run(engine):
             tenant_id=evil,
             user_id=evil,
         )
-        for n in range(60)  # the COPY path on PostgreSQL (db.COPY_MIN_ROWS)
+        for n in range(COPY_MIN_ROWS)  # the COPY path on PostgreSQL
     ]
     events.append(
         make("user.logged_in", {"location": {"country": evil, "city": evil}}, tenant_id=evil)
     )
-    assert apply(engine, events).stored == 61
+    assert apply(engine, events).stored == COPY_MIN_ROWS + 1
     with Session(engine) as session, session.begin():
         record_dead_letters(session, [Rejected(evil, evil.encode(), datetime(2024, 1, 1), evil)])
-    assert len(rows(engine, StoredEvent.event_id, where=StoredEvent.tenant_id == evil)) == 61
+    stored = rows(engine, StoredEvent.event_id, where=StoredEvent.tenant_id == evil)
+    assert len(stored) == COPY_MIN_ROWS + 1
     assert rows(engine, Order.order_id, where=Order.order_id == f"{evil}7") == [(f"{evil}7",)]
     assert rows(engine, ProductSale.product_id, ProductSale.name) == [(evil, evil)]
     assert rows(engine, DeadLetter.channel, DeadLetter.raw, DeadLetter.error) == [
         (evil, evil.encode(), evil)
     ]
-    assert counter(engine, "revenue") == (60, Decimal(60))
+    assert counter(engine, "revenue") == (COPY_MIN_ROWS, Decimal(COPY_MIN_ROWS))
 
 
 def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
@@ -506,21 +514,36 @@ def test_a_dead_letter_with_nul_characters_in_its_text_is_stored(engine):
 
 
 def test_aggregates_of_a_large_batch_go_as_arrays_in_the_writers_table_order(pg):
-    # 60 orders: their raw events go through COPY (db.COPY_MIN_ROWS), their aggregates as
+    # COPY_MIN_ROWS orders: their raw events go through COPY, their aggregates as
     # arrays with no staging table (PostgreSQL would empty every staging table a
     # connection holds at each commit), in one string, in the writer's table order: two
     # workers locking the same rows in opposite orders deadlock (PostgreSQL then waits
     # deadlock_timeout, a second, before it breaks the tie).
     batch = [
         order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts="2024-01-01T10:00:00Z")
-        for n in range(60)
+        for n in range(COPY_MIN_ROWS)
     ]
     sent = statements_sent(pg, batch)
     assert any("TABLE IF NOT EXISTS staging_events" in text for text in sent)
     assert not any("staging_orders" in text or "staging_metric" in text for text in sent)
     (writes,) = [text for text in sent if "INSERT INTO orders" in text]
     assert writes.index("INSERT INTO metric_counters") < writes.index("INSERT INTO orders")
-    assert counter(pg, "revenue", "USD") == (60, Decimal("600"))
+    assert counter(pg, "revenue", "USD") == (COPY_MIN_ROWS, Decimal(10 * COPY_MIN_ROWS))
+
+
+def test_a_batch_below_copy_min_rows_touches_no_staging_table(pg):
+    # Its raw events go as arrays, their payloads as one JSON array: no temporary table,
+    # so the commit does not make PostgreSQL empty the connection's staging tables, and
+    # no COPY round trips. The payloads are stored as sent.
+    batch = [
+        make("wishlist.added", {"n": n, "note": f'it\'s \\ "{n}"'}, event_id=f"w-{n}")
+        for n in range(COPY_MIN_ROWS - 1)
+    ]
+    sent = statements_sent(pg, batch)
+    assert not any("staging_" in text or text.startswith("COPY") for text in sent), sent
+    assert any("json_array_elements" in text for text in sent)
+    stored = dict(rows(pg, StoredEvent.event_id, StoredEvent.payload))
+    assert stored == {e.event_id: e.payload for e in batch}
 
 
 def test_a_batch_that_pays_orders_marks_every_dirty_day_in_one_statement(pg):
