@@ -7,23 +7,26 @@ table (from ``analytics.db.COPY_MIN_ROWS`` events) or, below that, as arrays, th
 payloads as one JSON array (``analytics.db.Unnest``). This runs the benchmark's
 realistic stream (all 15 types, 3 tenants; every type together, as the bridge's mixed
 tasks carry a quiet stream, or with ``--by-type`` one type a batch, as it sends a busy
-one) through the worker's own code twice, into two databases of its own (created,
-migrated, dropped): each batch once with COPY and once as arrays, the order
-alternating from batch to batch, so that the machine's speed, which drifts by tens of
-percent within minutes here, weighs on both ways alike. For each ``--batch`` size it
-prints the CPU microseconds an event of the writer's Python (the whole transaction:
-aggregates too, the same both ways) and of the PostgreSQL backend (from
-/proc/<pid>/schedstat, in nanoseconds: run it on the database's host), each way.
+one; with ``--window`` too, as a bridge behind at peak sends them) through the worker's
+own code twice, into two databases of its own (created, migrated, dropped): each batch
+once with COPY and once as arrays, the order alternating from batch to batch, so that
+the machine's speed, which drifts by tens of percent within minutes here, weighs on
+both ways alike. For each ``--batch`` size it prints the CPU microseconds an event of
+the writer's Python (the whole transaction: aggregates too, the same both ways) and of
+the PostgreSQL backend (from /proc/<pid>/schedstat, in nanoseconds: run it on the
+database's host), each way.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -52,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="batches of one event type each, as the bridge sends a busy stream's",
     )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="with --by-type: each run of this many events split by type, every type's "
+        "events one batch (up to --batch), as a bridge behind at peak sends them: many "
+        "full batches and the rare types' small ones",
+    )
     args = parser.parse_args(argv)
     print(
         f"{args.events:,} events a batch size, each batch both ways, order alternating; "
@@ -59,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  {'batch':>6} {'way':<7} {'python':>8} {'postgres':>9} {'sum':>8}")
     for size in args.batch:
-        figures = _measure(size, args.events, args.warm, mixed=not args.by_type)
+        figures = _measure(size, args.events, args.warm, not args.by_type, args.window)
         for way, (python, postgres) in figures.items():
             print(f"  {size:>6} {way:<7} {python:>8.1f} {postgres:>9.1f} {python + postgres:>8.1f}")
     return 0
 
 
-def _measure(size: int, events: int, warm: int, mixed: bool) -> dict[str, tuple[float, float]]:
+def _measure(
+    size: int, events: int, warm: int, mixed: bool, window: int
+) -> dict[str, tuple[float, float]]:
     saved = db.COPY_MIN_ROWS
     with ExitStack() as stack:
         urls = {way: stack.enter_context(scratch_database(f"raw_rows_{way}")) for way in WAYS}
@@ -88,7 +101,7 @@ def _measure(size: int, events: int, warm: int, mixed: bool) -> dict[str, tuple[
         for part in (envelopes[:warm], envelopes[warm:]):
             totals = {way: [0.0, 0.0] for way in WAYS}
             stream = publishing.build_stream(part, channel_prefix="events")
-            for n, batch in enumerate(batches_of(stream, size, mixed=mixed)):
+            for n, batch in enumerate(_batches(stream, size, mixed, window)):
                 for way in _ways(n):
                     db.COPY_MIN_ROWS = WAYS[way]
                     planned, _ = decode_batch(batch, ctx)
@@ -101,6 +114,22 @@ def _measure(size: int, events: int, warm: int, mixed: bool) -> dict[str, tuple[
         return {
             way: (python / events * 1e6, pg / events * 1e6) for way, (python, pg) in totals.items()
         }
+
+
+def _batches(
+    stream: publishing.Stream, size: int, mixed: bool, window: int
+) -> list[list[list[Any]]]:
+    if mixed or not window:
+        return batches_of(stream, size, mixed=mixed)
+    batches: list[list[list[Any]]] = []
+    for start in range(0, len(stream.channels), window):
+        part = dataclasses.replace(
+            stream,
+            channels=stream.channels[start : start + window],
+            payloads=stream.payloads[start : start + window],
+        )
+        batches += batches_of(part, size)
+    return batches
 
 
 def _ways(n: int) -> Iterator[str]:
