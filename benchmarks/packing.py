@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import zstandard
 from kombu import compression
 
-from analytics.batch import pack, unpack
+from analytics.batch import new_compressor, pack, unpack
 from benchmarks.serializer import EMBED, per_event
 from benchmarks.worker_cost import batches_of
 from loadgen import publishing
@@ -42,7 +41,7 @@ class Way:
     def __init__(self, batches: list[list[list[Any]]], packed: bool):
         self.batches = batches
         self.packed = packed
-        self.ledger = zstandard.ZstdCompressor(level=1)  # the ledger keeps one
+        self.ledger = new_compressor()  # the ledger keeps one
         self.messages = self.bridge()
         self.bodies = self.main()
 

@@ -30,7 +30,7 @@ import orjson
 import redis
 import zstandard
 
-from analytics.batch import decompress_frame
+from analytics.batch import decompress_frame, new_compressor
 
 BATCHES_KEY = "analytics:ledger:batches"
 SENT_KEY = "analytics:ledger:sent"
@@ -58,7 +58,7 @@ class Ledger:
     def __init__(self, url: str):
         self.client = redis.Redis.from_url(url)
         self._claim = self.client.register_script(_CLAIM)
-        self._compressor = zstandard.ZstdCompressor(level=1)
+        self._compressor = new_compressor()
 
     def record(self, task_id: str, task: str, queue: str, items: list[Any]) -> None:
         pipe = self.client.pipeline(transaction=True)
