@@ -41,9 +41,7 @@ WAYS = {"COPY": 1, "arrays": 1_000_000_000}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[96, 150, 300], help="batch sizes (96 150 300)"
