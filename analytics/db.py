@@ -311,13 +311,13 @@ def on_driver_cursor(
 
 #: Raw events below this many go as arrays (:class:`Unnest`, their payloads as one JSON
 #: array): COPY's staging table and extra round trips cost more than they save. From
-#: this many, COPY costs less (measured interleaved, batch by batch: 5 us an event less
-#: PostgreSQL CPU without COPY at 96 events, about even at 150, 5-8 more at 200 and 375;
-#: ``benchmarks.raw_rows``). COPY is for raw events only. Aggregates always go
-#: as arrays, with no staging table: PostgreSQL empties every ``ON COMMIT DELETE ROWS``
-#: table of a connection at each commit that touched a temporary table, ~300 us of its
-#: CPU each (with the ten aggregates' staging tables a connection collected, ~3 ms a
-#: commit; ``python -m benchmarks.staging_cost``).
+#: this many, COPY costs less (measured interleaved, batch by batch, the writer's and
+#: PostgreSQL's CPU: 7-8 us an event less without COPY at 96 events, about even at 150,
+#: 3 more at 200, 7 at 375; ``python -m benchmarks.raw_rows``). COPY is for raw events
+#: only. Aggregates always go as arrays, with no staging table: PostgreSQL empties every
+#: ``ON COMMIT DELETE ROWS`` table of a connection at each commit that touched a temporary
+#: table, ~300 us of its CPU each (with the ten aggregates' staging tables a connection
+#: collected, ~3 ms a commit; ``python -m benchmarks.staging_cost``).
 COPY_MIN_ROWS = 150
 
 

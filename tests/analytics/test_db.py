@@ -118,6 +118,19 @@ def test_array_literals_read_back_as_the_values_they_were_made_of(pg):
             assert back == values, cast
 
 
+def test_json_documents_go_as_one_json_array_that_reads_back_in_order(pg):
+    from analytics.db import _json_array
+
+    documents: list[Any] = [{"a": 'it\'s "q" \\ {x}'}, [1, None], "ü ✓", None, 2.5, {}]
+    with pg.connect() as conn:
+        sql = "SELECT v FROM json_array_elements(CAST(:a AS json)) WITH ORDINALITY AS u(v, n)"
+        back = conn.execute(text(sql + " ORDER BY n"), {"a": _json_array(documents, None)})
+        assert back.scalars().all() == documents
+    # SQL's NULL has no place in a JSON array: a column that would write one is refused.
+    with pytest.raises(ValueError, match="SQL NULL"):
+        _json_array([{"a": 1}, None], lambda value: None if value is None else "{}")
+
+
 def _prepares_counted(engine) -> list[str]:
     """Every statement text sent on ``engine`` that PREPAREs something."""
     from sqlalchemy import event
