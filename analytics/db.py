@@ -415,19 +415,19 @@ def insert_once(
 
 @dataclass(frozen=True)
 class Unnest:
-    """Rows sent as one array parameter per column and read back as rows by ``unnest``.
+    """Rows sent as one array parameter per column and read back as rows by ``unnest``
+    (a JSON column's as one JSON array, by ``json_array_elements``).
 
     PostgreSQL only. The statement's text does not depend on the number of rows, and
     psycopg2 adapts a list in C: ~1 us a value, where a multi-row VALUES list built by
     SQLAlchemy's "insertmanyvalues" costs several and a compilation per batch size.
     """
 
-    #: ``unnest(%s::type[], ...) AS alias(columns)``, for a FROM clause.
+    #: ``ROWS FROM (unnest(%s::type[]), ...) AS alias(columns)``, for a FROM clause.
     source: str
-    #: Each column's name and its type's bind processing (``Amount`` to an integer, JSON to text).
-    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
-    #: Which of the columns are JSON, sent as one JSON array (``json_array_elements``).
-    json: tuple[bool, ...] = ()
+    #: Each column's name, its type's bind processing (``Amount`` to an integer, JSON to
+    #: text) and whether it is JSON (its values sent as one JSON array).
+    columns: tuple[tuple[str, Callable[[Any], Any] | None, bool], ...]
 
     @classmethod
     def of(cls, session: Session, table: Table, names: Sequence[str], alias: str) -> Unnest:
@@ -436,30 +436,23 @@ class Unnest:
         if missing:  # pragma: no cover - a programming error, caught by the first test
             raise ValueError(f"{table.name}: rows without {missing}, whose default unnest skips")
         types = [table.c[name].type for name in names]
-        json = tuple(isinstance(column_type, sqltypes.JSON) for column_type in types)
-        listed = ", ".join(names)
-        if any(json):
-            # A JSON column's values go as one JSON document, an array read back by
-            # json_array_elements: the documents' text as it is, with none of the array
-            # escaping of their quotes (ROWS FROM zips the functions' rows in order, as a
-            # multi-argument unnest does).
-            functions = ", ".join(
-                f"{kind.lower()}_array_elements(%s::{kind})" if is_json else f"unnest(%s::{kind}[])"
-                for kind, is_json in zip(
-                    (column_type.compile(dialect) for column_type in types), json, strict=True
-                )
+        json = [isinstance(column_type, sqltypes.JSON) for column_type in types]
+        # ROWS FROM zips its functions' rows in order (a multi-argument unnest is the same).
+        # A JSON column's values go as one JSON document, an array read back by
+        # json_array_elements: the documents' text as it is, with none of an array
+        # literal's escaping of their quotes.
+        functions = ", ".join(
+            f"{kind.lower()}_array_elements(%s::{kind})" if is_json else f"unnest(%s::{kind}[])"
+            for kind, is_json in zip(
+                (column_type.compile(dialect) for column_type in types), json, strict=True
             )
-            source = f"ROWS FROM ({functions}) AS {alias}({listed})"
-        else:
-            arrays = ", ".join(f"%s::{column_type.compile(dialect)}[]" for column_type in types)
-            source = f"unnest({arrays}) AS {alias}({listed})"
+        )
         return cls(
-            source,
+            f"ROWS FROM ({functions}) AS {alias}({', '.join(names)})",
             tuple(
-                (name, column_type.dialect_impl(dialect).bind_processor(dialect))
-                for name, column_type in zip(names, types, strict=True)
+                (name, column_type.dialect_impl(dialect).bind_processor(dialect), is_json)
+                for name, column_type, is_json in zip(names, types, json, strict=True)
             ),
-            json,
         )
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -471,14 +464,13 @@ class Unnest:
         analyses and folds in every statement (the parser, analysis and planner took a
         third of PostgreSQL's CPU of a small batch; measured with perf).
         """
-        json = self.json or (False,) * len(self.columns)
         return [
             _json_array([row[name] for row in rows], process)
             if is_json
             else array_literal([row[name] for row in rows])
             if process is None
             else array_literal([process(row[name]) for row in rows])
-            for (name, process), is_json in zip(self.columns, json, strict=True)
+            for name, process, is_json in self.columns
         ]
 
 
