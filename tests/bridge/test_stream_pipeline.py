@@ -96,16 +96,28 @@ def test_a_stream_bridge_killed_mid_stream_leaves_nothing_behind(
     )
     producer = threading.Thread(target=xadd, args=(redis_client, stream, 2_000, 4_000, 1_000))
     producer.start()
+    group = doomed.popen.pid
+
+    def stopped_holding_entries() -> bool:
+        # Stopped first, then looked at: a bridge still running may acknowledge what it
+        # holds between the look and the kill (its batch fell due), leaving nothing to
+        # test. A stop that finds nothing held lets it go on, to be tried again.
+        if acknowledged(redis_client, stream) < 2_000:
+            return False
+        os.killpg(group, signal.SIGSTOP)
+        time.sleep(0.05)  # an acknowledgement it sent just before reaches Redis
+        if sum(pending_by_consumer(redis_client, stream).values()) >= 100:
+            return True
+        os.killpg(group, signal.SIGCONT)
+        return False
+
     try:
         wait_for(
-            lambda: (
-                acknowledged(redis_client, stream) >= 2_000
-                and sum(pending_by_consumer(redis_client, stream).values()) >= 100
-            ),
+            stopped_holding_entries,
             timeout=30,
             what="2,000 entries acknowledged and 100 more read but not acknowledged",
         )
-        os.killpg(doomed.popen.pid, signal.SIGKILL)
+        os.killpg(group, signal.SIGKILL)
         doomed.popen.wait()
         acknowledged_at_kill = acknowledged(redis_client, stream)
         orphaned = pending_by_consumer(redis_client, stream)
