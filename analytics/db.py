@@ -516,8 +516,56 @@ def _array_element(value: Any) -> str:
     return _array_text(str(value))
 
 
+def _texts(values: Sequence[Any], nulls: bool) -> str | None:
+    if not nulls:
+        joined = '","'.join(values)
+        # Only the separators' quotes, and no backslash: no value needs escaping.
+        if "\\" in joined or joined.count('"') != 2 * (len(values) - 1):
+            return None
+        return '{"' + joined + '"}'
+    if _ARRAY_SPECIAL.search("".join([value for value in values if value is not None])):
+        return None
+    return "{" + ",".join(["NULL" if value is None else f'"{value}"' for value in values]) + "}"
+
+
+def _numbers(values: Sequence[Any], nulls: bool) -> str:
+    if not nulls:
+        return "{" + ",".join(map(str, values)) + "}"
+    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+
+
+def _times(values: Sequence[Any], nulls: bool) -> str:
+    if not nulls:
+        return '{"' + '","'.join([value.isoformat(" ") for value in values]) + '"}'
+    return (
+        "{"
+        + ",".join(["NULL" if value is None else f'"{value.isoformat(" ")}"' for value in values])
+        + "}"
+    )
+
+
+#: Whole-array forms for arrays whose values are all of one type (None aside), each value's
+#: type not looked up and no function called for it (~30 values an event): the writer's
+#: parameters took 25-26 us an event of a worker's ~135 in mixed batches of 96 a value at
+#: a time, 17-19 whole (measured by timing :meth:`Unnest.params` in the writer).
+_WHOLE: dict[type, Callable[[Sequence[Any], bool], str | None]] = {
+    str: _texts,
+    int: _numbers,
+    Decimal: _numbers,
+    datetime: _times,
+}
+
+
 def array_literal(values: Sequence[Any]) -> str:
     """PostgreSQL's text form of a one-dimensional array of ``values`` (cast it in SQL)."""
+    kinds = set(map(type, values))
+    nulls = type(None) in kinds
+    if nulls:
+        kinds.discard(type(None))
+    if len(kinds) == 1:
+        whole = _WHOLE.get(kinds.pop())
+        if whole is not None and (literal := whole(values, nulls)) is not None:
+            return literal
     return "{" + ",".join(map(_array_element, values)) + "}"
 
 
