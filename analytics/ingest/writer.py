@@ -142,8 +142,9 @@ def _set_clause(aggregate: Aggregate, stmt: Any) -> dict[str, Any]:
 def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, Any]]) -> int:
     """Merge rows with equal keys, then write them all with one multi-row upsert.
 
-    Rows are written in key order so that concurrent writers lock rows in the
-    same order and cannot deadlock each other.
+    The upsert takes the rows in key order (its ``ORDER BY``, on PostgreSQL), so that
+    concurrent writers lock rows in the same order and cannot deadlock each other;
+    SQLite's writers take turns.
     """
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     columns, sums = aggregate.columns, aggregate.sums_only
@@ -152,7 +153,7 @@ def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, A
         key = key_of(row)
         current = merged.get(key)
         if current is None:
-            merged[key] = {name: row.get(name) for name in columns}
+            merged[key] = dict(zip(columns, map(row.get, columns), strict=True))
         elif sums:
             for column in sums:
                 current[column] = (current[column] or 0) + (row.get(column) or 0)
@@ -160,11 +161,13 @@ def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, A
             _merge_values(aggregate, current, row)
     if not merged:
         return 0
-    for values in merged.values():
-        for column, how in aggregate.merge.items():
-            if how is Merge.SUM and values[column] is None:
-                values[column] = 0
-    ordered = [merged[key] for key in sorted(merged, key=_sort_key)]
+    zeroed = [column for column, how in aggregate.merge.items() if how is Merge.SUM]
+    if zeroed:
+        for values in merged.values():
+            for column in zeroed:
+                if values[column] is None:
+                    values[column] = 0
+    merged_rows = list(merged.values())
 
     def build(insert: Callable[[Any], Any]) -> Any:
         stmt = insert(TABLES[aggregate.table])
@@ -176,16 +179,12 @@ def upsert_rows(writes: Writes, aggregate: Aggregate, rows: Iterable[dict[str, A
             set_=_set_clause(aggregate, stmt),
         )
 
-    writes.upsert(aggregate, build, ordered, order_by=aggregate.key)
-    return len(ordered)
+    writes.upsert(aggregate, build, merged_rows, order_by=aggregate.key)
+    return len(merged_rows)
 
 
 def _one_key(name: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     return lambda row: (row[name],)
-
-
-def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(str(part) for part in key)
 
 
 @dataclass

@@ -6,6 +6,7 @@ Every test runs on PostgreSQL and on SQLite (the ``engine`` fixture).
 from __future__ import annotations
 
 import random
+import re
 from datetime import datetime
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from analytics.db import COPY_MIN_ROWS
 from analytics.deadletters import Rejected, record_dead_letters
 from analytics.ingest import Context, apply_events
+from analytics.ingest.changes import AGGREGATES
 from analytics.models import (
     Alert,
     DeadLetter,
@@ -529,6 +531,29 @@ def test_aggregates_of_a_large_batch_go_as_arrays_in_the_writers_table_order(pg)
     (writes,) = [text for text in sent if "INSERT INTO orders" in text]
     assert writes.index("INSERT INTO metric_counters") < writes.index("INSERT INTO orders")
     assert counter(pg, "revenue", "USD") == (COPY_MIN_ROWS, Decimal(10 * COPY_MIN_ROWS))
+
+
+def test_every_aggregate_upsert_takes_its_rows_in_key_order(pg):
+    # The writer merges a table's rows in arrival order; the upsert's ORDER BY (text by
+    # its bytes) is what makes two workers lock the same rows in the same order.
+    batch = [
+        order_created(order_id=f"o-{n}", event_id=f"e-{n}", ts=f"2024-01-0{1 + n % 3}T10:00:00Z")
+        for n in range(9, 0, -1)
+    ] + [make("user.logged_in", {"user_id": "u-9"}, "2024-01-02T10:00:00Z", "l-1")]
+    keys = {aggregate.table: aggregate.key for aggregate in AGGREGATES}
+    upserts = [
+        found
+        for text in statements_sent(pg, batch)
+        for part in text.split(";")
+        if (found := re.search(r"INSERT INTO (\w+) .* ORDER BY (.*) ON CONFLICT \(", part, re.S))
+    ]
+    tables = [upsert.group(1) for upsert in upserts]
+    assert {"orders", "metric_counters", "user_activity", "daily_revenue"} <= set(tables), tables
+    for upsert in upserts:
+        table, order = upsert.groups()
+        ordered = [column.split()[0].split(".")[-1] for column in order.split(",")]
+        assert ordered == list(keys[table]), (table, order)
+        assert 'tenant_id COLLATE "C"' in order, (table, order)  # text by its bytes
 
 
 def test_a_batch_below_copy_min_rows_touches_no_staging_table(pg):
