@@ -235,6 +235,13 @@ def upsert_many(
         writes.upsert(key, build, rows, order_by)
         writes.send()
         return
+    _upsert_values(session, key, build, rows)
+
+
+def _upsert_values(
+    session: Session, key: Hashable, build: Build, rows: list[dict[str, Any]]
+) -> None:
+    """The upsert as SQLAlchemy's multi-row VALUES ("insertmanyvalues", with RETURNING)."""
 
     def with_returning(insert: Callable[[Any], Any]) -> Any:
         stmt = build(insert)
@@ -594,11 +601,11 @@ class Writes:
         rows: list[dict[str, Any]],
         order_by: Sequence[str] = (),
     ) -> None:
-        """:func:`upsert_many`, held on PostgreSQL."""
+        """:func:`upsert_many`, held on PostgreSQL (run at once elsewhere)."""
         if not rows:
             return
         if not self._hold_writes:
-            upsert_many(self.session, key, build, rows, order_by)
+            _upsert_values(self.session, key, build, rows)
             return
         self._hold(("upsert", key), build, rows, order_by)
 
