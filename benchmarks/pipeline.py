@@ -99,6 +99,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from analytics.db import make_engine
 from benchmarks import procs
+from benchmarks.claim import CLAIM_KEY, claim
 from loadgen import checking, publishing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -518,11 +519,13 @@ class Benchmark:
     def setup(self) -> None:
         say(f"run {self.run_id}: logs in {self.logs}")
         self.cleanup.callback(self._remove_logs)
-        keys = self.redis.dbsize()
-        if keys:
-            say(f"broker DB {self.args.redis_db} held {keys} keys: flushing them")
-        self.redis.flushdb()
+        # Before anything is emptied: another benchmark's queues must not be.
+        claim(self.redis, f"benchmarks.pipeline run {self.run_id}")
         self.cleanup.callback(self._flush_broker)
+        stale = [key for key in self.redis.scan_iter(count=1000) if key != CLAIM_KEY.encode()]
+        if stale:
+            say(f"broker DB {self.args.redis_db} held {len(stale)} keys: deleting them")
+            self.redis.delete(*stale)
         self.db_url, self.engine = self.database("")
         self.naive_url, self.naive_engine = self.database("_naive")
         self.log_view = procs.RedisLog(self.redis)
@@ -1550,7 +1553,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--redis-db",
         type=int,
         default=int(os.environ.get("BENCH_REDIS_DB", "12")),
-        help="Redis DB number used as the Celery broker; FLUSHED at start and end (12)",
+        help="Redis DB number used as the Celery broker; FLUSHED at start and end (12); "
+        "refused while another benchmark holds it",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs")
     parser.add_argument(

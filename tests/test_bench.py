@@ -360,3 +360,55 @@ def test_the_packing_benchmark_hands_the_pool_the_same_items_and_prints_each_pro
     # Packed, the main process pipes the compressed batch, not its JSON.
     items, packed = figures["piped"]
     assert packed * 3 < items
+
+
+def _claimed_by_another(client: redis.Redis) -> str:
+    """A claim on ``client``'s database held by a live process of this host (our parent)."""
+    import socket
+
+    from benchmarks.claim import CLAIM_KEY
+
+    held = f"{socket.gethostname()} {os.getppid()} another benchmark"
+    client.set(CLAIM_KEY, held)
+    return held
+
+
+def test_a_redis_db_another_running_benchmark_holds_is_refused_and_left_as_it_is(
+    redis_client: redis.Redis, fresh_broker: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two benchmarks on one database wreck each other: each empties it at its start and
+    # end, deleting the other's queued batches (the other then stalls and reports loss).
+    from benchmarks import pipeline, send_cost
+    from benchmarks.claim import CLAIM_KEY, DatabaseInUse, claim
+    from tests.conftest import REDIS_DB
+
+    held = _claimed_by_another(redis_client)
+    redis_client.set("the-other-benchmarks-queue", "1")
+    with pytest.raises(DatabaseInUse, match=rf"database {REDIS_DB} is in use .*--redis-db N"):
+        claim(redis_client, "a test")
+    assert pipeline.main(["--only", "cpu", "--redis-db", str(REDIS_DB)]) == 2
+    assert "is in use by another benchmark (another benchmark" in capsys.readouterr().err
+    with pytest.raises(DatabaseInUse):
+        send_cost.main(["--sends", "1", "--events", "1", "--redis-db", str(REDIS_DB)])
+    assert redis_client.get("the-other-benchmarks-queue") == b"1"
+    assert redis_client.get(CLAIM_KEY) == held.encode()
+
+
+def test_a_claim_left_by_a_process_that_is_gone_is_taken_over_and_released(
+    redis_client: redis.Redis, fresh_broker: None
+) -> None:
+    import socket
+
+    from benchmarks.claim import CLAIM_KEY, claim, release
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    redis_client.set(CLAIM_KEY, f"{socket.gethostname()} {gone.stdout.strip()} a crashed run")
+    claim(redis_client, "a test")
+    assert redis_client.get(CLAIM_KEY) == f"{socket.gethostname()} {os.getpid()} a test".encode()
+    release(redis_client)
+    assert redis_client.get(CLAIM_KEY) is None
+    # Another's claim is not this process's to release.
+    held = _claimed_by_another(redis_client)
+    release(redis_client)
+    assert redis_client.get(CLAIM_KEY) == held.encode()
