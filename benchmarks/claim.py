@@ -5,7 +5,7 @@ run on the same database wreck each other: the second one's start (or the first 
 end) deletes the other's queued batches and delivery ledger, and the other then stalls
 and reports events lost that no code of the pipeline lost. Each claims its database
 first, under :data:`CLAIM_KEY`; a claim whose process is gone (on this host) is taken
-over.
+over. Emptying the database at the end takes the claim with it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(client: redis.Redis, what: str, option: str = "--redis-db") -> None:
+def claim(client: redis.Redis, what: str) -> None:
     """Claim ``client``'s database for this process, or raise :class:`DatabaseInUse`."""
     host = socket.gethostname()
     mine = f"{host} {os.getpid()} {what}"
@@ -55,13 +55,6 @@ def claim(client: redis.Redis, what: str, option: str = "--redis-db") -> None:
         raise DatabaseInUse(
             f"Redis database {where} is in use by another benchmark ({other or 'unknown'}, "
             f"pid {pid} on {other_host}); wait for it to finish or give this one another "
-            f"database with {option} N (it is emptied before and after the run)"
+            "database with --redis-db N (it is emptied before and after the run)"
         )
     raise DatabaseInUse(f"could not claim the Redis database for {what}")
-
-
-def release(client: redis.Redis) -> None:
-    """Give the database back (only this process's own claim is removed)."""
-    held = client.get(CLAIM_KEY)
-    if held is not None and _text(held).split(" ")[1:2] == [str(os.getpid())]:
-        client.delete(CLAIM_KEY)
