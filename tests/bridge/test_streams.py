@@ -216,6 +216,9 @@ def test_consumers_of_stopped_bridges_are_removed_once_idle_with_nothing_pending
     run_bridge, redis_client, stream_of, monkeypatch
 ):
     monkeypatch.setattr(streams, "FORGET_EVERY", 0.1)
+    # Claim rounds (which look for idle consumers) every 0.1 s from the first one on:
+    # set before the bridge starts, or its first round may schedule the next at 10 s.
+    monkeypatch.setattr(streams, "CLAIM_EVERY_MAX", 0.1)
     # Idle 0.005 x the claim time (60 s): 300 ms; entries are claimed after 60 s only.
     monkeypatch.setattr(streams, "FORGET_AFTER_CLAIM_IDLES", 0.005)
     orders = stream_of("order:created")
@@ -234,7 +237,7 @@ def test_consumers_of_stopped_bridges_are_removed_once_idle_with_nothing_pending
         stream_consumer="live",
         stream_claim_idle_ms=60_000,
     )
-    bridge.claim_every = 0.1
+    assert bridge.claim_every == 0.1
     wait_for(lambda: len(recorder.items()) == 1, timeout=5, what="the unread entry")
     # Once idle long enough, only the consumer with nothing pending goes; the one
     # holding an entry stays until the entry is claimed.
