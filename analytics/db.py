@@ -581,8 +581,11 @@ class Writes:
 
     On PostgreSQL each write becomes one ``INSERT ... SELECT ... FROM unnest(...)``
     (:class:`Unnest`), however many its rows, and :meth:`send` sends them all in one
-    string, run in order. On SQLite a write runs at once, as :func:`upsert_many` runs
-    it. Whoever reads what was written calls :meth:`send` first.
+    string, run in order, with the read that needs them last (its rows are what the
+    round trip returns). Locks (:meth:`lock`) and statements given as text
+    (:meth:`text`) are held the same way. On SQLite a write runs at once, as
+    :func:`upsert_many` runs it, and nothing is held. Whoever reads what was written
+    sends it first, or with the read.
     """
 
     #: The name the held statements give their rows (in their ``ORDER BY``).
@@ -591,7 +594,7 @@ class Writes:
     def __init__(self, session: Session):
         self.session = session
         self._hold_writes = dialect_of(session) == "postgresql"
-        self._held: list[Prepared] = []
+        self._held: list[Prepared | str] = []
         self._params: list[Any] = []
 
     def upsert(
@@ -644,13 +647,32 @@ class Writes:
         self._held.append(prepared)
         self._params.extend(unnest.params(rows))
 
-    def send(self) -> None:
-        """Send every held write, in the order they were made."""
+    def lock(self, *names: str) -> None:
+        """:func:`one_at_a_time`'s locks, held: taken when sent, after what was held before."""
+        if not names or not self._hold_writes:
+            return  # SQLite: nothing to take (see one_at_a_time)
+        self._held.append(_LOCK)
+        self._params.append(sorted(set(names)))
+
+    def text(self, sql: str, params: Sequence[Any]) -> None:
+        """Hold a statement given as PostgreSQL's text (psycopg2's ``%s`` placeholders),
+        sent as it is and so planned at each run. PostgreSQL only."""
+        assert self._hold_writes, "statements as text are PostgreSQL's"
+        self._held.append(sql)
+        self._params.extend(params)
+
+    def send(self, read: tuple[str, Sequence[Any]] | None = None) -> Sequence[Any]:
+        """Send every held statement, in the order they were held, then ``read`` (text and
+        its parameters, PostgreSQL only), in the same round trip: the read's rows."""
+        if read is not None:
+            assert self._hold_writes, "a read sent with the writes is PostgreSQL's"
+            self._held.append(read[0])
+            self._params.extend(read[1])
         if not self._held:
-            return
+            return []
         held, params = self._held, tuple(self._params)
         self._held, self._params = [], []
-        execute_prepared(self.session, held, params)
+        return execute_prepared(self.session, held, params)
 
 
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
@@ -688,6 +710,10 @@ class Prepared:
         return cls(name, sql, body, arity)
 
 
+#: :func:`one_at_a_time`'s statement, held by :meth:`Writes.lock` (no table: its plan is one).
+_LOCK = Prepared.of(_LOCK_SQL)
+
+
 @dataclass
 class _PreparedOn:
     """What one connection has PREPAREd; ``uncertain`` after a failed send."""
@@ -697,9 +723,10 @@ class _PreparedOn:
 
 
 def execute_prepared(
-    session: Session, statements: Sequence[Prepared], params: Sequence[Any]
+    session: Session, statements: Sequence[Prepared | str], params: Sequence[Any]
 ) -> Any:
-    """Run ``statements`` in one round trip, each PREPAREd first on this connection if new.
+    """Run ``statements`` in one round trip, each PREPAREd first on this connection if new
+    (one given as a string is sent as it is); the rows of the last.
 
     A prepared statement is parsed, analysed and planned once per connection, not
     per batch (a third of PostgreSQL's CPU of a small batch; measured with perf).
@@ -711,7 +738,9 @@ def execute_prepared(
     """
     connection = session.connection()
     if not get_settings().database_prepare:
-        sql = "; ".join(prepared.sql for prepared in statements)
+        sql = "; ".join(
+            prepared.sql if isinstance(prepared, Prepared) else prepared for prepared in statements
+        )
         return driver_rows(connection, sql, tuple(params) if params else None)
     info = connection.connection.info
     state = info.get("analytics_prepared")
@@ -723,6 +752,9 @@ def execute_prepared(
         state.names.clear()
     new: set[str] = set()
     for prepared in statements:
+        if not isinstance(prepared, Prepared):
+            parts.append(prepared)
+            continue
         if prepared.name not in state.names and prepared.name not in new:
             parts.append(f"PREPARE {prepared.name} AS {prepared.body}")
             new.add(prepared.name)

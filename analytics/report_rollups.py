@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import dialect_of, driver_rows, insert_for, statement, upsert_many
+from analytics.db import Writes, dialect_of, driver_rows, insert_for, statement, upsert_many
 from analytics.ingest.changes import COHORTS, ORDERS, Change, Upsert
 from analytics.models import (
     CityLogin,
@@ -549,7 +549,9 @@ _USER_REGISTERED = _StoredTime(UserCohort, "user_id", "registered_at")
 
 
 def _stored_days(
-    session: Session, wanted: Sequence[tuple[_StoredTime, set[tuple[str, str]]]]
+    session: Session,
+    wanted: Sequence[tuple[_StoredTime, set[tuple[str, str]]]],
+    writes: Writes | None = None,
 ) -> set[tuple[str, date]]:
     """The days of the times stored for each ``(tenant, id)`` key, in its table.
 
@@ -558,7 +560,7 @@ def _stored_days(
     key), in a text built once per process and sent as it is, with no SQLAlchemy
     compilation (an ORM select per tenant and table took ~11% of a worker's CPU samples
     at everyday batch sizes, in a profile). No keys, no statement. SQLite: a row-value ``IN``
-    per table.
+    per table. With ``writes``, what it holds goes first, in the same round trip.
     """
     asked = [(stored, sorted(keys)) for stored, keys in wanted if keys]
     if not asked:
@@ -583,7 +585,10 @@ def _stored_days(
     params: list[list[str]] = []
     for _, keys in asked:
         params += [[tenant for tenant, _ in keys], [ident for _, ident in keys]]
-    result = driver_rows(session.connection(), sql, tuple(params))
+    if writes is not None:
+        result = writes.send((sql, params))
+    else:
+        result = driver_rows(session.connection(), sql, tuple(params))
     return {(tenant, day) for tenant, day in result}
 
 
@@ -595,10 +600,13 @@ def days_before(session: Session, keys: Watched) -> set[tuple[str, date]]:
     )
 
 
-def days_after(session: Session, keys: Watched) -> set[tuple[str, date]]:
+def days_after(
+    session: Session, keys: Watched, writes: Writes | None = None
+) -> set[tuple[str, date]]:
     """After the changes are written: the days the orders they paid were created on.
 
     Read after writing, so an ``order.created`` another worker committed meanwhile is
-    seen (the upsert waited for its row).
+    seen (the upsert waited for its row). Changes held in ``writes`` are sent first, in
+    the read's round trip.
     """
-    return _stored_days(session, [(_ORDER_CREATED, keys.paid)])
+    return _stored_days(session, [(_ORDER_CREATED, keys.paid)], writes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, NamedTuple, TypeAlias, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from analytics.db import dialect_of, one_at_a_time
+from analytics.db import Unnest, Writes, dialect_of, statement
 from analytics.ingest.changes import RESTOCKED, STOCK_ALERTS, alert_key, stock_alert_message
 from analytics.models import Alert, InventoryMovement
 
@@ -102,7 +102,9 @@ def stock_alert_history(key: StockKey, movements: Iterable[Any]) -> list[dict[st
     return alerts
 
 
-def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> None:
+def apply_stock_alerts(
+    session: Session, keys: Mapping[StockKey, datetime], writes: Writes | None = None
+) -> None:
     """Recompute the stock alerts of these ``(tenant, product, location)`` from their movements.
 
     Events of one product travel in different batches, so a batch cannot tell
@@ -121,17 +123,22 @@ def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> N
     One lock per key makes concurrent recomputations of a key run in turn, the
     later one reading (at read committed) the movements the earlier one committed;
     without it two batches would each miss the other's movements. The caller has
-    already appended this batch's movements.
+    already appended this batch's movements, or holds them in ``writes``.
+
+    With ``writes`` (PostgreSQL), what it holds, the locks and the reads go in one round
+    trip, and the alerts' changes are left held there, for the caller to send.
     """
     ordered = sorted(keys)
     if not ordered:
         return
-    one_at_a_time(session, *(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
-    history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
+    held = writes if writes is not None else Writes(session)
     if dialect_of(session) == "postgresql":
-        movements, stored = _read_windows_postgresql(session, ordered, keys)
-    else:
+        held.lock(*(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
+        movements, stored = _read_windows_postgresql(held, ordered, keys)
+    else:  # SQLite: writes run at once and take turns, so there is no lock to take
+        held.send()
         movements, stored = _read_windows(session, ordered, keys)
+    history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
     for row in movements:
         history[row.tenant_id, row.product_id, row.location_id].append(row)
     wanted: dict[tuple[str, str, str | None], dict[str, Any]] = {}
@@ -156,14 +163,25 @@ def apply_stock_alerts(session: Session, keys: Mapping[StockKey, datetime]) -> N
             )
     # One open alert per key (a unique index): rows go first, then alerts that close,
     # then the one that stays open, then new alerts; no step has two open at once.
-    if stale:
-        session.execute(delete(_ALERTS).where(_ALERTS.c.id.in_(stale)))
-    for rows in (closed, others):
-        if rows:
-            session.execute(update(_ALERTS).where(_ALERTS.c.id == bindparam("alert_id")), rows)
     new = [alert for ident, alert in wanted.items() if ident not in kept]
-    if new:
-        session.execute(insert(_ALERTS), new)
+    if dialect_of(session) == "postgresql":
+        if stale:
+            held.text(_DELETE_SQL, (stale,))
+        for rows in (closed, others):
+            if rows:
+                sql, unnest = statement(session, "stock-alert-updates", lambda _: _updates(session))
+                held.text(sql, unnest.params([{"id": row["alert_id"], **row} for row in rows]))
+        held.insert(_ALERTS, new)
+    else:
+        if stale:
+            session.execute(delete(_ALERTS).where(_ALERTS.c.id.in_(stale)))
+        for rows in (closed, others):
+            if rows:
+                session.execute(update(_ALERTS).where(_ALERTS.c.id == bindparam("alert_id")), rows)
+        if new:
+            session.execute(insert(_ALERTS), new)
+    if writes is None:
+        held.send()
 
 
 def _read_windows(
@@ -188,54 +206,119 @@ def _read_windows(
     return movements, stored
 
 
-#: A key's window start on PostgreSQL: its last restock before the batch's first
-#: movement (``k.first``), by the index on (tenant, product, location, time), backwards.
-_SINCE_SQL = f"""coalesce((
-    SELECT r.occurred_at FROM inventory_movements r
-    WHERE r.tenant_id = k.tenant_id AND r.product_id = k.product_id
-      AND r.location_id = k.location_id AND r.kind = '{RESTOCKED}' AND r.occurred_at < k.first
-    ORDER BY r.occurred_at DESC LIMIT 1), '-infinity')"""
-_KEYS_SQL = """unnest(%(tenants)s::text[], %(products)s::text[],
-    %(locations)s::text[], %(firsts)s::timestamp[], %(lows)s::text[],
-    %(outs)s::text[]) AS k(tenant_id, product_id, location_id, first, low, out)"""
-# OFFSET 0 keeps each lateral read a read of its own key's index range (not pulled up
-# into a join the planner might hash).
-_MOVES_SQL = f"""SELECT {", ".join(f"m.{name}" for name in MOVEMENT_COLUMNS)}
-FROM {_KEYS_SQL} CROSS JOIN LATERAL (
+# PostgreSQL: each key's window start, its last restock before the batch's first movement
+# of it (``first``), read once, by the index on (tenant, product, location, time) backwards;
+# then the movements and the stock alerts since, each a read of the key's own index range
+# (OFFSET 0 keeps a lateral read from being pulled up into a join the planner might hash).
+# One statement, so that it can go in the round trip that sends the batch's writes: its
+# rows are movements and alerts in one shape, told apart by the first column.
+_WINDOWS_SQL = f"""WITH k AS MATERIALIZED (
+    SELECT u.*, coalesce((
+        SELECT r.occurred_at FROM inventory_movements r
+        WHERE r.tenant_id = u.tenant_id AND r.product_id = u.product_id
+          AND r.location_id = u.location_id AND r.kind = '{RESTOCKED}'
+          AND r.occurred_at < u.first
+        ORDER BY r.occurred_at DESC LIMIT 1), '-infinity') AS since
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamp[], %s::text[], %s::text[])
+        AS u(tenant_id, product_id, location_id, first, low, out))
+SELECT false, m.tenant_id, m.product_id, m.location_id, m.kind, m.occurred_at, m.event_id,
+    m.alert_message, m.quantity_after, NULL::bigint, NULL::text, NULL::text, NULL::timestamp
+FROM k CROSS JOIN LATERAL (
     SELECT * FROM inventory_movements m
     WHERE m.tenant_id = k.tenant_id AND m.product_id = k.product_id
-      AND m.location_id = k.location_id AND m.occurred_at > {_SINCE_SQL}
+      AND m.location_id = k.location_id AND m.occurred_at > k.since
       AND m.kind IN ({", ".join(f"'{kind}'" for kind in ALERT_MOVEMENTS)})
-    OFFSET 0) m"""
-_ALERTS_SQL = f"""SELECT {", ".join(f"a.{name}" for name in _STORED_ALERT_COLUMNS)}
-FROM {_KEYS_SQL} CROSS JOIN LATERAL (
+    OFFSET 0) m
+UNION ALL
+SELECT true, a.tenant_id, a.product_id, a.location_id, a.alert_type, a.created_at, a.event_id,
+    a.message, NULL, a.id, a.alert_key, a.severity, a.resolved_at
+FROM k CROSS JOIN LATERAL (
     SELECT * FROM alerts a
-    WHERE a.tenant_id = k.tenant_id AND a.alert_key IN (k.low, k.out)
-      AND a.created_at > {_SINCE_SQL}
+    WHERE a.tenant_id = k.tenant_id AND a.alert_key IN (k.low, k.out) AND a.created_at > k.since
     OFFSET 0) a"""
 
 
+class _Movement(NamedTuple):
+    """A movement :data:`_WINDOWS_SQL` read (:data:`MOVEMENT_COLUMNS`)."""
+
+    tenant_id: str
+    product_id: str
+    location_id: str
+    kind: str
+    occurred_at: datetime
+    event_id: str
+    alert_message: str | None
+    quantity_after: int | None
+
+
+class _StoredAlert(NamedTuple):
+    """A stock alert :data:`_WINDOWS_SQL` read (:data:`_STORED_ALERT_COLUMNS`)."""
+
+    id: int
+    tenant_id: str
+    alert_key: str
+    event_id: str | None
+    alert_type: str
+    severity: str
+    message: str
+    created_at: datetime
+    resolved_at: datetime | None
+    product_id: str | None
+    location_id: str | None
+
+
+assert _Movement._fields == MOVEMENT_COLUMNS and _StoredAlert._fields == _STORED_ALERT_COLUMNS
+_DELETE_SQL = "DELETE FROM alerts WHERE id = ANY(%s::bigint[])"
+#: The columns of a stock alert :func:`_updates` sets, by its id.
+_UPDATED = ("id", *STOCK_ALERT_COLUMNS)
+
+
 def _read_windows_postgresql(
-    session: Session, ordered: list[StockKey], firsts: Mapping[StockKey, datetime]
+    writes: Writes, ordered: list[StockKey], firsts: Mapping[StockKey, datetime]
 ) -> tuple[list[Any], list[Any]]:
-    """The same reads as :func:`_read_windows`, as two statements of one text whatever the
-    number of keys (the keys as arrays): a ``UNION ALL`` of 30 keys took PostgreSQL ~1.5 ms
-    to plan, each time; these plan in a fraction of that. Sent as they are, not through the
-    ORM's execution of a ``text()``, which cost more than the reads at everyday rates."""
+    """The same reads as :func:`_read_windows`, as one statement of one text whatever the
+    number of keys (the keys as arrays), sent after what ``writes`` holds, in its round
+    trip: a ``UNION ALL`` of 30 keys took PostgreSQL ~1.5 ms to plan, each time; this
+    plans in a fraction of that."""
     low, out = STOCK_ALERTS
-    params = {
-        "tenants": [key[0] for key in ordered],
-        "products": [key[1] for key in ordered],
-        "locations": [key[2] for key in ordered],
-        "firsts": [firsts[key] for key in ordered],
-        "lows": [alert_key(low, key[1], key[2]) for key in ordered],
-        "outs": [alert_key(out, key[1], key[2]) for key in ordered],
-    }
-    connection = session.connection()
-    return (
-        list(connection.exec_driver_sql(_MOVES_SQL, params)),
-        list(connection.exec_driver_sql(_ALERTS_SQL, params)),
+    params = (
+        [key[0] for key in ordered],
+        [key[1] for key in ordered],
+        [key[2] for key in ordered],
+        [firsts[key] for key in ordered],
+        [alert_key(low, key[1], key[2]) for key in ordered],
+        [alert_key(out, key[1], key[2]) for key in ordered],
     )
+    movements: list[Any] = []
+    stored: list[Any] = []
+    for is_alert, *row in writes.send((_WINDOWS_SQL, params)):
+        if not is_alert:
+            movements.append(_Movement._make(row[:8]))
+            continue
+        tenant, product, location, kind, at, event_id, message, _, ident, key, severity, end = row
+        stored.append(
+            _StoredAlert(
+                id=ident,
+                tenant_id=tenant,
+                alert_key=key,
+                event_id=event_id,
+                alert_type=kind,
+                severity=severity,
+                message=message,
+                created_at=at,
+                resolved_at=end,
+                product_id=product,
+                location_id=location,
+            )
+        )
+    return movements, stored
+
+
+def _updates(session: Session) -> tuple[str, Unnest]:
+    """PostgreSQL: the update of stock alerts by id, its rows as arrays (:class:`Unnest`)."""
+    unnest = Unnest.of(session, _ALERTS, _UPDATED, "u")
+    assignments = ", ".join(f"{name} = u.{name}" for name in STOCK_ALERT_COLUMNS)
+    return f"UPDATE alerts AS a SET {assignments} FROM {unnest.source} WHERE a.id = u.id", unnest
 
 
 #: Before every movement: the start of a key's window when it has no restock before.

@@ -273,12 +273,11 @@ def apply_planned(session: Session, batch: Sequence[Planned]) -> BatchResult:
     writes = Writes(session)
     write_changes(session, changes, writes)
     if watched.paid:
-        # The paid orders' days are read after their rows are written, so that an
-        # order.created another worker committed meanwhile is seen (the upsert waited
-        # for its row); then every dirty day is marked in one statement, in key order,
-        # as concurrent writers must lock those rows.
-        writes.send()
-        dirty |= report_rollups.days_after(session, watched)
+        # The paid orders' days are read after their rows are written (sent with what is
+        # held), so that an order.created another worker committed meanwhile is seen (the
+        # upsert waited for its row); then every dirty day is marked in one statement, in
+        # key order, as concurrent writers must lock those rows.
+        dirty |= report_rollups.days_after(session, watched, writes)
     rollups.mark_dirty(session, dirty, writes)
     writes.send()
     return result
@@ -307,8 +306,8 @@ def write_changes(
 ) -> None:
     """Write changes: each table's rows merged and upserted at once; stock alerts recomputed.
 
-    With ``writes``, what does not have to be written before the stock alerts are
-    recomputed is left held in it, for the caller to send.
+    With ``writes``, the writes are left held in it for the caller to send, except those
+    the stock alerts' recompute reads, which go with its read.
     """
     upserts: dict[Aggregate, list[dict[str, Any]]] = {}
     appends: dict[str, list[dict[str, Any]]] = {}
@@ -331,6 +330,8 @@ def write_changes(
             upsert_rows(held, aggregate, upserts[aggregate])
     for name, rows in appends.items():
         held.insert(TABLES[name], rows)
-    if stock_keys or writes is None:
-        held.send()  # the recompute reads the movements just appended
-    apply_stock_alerts(session, stock_keys)
+    # Its read of the movements goes after the held writes that append them (with them, on
+    # PostgreSQL); the alerts it changes are held in turn.
+    apply_stock_alerts(session, stock_keys, held)
+    if writes is None:
+        held.send()

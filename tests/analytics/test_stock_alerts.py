@@ -344,3 +344,38 @@ def test_migration_0007_gives_stored_movements_the_message_of_their_alert(tmp_pa
         ("c", None),
     ]
     engine.dispose()
+
+
+def test_a_batch_s_stock_alerts_ride_on_its_writes_round_trips_on_postgresql(pg):
+    from tests.analytics.test_ingest import statements_sent
+
+    # The raw events; the writes, then the locks and the windows' read, in one round trip;
+    # the alert opened, held and sent with the dirty days.
+    sent = statements_sent(pg, [inventory("low_stock", "2024-01-01T10:00:00Z", "low-1")])
+    assert len(sent) == 3, sent
+    writes = sent[1]
+    assert writes.index("INSERT INTO inventory_movements") < writes.index("pg_advisory_xact_lock")
+    assert writes.index("pg_advisory_xact_lock") < writes.index("WITH k AS MATERIALIZED")
+    assert "INSERT INTO alerts" in sent[2] and "INSERT INTO rollup_dirty_days" in sent[2]
+    # Closed by a restock, and a new one opened: an update and an insert, still held.
+    sent = statements_sent(
+        pg,
+        [
+            inventory("restocked", "2024-01-01T11:00:00Z", "restock-2"),
+            inventory("low_stock", "2024-01-01T12:00:00Z", "low-3"),
+        ],
+    )
+    assert len(sent) == 3, sent
+    assert sent[2].index("UPDATE alerts") < sent[2].index("INSERT INTO alerts")
+    assert rows(pg, Alert.created_at, Alert.resolved_at) == [
+        (datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 11)),
+        (datetime(2024, 1, 1, 12), None),
+    ]
+    # A late low stock before the restock replaces the first alert: a delete goes first.
+    sent = statements_sent(pg, [inventory("low_stock", "2024-01-01T09:00:00Z", "low-0")])
+    assert len(sent) == 3, sent
+    assert sent[2].index("DELETE FROM alerts") < sent[2].index("INSERT INTO alerts")
+    assert rows(pg, Alert.event_id, Alert.created_at, Alert.resolved_at) == [
+        ("low-0", datetime(2024, 1, 1, 9), datetime(2024, 1, 1, 11)),
+        ("low-3", datetime(2024, 1, 1, 12), None),
+    ]
