@@ -236,6 +236,54 @@ def test_with_DATABASE_PREPARE_0_the_statements_go_as_text(engine, monkeypatch):
         config.get_settings.cache_clear()
 
 
+@pytest.mark.parametrize("prepare", ["1", "0"])
+def test_writes_send_what_they_hold_locks_and_a_read_in_one_round_trip(
+    engine, monkeypatch, prepare
+):
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from analytics import config
+    from analytics.db import _LOCK, Writes
+
+    monkeypatch.setenv("DATABASE_PREPARE", prepare)
+    config.get_settings.cache_clear()
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        sent.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(text("CREATE TEMPORARY TABLE t (x int)"))
+            sent.clear()
+            writes = Writes(session)
+            writes.text("INSERT INTO t VALUES (%s)", [1])
+            writes.lock("b", "a", "b")
+            writes.text("INSERT INTO t SELECT x + %s FROM t", [10])
+            assert sent == []  # held
+            # In order: the second insert sees the first; the read sees both.
+            assert list(writes.send(("SELECT x FROM t WHERE x > %s ORDER BY x", [0]))) == [
+                (1,),
+                (11,),
+            ]
+            assert len(sent) == 1
+            assert sent[0].index("INSERT INTO t VALUES") < sent[0].index("SELECT x + ")
+            held_locks = session.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            ).scalar_one()
+            assert held_locks == 2  # "a" and "b", once each, until the transaction ends
+            # Only the lock's statement is PREPAREd; text goes as it is, planned each run.
+            prepared = {_LOCK.name} if prepare == "1" else set()
+            assert _server_prepared(session) == prepared
+            sent.clear()
+            assert writes.send() == [] and sent == []  # nothing held, nothing sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        config.get_settings.cache_clear()
+
+
 def test_driver_rows_runs_in_the_transaction_and_returns_the_last_statements_rows(engine):
     from sqlalchemy import event
     from sqlalchemy.orm import Session
