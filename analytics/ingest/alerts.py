@@ -132,11 +132,11 @@ def apply_stock_alerts(
     if not ordered:
         return
     held = writes if writes is not None else Writes(session)
-    if dialect_of(session) == "postgresql":
+    postgresql = dialect_of(session) == "postgresql"
+    if postgresql:
         held.lock(*(f"stock_alerts:{t}:{p}@{loc}" for t, p, loc in ordered))
         movements, stored = _read_windows_postgresql(held, ordered, keys)
-    else:  # SQLite: writes run at once and take turns, so there is no lock to take
-        held.send()
+    else:  # SQLite holds no writes (they ran), and its write transactions take turns: no lock
         movements, stored = _read_windows(session, ordered, keys)
     history: dict[StockKey, list[Any]] = {key: [] for key in ordered}
     for row in movements:
@@ -164,7 +164,7 @@ def apply_stock_alerts(
     # One open alert per key (a unique index): rows go first, then alerts that close,
     # then the one that stays open, then new alerts; no step has two open at once.
     new = [alert for ident, alert in wanted.items() if ident not in kept]
-    if dialect_of(session) == "postgresql":
+    if postgresql:
         if stale:
             held.text(_DELETE_SQL, (stale,))
         for rows in (closed, others):
