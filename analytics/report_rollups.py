@@ -534,13 +534,20 @@ class _StoredTime:
     at: str
 
     def sql(self) -> str:
-        """PostgreSQL: its keys' days, the keys given as two arrays (tenants, ids)."""
+        """PostgreSQL: its keys' days, the keys given as two arrays (tenants, ids).
+
+        One probe of the primary key a key, whatever the table's size: a lateral subquery
+        the planner may not flatten (``OFFSET 0``). As a join, a young table of a few
+        thousand rows was read whole and hashed for each batch's ~40 keys (0.7 ms planned
+        and run, against 0.3).
+        """
         table = self.model.__tablename__
         return (
-            f"SELECT t.tenant_id, t.{self.at}::date FROM {table} AS t "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
-            f"ON t.tenant_id = k.tenant_id AND t.{self.id_column} = k.id "
-            f"WHERE t.{self.at} IS NOT NULL"
+            f"SELECT t.tenant_id, t.{self.at}::date "
+            "FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, id) "
+            f"CROSS JOIN LATERAL (SELECT tenant_id, {self.at} FROM {table} AS t "
+            f"WHERE t.tenant_id = k.tenant_id AND t.{self.id_column} = k.id "
+            f"AND t.{self.at} IS NOT NULL OFFSET 0) AS t"
         )
 
 

@@ -431,7 +431,7 @@ def test_a_small_batch_is_written_in_three_round_trips_on_postgresql(pg):
     ]
     sent = statements_sent(pg, batch)
     assert len(sent) == 3, sent
-    assert "FROM orders AS t JOIN unnest" in sent[1]
+    assert "FROM orders AS t WHERE" in sent[1]
     assert counter(pg, "revenue", "USD") == (5, Decimal("50"))
     assert len(rows(pg, RollupDirtyDay.day)) == 5
 
@@ -615,11 +615,45 @@ def test_a_batch_of_several_tenants_looks_up_its_stored_days_in_one_statement_ea
     # the paid orders' days; the dirty days.
     assert len(sent) == 4, sent
     assert "FROM orders AS t" in sent[1] and "FROM user_cohorts AS t" in sent[1]
-    assert sent[2].rindex("INSERT INTO orders") < sent[2].index("FROM orders AS t JOIN unnest")
-    assert sent[2].endswith("WHERE t.created_at IS NOT NULL")
+    assert sent[2].rindex("INSERT INTO orders") < sent[2].index("FROM orders AS t WHERE")
+    assert sent[2].endswith("AND t.created_at IS NOT NULL OFFSET 0) AS t")
     # Nothing to look up, no look-up: the raw events, then the writes.
     logins = [make("user.logged_in", {}, tenant_id=tenant, event_id="l") for tenant in TENANTS]
     assert len(statements_sent(pg, logins)) == 2
+
+
+def test_a_batch_s_keys_are_looked_up_by_primary_key_also_in_a_young_table(pg):
+    # A few thousand rows: as a join, the planner read them all and hashed them for each
+    # batch's keys; the stored days and the refunds' currencies probe each table's primary
+    # key once a key.
+    from sqlalchemy import text
+
+    from analytics.ingest.refunds import _CURRENCIES_SQL
+    from analytics.report_rollups import _ORDER_CREATED, _USER_REGISTERED
+
+    with pg.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO orders (tenant_id, order_id, created_at, currency) "
+                "SELECT 'tenant-a', 'o-' || n, now(), 'USD' FROM generate_series(1, 3000) AS n"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO user_cohorts (tenant_id, user_id, registered_at) "
+                "SELECT 'tenant-a', 'o-' || n, now() FROM generate_series(1, 3000) AS n"
+            )
+        )
+        conn.execute(text("ANALYZE orders, user_cohorts"))
+        keys = (["tenant-a"] * 40, [f"o-{n}" for n in range(1, 41)])
+        for sql, table in (
+            (_ORDER_CREATED.sql(), "orders"),
+            (_USER_REGISTERED.sql(), "user_cohorts"),
+            (_CURRENCIES_SQL, "orders"),
+        ):
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, keys).scalars())
+            assert f"Index Scan using pk_{table}" in plan and "Seq Scan" not in plan, plan
+            assert len(conn.exec_driver_sql(sql, keys).all()) == 40
 
 
 def test_the_days_an_earlier_time_or_a_payment_alters_are_marked_for_each_tenant(engine):
