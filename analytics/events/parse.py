@@ -197,6 +197,17 @@ def parse(
         raise InvalidEvent(f"could not validate ({type(exc).__name__}: {exc})") from exc
 
 
+def _claimed(document: dict[str, Any]) -> dict[str, str | None]:
+    """The tenant and type an invalid event claims, for its dead letter (built only then)."""
+    return {
+        key: value[:ID_MAX_LENGTH] if isinstance(value, str) else None
+        for key, value in (
+            ("tenant_id", document.get("tenant_id")),
+            ("event_type", document.get("event_type")),
+        )
+    }
+
+
 def _parse(
     raw: bytes | str,
     channel: str,
@@ -206,18 +217,11 @@ def _parse(
     pii_salt: str | None,
 ) -> Event:
     document = decode(raw, max_bytes, max_depth)
-    claimed = {
-        key: value[:ID_MAX_LENGTH] if isinstance(value, str) else None
-        for key, value in (
-            ("tenant_id", document.get("tenant_id")),
-            ("event_type", document.get("event_type")),
-        )
-    }
     try:
         envelope = _load_envelope(document)
     except ValidationError as exc:
         raise InvalidEvent(
-            "invalid envelope: " + _summary(exc.messages), exc.messages, **claimed
+            "invalid envelope: " + _summary(exc.messages), exc.messages, **_claimed(document)
         ) from None
     event_type: str = envelope["event_type"]
     data = envelope["data"] or {}
@@ -231,13 +235,13 @@ def _parse(
             raise InvalidEvent(
                 f"invalid {event_type} data: " + _summary(exc.messages, "data."),
                 messages,
-                **claimed,
+                **_claimed(document),
             ) from None
     escaped_nul = "\\u0000" in raw if isinstance(raw, str) else b"\\u0000" in raw
     if escaped_nul and _has_nul(document):
         raise InvalidEvent(
             "text contains a NUL character (\\u0000), which the database cannot store",
-            **claimed,
+            **_claimed(document),
         )
     payload = document
     if pii_salt:
