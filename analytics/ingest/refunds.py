@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from analytics.db import dialect_of, driver_rows
+from analytics.db import dialect_of, driver_rows, keyed_rows_sql
 from analytics.ingest.changes import DAILY_REVENUE, ORDERS, Aggregate
 from analytics.models import Order
 
@@ -71,16 +71,10 @@ def resolve_refunds(
 
 
 #: PostgreSQL: the stored currencies of the orders whose keys come as two arrays, one
-#: probe of the primary key a key however young the table (a lateral subquery kept apart
-#: by ``OFFSET 0``, as the stored days are read), sent as it is (a select built and
-#: compiled through the ORM for every batch with a refund cost ~2% of a worker's CPU at
-#: everyday rates, py-spy).
-_CURRENCIES_SQL = (
-    "SELECT o.tenant_id, o.order_id, o.currency "
-    "FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, order_id) "
-    "CROSS JOIN LATERAL (SELECT tenant_id, order_id, currency FROM orders AS o "
-    "WHERE o.tenant_id = k.tenant_id AND o.order_id = k.order_id "
-    "AND o.currency IS NOT NULL OFFSET 0) AS o"
+#: probe of the primary key a key, sent as it is (a select built and compiled through the
+#: ORM for every batch with a refund cost ~2% of a worker's CPU at everyday rates, py-spy).
+_CURRENCIES_SQL = keyed_rows_sql(
+    "orders", "order_id", ("tenant_id", "order_id", "currency"), "currency"
 )
 
 
